@@ -1,0 +1,58 @@
+"""Command line: ``python -m nnexp [-m] [key=value ...]``, a thin Hydra entry point.
+
+Before Hydra starts, :func:`preflight` composes the config of every job the
+command would launch and validates it, so that a mistake (an unknown option, a
+learning rate <= 0, zero epochs) ends the command with one line naming the key
+and what it accepts, before any MLflow run exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from .config import ConfigError, register
+
+register()
+
+log = logging.getLogger("nnexp")
+
+#: Hydra's own flags after which no job runs (help, printing the config, ...).
+_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version", "--shell-completion", "-sc")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://nnexp.conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> float:
+    """Hydra's task function: one job."""
+    from .app import run_job
+
+    return run_job(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Validate every job of the command, then run it under Hydra; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.split("=")[0] in _INFO_FLAGS for a in argv):
+        from .preflight import preflight
+
+        try:
+            preflight(argv)
+        except ConfigError as e:
+            print(f"nnexp: error: {e}", file=sys.stderr)
+            return 2
+    sys.argv = [sys.argv[0], *argv]
+    try:
+        hydra_main()
+    except ConfigError as e:  # raised by a job in a single run
+        print(f"nnexp: error: {e}", file=sys.stderr)
+        return 2
+    from .callbacks import LAST_SWEEP
+
+    return 1 if LAST_SWEEP.get("failed") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

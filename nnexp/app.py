@@ -1,0 +1,285 @@
+"""One job of a sweep: config -> data + model + optimiser -> training -> MLflow.
+
+:func:`build` turns a composed config into the plain objects the trainer
+needs; :func:`run_job` trains them and records the run. This module is the
+glue that knows Hydra's paths and MLflow; :mod:`nnexp.train` knows neither.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from . import tracking
+from .activations import get_activation
+from .config import ConfigError, config_hash, flatten, validate
+from .data import Dataset, load
+from .initializers import auto_initializer, get_bias_initializer, get_initializer
+from .losses import Loss, get_loss, resolve_loss_name
+from .model import MLP
+from .optimizers import Optimizer, make_optimizer, make_schedule
+from .train import History, accuracy, fit
+
+log = logging.getLogger("nnexp")
+
+__all__ = ["Setup", "build", "run_job", "job_paths"]
+
+
+@dataclass
+class Setup:
+    """Everything one training needs, built from a config."""
+
+    data: Dataset
+    model: MLP
+    loss: Loss
+    optimizer: Optimizer
+    schedule: object
+    rngs: list
+    seeds: list
+    init_name: str
+
+
+def check_data(cfg: DictConfig) -> tuple[Dataset, Loss]:
+    """Load the configured dataset and pick its loss.
+
+    Raises
+    ------
+    ConfigError
+        If the dataset cannot be loaded (unknown name, unreadable or unusable
+        CSV) or the loss does not fit its task.
+    """
+    ds = cfg.dataset
+    params = {k: ds[k] for k in ("n_samples", "noise", "path", "target") if ds.get(k) is not None}
+    try:
+        data = load(ds.name, val_fraction=ds.val_fraction, test_fraction=ds.test_fraction,
+                    split_seed=ds.split_seed, standardize=ds.standardize, **params)
+        loss = get_loss(resolve_loss_name(cfg.model.loss, data.task, data.n_classes))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return data, loss
+
+
+def build(cfg: DictConfig) -> Setup:
+    """Build data, model, loss, optimiser, schedule and generators from a composed config.
+
+    Replica ``k`` is seeded with ``cfg.seed + k``.
+
+    Raises
+    ------
+    ConfigError
+        If the config is invalid or does not fit the dataset (see :func:`nnexp.config.validate`).
+    """
+    validate(cfg)
+    dtype = np.dtype(cfg.model.dtype)
+    data, loss = check_data(cfg)
+    data = data.astype(dtype)
+    n_out = 1 if (data.n_classes == 2 and loss.name != "cross_entropy") else data.n_classes
+    act = get_activation(cfg.activation.name, alpha=cfg.activation.alpha, beta=cfg.activation.beta,
+                         approximate=cfg.activation.approximate)
+    init_name = auto_initializer(act.spec.family) if cfg.init.name == "auto" else cfg.init.name
+    weight_init = get_initializer(init_name, std=cfg.init.std, limit=cfg.init.limit)
+    bias_init = get_bias_initializer(cfg.init.bias, cfg.init.bias_value)
+    gain = act.gain if cfg.init.gain is None else float(cfg.init.gain)
+    seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
+    rngs = [np.random.default_rng(s) for s in seeds]
+    model = MLP([data.n_features, *cfg.model.hidden_sizes, n_out], act, replicas=cfg.replicas, dtype=dtype)
+    model.initialize(weight_init, bias_init, rngs, gain=gain)
+    o = cfg.optimizer
+    optimizer = make_optimizer(o.name, model.params(), weight_decay=o.weight_decay,
+                               decay_mask=[True, False] * model.n_layers, momentum=o.momentum,
+                               beta1=o.beta1, beta2=o.beta2, eps=o.eps)
+    schedule = make_schedule(o.schedule, o.lr, cfg.epochs, step_size=o.step_size, gamma=o.gamma, min_lr=o.min_lr)
+    return Setup(data, model, loss, optimizer, schedule, rngs, seeds, init_name)
+
+
+def job_paths() -> dict:
+    """Launch directory, job output directory, sweep directory and mode, from Hydra (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {"launch_dir": Path.cwd(), "output_dir": Path.cwd(), "sweep_dir": None, "multirun": False,
+                "choices": {}, "override": "", "job_num": 0}
+    hc = HydraConfig.get()
+    launch = Path(hc.runtime.cwd)
+    multirun = hc.mode == RunMode.MULTIRUN
+    return {
+        "launch_dir": launch,
+        "output_dir": Path(hc.runtime.output_dir),
+        "sweep_dir": (launch / hc.sweep.dir).resolve() if multirun else None,
+        "multirun": multirun,
+        "choices": dict(hc.runtime.choices),
+        "override": hc.job.override_dirname,
+        "job_num": hc.job.num if multirun else 0,
+    }
+
+
+PARENT_FILE = ".nnexp_parent_run"
+
+
+def _replica_config(cfg: DictConfig, seed: int) -> dict:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    c["seed"] = seed
+    c.pop("replicas", None)
+    return c
+
+
+def _save_weights(path: Path, model: MLP, k: int, data: Dataset) -> None:
+    arrays = {}
+    for l, (W, b) in enumerate(zip(model.W, model.b), start=1):
+        arrays[f"W{l}"] = W[k]
+        arrays[f"b{l}"] = b[k, 0]
+    arrays["feature_mean"] = data.mean
+    arrays["feature_scale"] = data.scale
+    np.savez(path, **arrays)
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Train one configuration and record it in MLflow; return the mean final validation loss.
+
+    In a multirun, a job that fails is recorded as FAILED and reported, and the
+    sweep goes on (the return value is NaN); in a single run the error propagates.
+    A configuration that already has a FINISHED run in the experiment is skipped
+    when ``tracking.resume`` is true.
+    """
+    paths = job_paths()
+    validate(cfg)
+    uri = tracking.resolve_uri(cfg.tracking.uri, paths["launch_dir"])
+    parent_id = None
+    if paths["multirun"]:
+        parent_file = paths["sweep_dir"] / PARENT_FILE
+        parent_id = parent_file.read_text().strip() if parent_file.exists() else None
+    if parent_id is None:
+        c, exp_id = tracking.prepare_store(uri, cfg.tracking.experiment)
+    else:
+        c = tracking.client(uri)
+        exp_id = tracking.get_or_create_experiment(c, cfg.tracking.experiment, tracking.artifact_location(uri))
+
+    hashes = [config_hash(_replica_config(cfg, int(cfg.seed) + k)) for k in range(cfg.replicas)]
+    done = {h: tracking.find_finished(c, exp_id, h) for h in hashes} if cfg.tracking.resume else {}
+    if done and all(done.values()):
+        for run_id in done.values():
+            if parent_id:
+                tracking.set_tags(c, run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
+        log.info("skip %s: already FINISHED in run %s", paths["override"] or "config", ", ".join(done.values()))
+        return _final_val_loss(c, list(done.values()))
+
+    setup = build(cfg)
+    choices = paths["choices"]
+    flat = flatten(cfg)
+    base_tags = {
+        "activation": cfg.activation.name, "init": setup.init_name, "optimizer": cfg.optimizer.name,
+        "dataset": cfg.dataset.name, "loss": setup.loss.name,
+        **{f"choice.{k}": v for k, v in choices.items() if v is not None and not k.startswith("hydra")},
+        f"{tracking.TAG}overrides": paths["override"],
+        f"{tracking.TAG}output_dir": str(paths["output_dir"]),
+    }
+    if cfg.study:
+        base_tags[f"{tracking.TAG}study"] = cfg.study
+    todo = [k for k, h in enumerate(hashes) if not done.get(h)]
+    runs = {}
+    for k in todo:
+        seed = setup.seeds[k]
+        name = f"{cfg.activation.name}-{cfg.optimizer.name}-lr{cfg.optimizer.lr:g}-{setup.init_name}-s{seed}"
+        run_id = tracking.start_run(c, exp_id, run_name=name, parent_id=parent_id,
+                                    tags={**base_tags, f"{tracking.TAG}config_hash": hashes[k]})
+        runs[k] = run_id
+    try:
+        for k, run_id in runs.items():
+            params = {**flat, "seed": setup.seeds[k], "init.resolved": setup.init_name, "loss.resolved": setup.loss.name,
+                      "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
+                      "n_train": len(setup.data.y_train)}
+            params.pop("replicas", None)
+            params["replicas"] = cfg.replicas
+            tracking.log_params(c, run_id, params)
+        buffers = {k: tracking.MetricBuffer(c, run_id) for k, run_id in runs.items()}
+        progress = _progress(cfg, paths)
+
+        def on_epoch(epoch, values):
+            for k, buf in buffers.items():
+                buf.add(epoch, {m: v[k] for m, v in values.items() if m != "lr"})
+            if progress is not None:
+                progress.update(epoch - progress.n)
+                progress.set_postfix(loss=f"{float(np.nanmean(values['train_loss'])):.4g}", refresh=False)
+
+        hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
+                   rngs=setup.rngs, batch_size=cfg.batch_size, log_every=cfg.tracking.log_every,
+                   diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
+                   on_epoch=on_epoch)
+        if progress is not None:
+            progress.close()
+        _record(c, cfg, setup, hist, runs, buffers, paths)
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        for run_id in runs.values():
+            try:
+                tracking.set_tags(c, run_id, {f"{tracking.TAG}outcome": "failed",
+                                              f"{tracking.TAG}error": f"{type(exc).__name__}: {exc}"[:500]})
+                tracking.end_run(c, run_id, status)
+            except Exception:  # the store itself may be what failed
+                log.warning("could not mark run %s %s", run_id, status)
+        if paths["multirun"] and status == "FAILED" and not isinstance(exc, ConfigError):
+            log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
+            return math.nan
+        raise
+    return float(np.nanmean(hist.metrics["val_loss"][-1])) if len(hist.epochs) else math.nan
+
+
+def _progress(cfg, paths):
+    if not cfg.tracking.progress or not sys.stderr.isatty():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.epochs, desc=paths["override"] or "train", unit="epoch", leave=False)
+
+
+def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, paths: dict) -> None:
+    """Log histories, final test metrics, artifacts and outcome of each replica's run, then end it."""
+    out_dir = paths["output_dir"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    test_logits = setup.model.forward(setup.data.X_test)
+    from .data import encode_targets
+
+    Y_test = encode_targets(setup.data.y_test, setup.model.sizes[-1], setup.model.dtype)
+    with np.errstate(all="ignore"):
+        test_loss = setup.loss.value_and_grad(test_logits, Y_test, np.empty_like(test_logits))
+    test_acc = accuracy(test_logits, setup.data.y_test)
+    cfg_yaml = out_dir / "config.yaml"
+    OmegaConf.save(cfg, cfg_yaml, resolve=True)
+    for k, run_id in runs.items():
+        buf = buffers[k]
+        diverged = int(hist.diverged_epoch[k])
+        final = {"train_seconds": hist.seconds / max(1, len(runs)), "epochs_run": int(hist.epochs[-1]) if len(hist.epochs) else 0}
+        if not diverged:
+            final.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
+        buf.add(int(cfg.epochs), final)
+        buf.flush()
+        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else "finished"}
+        if diverged:
+            tags[f"{tracking.TAG}diverged_epoch"] = diverged
+        tracking.set_tags(c, run_id, tags)
+        suffix = f"_s{setup.seeds[k]}" if len(runs) > 1 or cfg.replicas > 1 else ""
+        c.log_artifact(run_id, str(cfg_yaml))
+        if cfg.tracking.save_weights:
+            wpath = out_dir / f"weights{suffix}.npz"
+            _save_weights(wpath, setup.model, k, setup.data)
+            tracking.retry(c.log_artifact, run_id, str(wpath))
+        tracking.end_run(c, run_id, "FINISHED")
+
+
+def _final_val_loss(c, run_ids) -> float:
+    vals = []
+    for rid in run_ids:
+        m = tracking.retry(c.get_run, rid).data.metrics
+        if "val_loss" in m:
+            vals.append(m["val_loss"])
+    return float(np.mean(vals)) if vals else math.nan

@@ -1,0 +1,113 @@
+"""Hydra callback that brackets a multirun with its MLflow parent run and report.
+
+``on_multirun_start`` runs once in the launching process before any job: it
+creates the store and the experiment (so parallel jobs never race on them),
+marks runs orphaned by a killed sweep as KILLED, opens the sweep's parent run
+and writes its id into the sweep directory, where every job (in this process
+or in a launcher's worker) finds it. ``on_multirun_end`` prints a summary,
+writes the comparison report and ends the parent run FINISHED: a child that
+failed or diverged never ends its parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from . import tracking
+
+log = logging.getLogger("nnexp")
+
+#: Outcome of the last multirun in this process: ``{"parent_id", "failed", "finished", ...}``.
+LAST_SWEEP: dict = {}
+
+
+def sweep_name(launch_dir: Path, sweep_dir: Path) -> str:
+    """A file-safe name for a sweep, from its directory (``multirun/2026-11-29/17-40-12`` -> ``2026-11-29_17-40-12``)."""
+    try:
+        rel = sweep_dir.resolve().relative_to(launch_dir.resolve())
+        parts = rel.parts[1:] if len(rel.parts) > 1 and rel.parts[0] == "multirun" else rel.parts
+    except ValueError:
+        parts = sweep_dir.parts[-2:]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts)) or "sweep"
+
+
+class SweepCallback(Callback):
+    """Opens and closes the parent run of a multirun; see the module docstring."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from .app import PARENT_FILE
+
+        launch = Path(config.hydra.runtime.cwd)
+        sweep_dir = (launch / config.hydra.sweep.dir).resolve()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        uri = tracking.resolve_uri(config.tracking.uri, launch)
+        c, exp_id = tracking.prepare_store(uri, config.tracking.experiment)
+        killed = tracking.mark_orphans_killed(c, exp_id)
+        if killed:
+            log.warning("marked %d run(s) left RUNNING by a killed sweep as KILLED", killed)
+        overrides = list(config.hydra.overrides.task)
+        name = sweep_name(launch, sweep_dir)
+        parent = tracking.start_run(c, exp_id, run_name=f"sweep {name}", tags={
+            f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep": name,
+            f"{tracking.TAG}sweep_dir": str(sweep_dir), f"{tracking.TAG}overrides": " ".join(overrides),
+            f"{tracking.TAG}command": " ".join(["python -m nnexp -m", *overrides]),
+            **({f"{tracking.TAG}study": config.study} if config.get("study") else {}),
+        })
+        sweep_params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.get("params") or {}).items()}
+        for o in overrides:
+            k, _, v = o.partition("=")
+            sweep_params[f"sweep.{k.lstrip('+~')}"] = v
+        if sweep_params:
+            tracking.log_params(c, parent, sweep_params)
+        (sweep_dir / PARENT_FILE).write_text(parent)
+        LAST_SWEEP.clear()
+        LAST_SWEEP.update(parent_id=parent, uri=uri, experiment=config.tracking.experiment, experiment_id=exp_id,
+                          sweep=name, sweep_dir=str(sweep_dir))
+        log.info("sweep %s: parent run %s in experiment %r at %s", name, parent, config.tracking.experiment, uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        if not LAST_SWEEP:
+            return
+        uri, parent = LAST_SWEEP["uri"], LAST_SWEEP["parent_id"]
+        c = tracking.client(uri)
+        launch = Path(config.hydra.runtime.cwd)
+        try:
+            from .report.load import load_runs, summarize_outcomes
+
+            runs = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)
+            counts = summarize_outcomes(runs)
+            LAST_SWEEP.update(counts)
+            print(_summary_text(runs, counts), file=sys.stderr)
+            if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
+                from .report import build_report
+
+                out = launch / "reports" / LAST_SWEEP["experiment"] / LAST_SWEEP["sweep"]
+                index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out)
+                for f in sorted(out.iterdir()):
+                    if f.is_file():
+                        tracking.retry(c.log_artifact, parent, str(f), "report")
+                LAST_SWEEP["report"] = str(index)
+                print(f"report: {index}", file=sys.stderr)
+        finally:
+            tracking.end_run(c, parent, "FINISHED")
+        print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1", file=sys.stderr)
+
+
+def _summary_text(runs, counts) -> str:
+    lines = [f"sweep finished: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
+             f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps"]
+    ok = runs[runs["outcome"] == "finished"] if len(runs) else runs
+    if len(ok):
+        keys = [k for k in ("activation", "optimizer.lr", "init") if k in ok and ok[k].nunique() > 1] or ["activation"]
+        cols = [c for c in ("val_loss", "val_accuracy", "test_accuracy") if c in ok]
+        table = ok.groupby(keys)[cols].agg(["mean", "std"])
+        table.columns = [f"{a} {b}" for a, b in table.columns]
+        lines.append(table.sort_values(table.columns[0]).to_string(float_format=lambda x: f"{x:.4f}"))
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""The typed configuration schema, registered in Hydra's ConfigStore.
+
+The YAML files in ``conf/`` extend these dataclasses (``conf/config.yaml``
+starts from ``base_config``), so a key that does not exist or a value of the
+wrong type fails when Hydra composes the config. :func:`validate` then checks
+ranges and combinations and raises :class:`ConfigError` with a one-line message
+that names the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+__all__ = ["Config", "ConfigError", "register", "validate", "config_hash", "flatten", "SEMANTIC_EXCLUDE"]
+
+
+class ConfigError(ValueError):
+    """A user's configuration mistake: reported as one line, without a traceback."""
+
+
+@dataclass
+class ActivationConfig:
+    name: str = MISSING  # config name of the hidden-layer activation
+    alpha: Optional[float] = None  # leaky_relu slope / elu scale for z < 0
+    beta: Optional[float] = None  # silu / softplus sharpness
+    approximate: Optional[bool] = None  # gelu: tanh approximation instead of the exact erf form
+
+
+@dataclass
+class InitConfig:
+    name: str = MISSING  # weight initialiser, or "auto" for the activation's recommended one
+    std: Optional[float] = None  # normal: standard deviation
+    limit: Optional[float] = None  # uniform: half-width
+    gain: Optional[float] = None  # overrides the activation's recommended gain
+    bias: str = "zeros"  # bias initialiser: zeros | constant
+    bias_value: float = 0.0  # constant bias value
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING  # sgd | momentum | nesterov | adam
+    lr: float = 0.1  # learning rate (step size), > 0
+    momentum: Optional[float] = None  # momentum / nesterov coefficient in [0, 1)
+    beta1: Optional[float] = None  # adam first-moment decay
+    beta2: Optional[float] = None  # adam second-moment decay
+    eps: Optional[float] = None  # adam denominator constant
+    weight_decay: float = 0.0  # L2 coefficient on the weights (not biases), >= 0
+    schedule: str = "constant"  # learning-rate schedule: constant | step | cosine
+    step_size: int = 100  # step schedule: epochs between decays
+    gamma: float = 0.5  # step schedule: decay factor
+    min_lr: float = 0.0  # cosine schedule: final learning rate
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING  # dataset name
+    val_fraction: float = 0.2  # share of samples for validation
+    test_fraction: float = 0.2  # share of samples for test
+    split_seed: int = 0  # seed of the split (the same for every training seed)
+    standardize: bool = True  # zero mean, unit variance from the training part
+    n_samples: Optional[int] = None  # synthetic datasets: number of points
+    noise: Optional[float] = None  # synthetic datasets: noise level
+    path: Optional[str] = None  # csv: file path
+    target: Optional[str] = None  # csv: name of the label column
+
+
+@dataclass
+class ModelConfig:
+    hidden_sizes: list[int] = field(default_factory=lambda: [64])  # units per hidden layer
+    loss: str = "auto"  # auto | mse | binary_cross_entropy | cross_entropy
+    dtype: str = "float64"  # float64 | float32
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # MLflow tracking URI; default sqlite:///<launch dir>/mlflow.db
+    experiment: str = "activations"  # MLflow experiment (one per study)
+    log_every: int = 1  # record metrics every this many epochs
+    diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
+    save_weights: bool = True  # log final weights as an .npz artifact
+    resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
+    report: bool = True  # write the comparison report at the end of a multirun
+    progress: bool = True  # show a progress bar while training
+
+
+@dataclass
+class Config:
+    activation: ActivationConfig = MISSING
+    init: InitConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    epochs: int = 100  # passes over the training data, >= 1
+    batch_size: Optional[int] = None  # mini-batch size; null = full batch
+    seed: int = 0  # seed of initialisation and shuffling
+    replicas: int = 1  # train this many seeds (seed, seed+1, ...) as one batch
+    divergence_threshold: float = 10000.0  # loss above this multiple of the first epoch's: diverged
+    study: Optional[str] = None  # name of the study from experiments/, if any
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for name, node in studies().items():
+        cs.store(group="experiment", name=name, node=node, package="_global_")
+
+
+def studies() -> dict[str, DictConfig]:
+    """The named studies in ``experiments/``: ``{name: config}``, each a file ``<name>.yaml``."""
+    from importlib.resources import files
+
+    out = {}
+    for f in sorted(files("nnexp.experiments").iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".yaml"):
+            out[f.name[:-5]] = OmegaConf.create(f.read_text(encoding="utf-8"))
+    return out
+
+
+#: Keys that do not change what a run computes: left out of the configuration hash.
+SEMANTIC_EXCLUDE = ("tracking", "study")
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config to ``{"optimizer.lr": 0.1, ...}``; lists stay lists."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """SHA-1 (first 16 hex digits) of the semantic config: what identifies a run for resume."""
+    flat = {k: v for k, v in flatten(cfg).items() if k.split(".")[0] not in SEMANTIC_EXCLUDE and k != "hydra"}
+    return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check ranges and combinations that the schema's types cannot express.
+
+    Raises
+    ------
+    ConfigError
+        With a one-line message naming the key and what it accepts.
+    """
+    from .activations import get_activation
+    from .data import DATASETS
+    from .initializers import INITIALIZERS, get_bias_initializer, get_initializer
+    from .losses import LOSSES
+    from .optimizers import SCHEDULES, make_optimizer
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    c = cfg
+    try:
+        get_activation(c.activation.name, alpha=c.activation.alpha, beta=c.activation.beta,
+                       approximate=c.activation.approximate)
+        if c.init.name != "auto":
+            get_initializer(c.init.name, std=c.init.std, limit=c.init.limit)
+        get_bias_initializer(c.init.bias, c.init.bias_value)
+        make_optimizer(c.optimizer.name, [], momentum=c.optimizer.momentum, beta1=c.optimizer.beta1,
+                       beta2=c.optimizer.beta2, eps=c.optimizer.eps)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    need(c.init.name == "auto" or c.init.name in INITIALIZERS,
+         f"init={c.init.name!r} is not known; choose one of: {', '.join(sorted([*INITIALIZERS, 'auto']))}")
+    need(c.optimizer.lr > 0, f"optimizer.lr={c.optimizer.lr} must be > 0")
+    need(c.optimizer.weight_decay >= 0, f"optimizer.weight_decay={c.optimizer.weight_decay} must be >= 0")
+    if c.optimizer.momentum is not None:
+        need(0 <= c.optimizer.momentum < 1, f"optimizer.momentum={c.optimizer.momentum} must be in [0, 1)")
+    need(c.optimizer.schedule in SCHEDULES,
+         f"optimizer.schedule={c.optimizer.schedule!r} is not known; choose one of: {', '.join(sorted(SCHEDULES))}")
+    need(c.optimizer.step_size >= 1, f"optimizer.step_size={c.optimizer.step_size} must be >= 1")
+    need(c.epochs >= 1, f"epochs={c.epochs} must be an integer >= 1")
+    need(c.batch_size is None or c.batch_size >= 1, f"batch_size={c.batch_size} must be >= 1 (or null for full batch)")
+    need(c.replicas >= 1, f"replicas={c.replicas} must be >= 1")
+    need(c.tracking.log_every >= 1, f"tracking.log_every={c.tracking.log_every} must be >= 1")
+    need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),
+         f"model.hidden_sizes={list(c.model.hidden_sizes)} must be a non-empty list of sizes >= 1")
+    need(c.model.loss in {*LOSSES, "auto"},
+         f"model.loss={c.model.loss!r} is not known; choose one of: {', '.join(sorted([*LOSSES, 'auto']))}")
+    need(c.model.dtype in ("float64", "float32"), f"model.dtype={c.model.dtype!r} is not known; choose one of: float32, float64")
+    need(c.dataset.name in DATASETS,
+         f"dataset={c.dataset.name!r} is not known; choose one of: {', '.join(sorted(DATASETS))}")
+    need(0 < c.dataset.val_fraction < 1 and 0 < c.dataset.test_fraction < 1
+         and c.dataset.val_fraction + c.dataset.test_fraction < 1,
+         "dataset.val_fraction and dataset.test_fraction must each be in (0, 1) and sum to less than 1")
+    need(c.divergence_threshold > 1, f"divergence_threshold={c.divergence_threshold} must be > 1")
+    exp = c.tracking.experiment
+    need(bool(exp) and _SAFE_NAME.match(exp) is not None and ".." not in exp,
+         f"tracking.experiment={exp!r} must be a plain name (letters, digits, space, _ . -; no path separators or '..')")

@@ -1,0 +1,154 @@
+"""Datasets: synthetic 2-D problems and real data that ships inside scikit-learn.
+
+Every loader returns features ``X`` (``ndarray of shape (n_samples, n_features)``)
+and integer class labels ``y`` (``ndarray of shape (n_samples,)``). :func:`load`
+then splits them into train / validation / test parts (stratified, seeded by
+``split_seed``) and standardises the features with the mean and standard
+deviation of the *training part only*.
+
+Nothing is downloaded: the real datasets (``digits``, ``breast_cancer``,
+``iris``, ``wine``) are files inside the installed scikit-learn package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Dataset", "DATASETS", "load", "encode_targets"]
+
+
+@dataclass
+class Dataset:
+    """A split, standardised classification dataset.
+
+    Attributes
+    ----------
+    name : str
+    X_train, X_val, X_test : ndarray of shape (n_*, n_features)
+    y_train, y_val, y_test : ndarray of shape (n_*,), int class labels in ``[0, n_classes)``
+    n_classes : int
+    feature_names : list of str
+    mean, scale : ndarray of shape (n_features,)
+        The standardisation fitted on the training part (``X = (X_raw - mean) / scale``).
+    """
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    feature_names: list = field(default_factory=list)
+    mean: np.ndarray | None = None
+    scale: np.ndarray | None = None
+    task: str = "classification"
+
+    @property
+    def n_features(self) -> int:
+        return self.X_train.shape[1]
+
+    def astype(self, dtype) -> "Dataset":
+        """The same dataset with features cast to ``dtype``."""
+        for part in ("X_train", "X_val", "X_test"):
+            setattr(self, part, np.ascontiguousarray(getattr(self, part), dtype=dtype))
+        return self
+
+
+def encode_targets(y: np.ndarray, n_outputs: int, dtype=np.float64) -> np.ndarray:
+    """Encode labels for the loss: ``(n, 1)`` 0/1 column when ``n_outputs == 1``, else one-hot ``(n, n_outputs)``."""
+    if n_outputs == 1:
+        return y.reshape(-1, 1).astype(dtype)
+    Y = np.zeros((y.shape[0], n_outputs), dtype=dtype)
+    Y[np.arange(y.shape[0]), y] = 1
+    return Y
+
+
+# --- synthetic ------------------------------------------------------------------------------
+def xor(**_):
+    """The seed tutorial's XOR truth table: 4 points, 2 features, 2 classes (no split)."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+    y = np.array([0, 1, 1, 0])
+    return X, y
+
+
+def _sklearn_loader(fn_name: str):
+    def load_fn(**_):
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, fn_name)()
+        return bunch.data.astype(np.float64), bunch.target.astype(np.int64), list(bunch.feature_names)
+
+    load_fn.__doc__ = f"``sklearn.datasets.{fn_name}()``, shipped with scikit-learn."
+    return load_fn
+
+
+#: Loader per dataset name: ``(**params) -> (X, y[, feature_names])``.
+DATASETS: dict[str, Callable] = {
+    "xor": xor,
+    "digits": _sklearn_loader("load_digits"),
+    "breast_cancer": _sklearn_loader("load_breast_cancer"),
+    "iris": _sklearn_loader("load_iris"),
+    "wine": _sklearn_loader("load_wine"),
+}
+
+#: Datasets too small to split: train, validation and test are the whole set.
+UNSPLIT = {"xor"}
+
+
+def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
+         standardize: bool = True, **params) -> Dataset:
+    """Load, split and standardise a dataset.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASETS`.
+    val_fraction, test_fraction : float in (0, 1)
+        Shares of the samples held out for validation and test (stratified by class).
+    split_seed : int
+        Seed of the split, separate from the training seed so that every seed
+        of a sweep sees the same split.
+    standardize : bool
+        Scale features to zero mean and unit variance using training statistics.
+    **params
+        Passed to the loader (for example ``noise`` or ``n_samples``).
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or the fractions leave no training data.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"dataset={name!r} is not known; choose one of: {', '.join(sorted(DATASETS))}")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError("dataset.val_fraction and dataset.test_fraction must be in (0, 1) and sum to less than 1")
+    out = DATASETS[name](**{k: v for k, v in params.items() if v is not None})
+    X, y = out[0], out[1]
+    feature_names = list(out[2]) if len(out) > 2 else [f"x{i}" for i in range(X.shape[1])]
+    classes, y = np.unique(y, return_inverse=True)
+    if name in UNSPLIT:
+        parts = (X, y, X, y, X, y)
+    else:
+        from sklearn.model_selection import train_test_split
+
+        X_rest, X_test, y_rest, y_test = train_test_split(
+            X, y, test_size=test_fraction, random_state=split_seed, stratify=y)
+        X_train, X_val, y_train, y_val = train_test_split(
+            X_rest, y_rest, test_size=val_fraction / (1 - test_fraction), random_state=split_seed, stratify=y_rest)
+        parts = (X_train, y_train, X_val, y_val, X_test, y_test)
+    X_train, y_train, X_val, y_val, X_test, y_test = parts
+    mean = np.zeros(X.shape[1])
+    scale = np.ones(X.shape[1])
+    if standardize and name not in UNSPLIT:
+        mean = X_train.mean(axis=0)
+        scale = X_train.std(axis=0)
+        scale[scale == 0] = 1.0  # constant features (digits' blank border pixels) stay 0
+        X_train, X_val, X_test = ((part - mean) / scale for part in (X_train, X_val, X_test))
+    return Dataset(name, X_train, y_train, X_val, y_val, X_test, y_test, n_classes=len(classes),
+                   feature_names=feature_names, mean=mean, scale=scale)

@@ -1,0 +1,165 @@
+"""Loss functions computed from the network's last pre-activation (its logits).
+
+Every loss takes ``logits`` of shape ``(n_replicas, n_samples, n_outputs)`` and
+targets ``Y`` of shape ``(n_samples, n_outputs)`` (or with the same leading
+replica axis), and returns the mean loss per replica, ``ndarray of shape
+(n_replicas,)``, while writing :math:`\\partial L / \\partial z_{out}` (the
+gradient with respect to the logits, already divided by ``n_samples``) into
+``grad``. The output activation is part of the loss, which keeps the gradient
+exact and stable: the network's last layer is always linear.
+
+========================  ===================  =================================
+config name               output activation    task
+========================  ===================  =================================
+``mse``                   identity             regression, or one-hot targets
+``binary_cross_entropy``  sigmoid              two classes, ``n_outputs == 1``
+``cross_entropy``         softmax              two or more classes, one-hot
+========================  ===================  =================================
+
+The formulas follow scikit-learn's ``sklearn.neural_network._base``
+(``squared_loss`` is half the mean squared error; ``log_loss`` and
+``binary_log_loss``) so that training matches ``MLPRegressor`` and
+``MLPClassifier`` step for step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["Loss", "LOSSES", "get_loss", "resolve_loss_name"]
+
+
+def _log_sigmoid_neg(z: np.ndarray) -> np.ndarray:
+    r"""softplus(z) = log(1 + e^z), computed as max(z, 0) + log1p(e^{-|z|})."""
+    return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+
+
+def mse(logits, Y, grad=None):
+    r"""Half mean squared error, :math:`L = \frac{1}{2n}\sum_i \lVert z_i - y_i \rVert^2`.
+
+    Gradient :math:`\partial L/\partial z_i = (z_i - y_i)/n`. This is
+    scikit-learn's ``squared_loss`` for one output, and the loss whose gradient
+    scikit-learn's ``MLPRegressor`` follows for several.
+    """
+    n = logits.shape[-2]
+    diff = np.subtract(logits, Y, out=grad)
+    loss = 0.5 * np.einsum("kij,kij->k", diff, diff) / n
+    diff /= n
+    return loss
+
+
+def binary_cross_entropy(logits, Y, grad=None):
+    r"""Binary cross-entropy from logits, :math:`L = \frac1n\sum_i \mathrm{softplus}(z_i) - y_i z_i`.
+
+    Equal to :math:`-\frac1n\sum_i y_i\log\sigma(z_i) + (1-y_i)\log(1-\sigma(z_i))`
+    without ever forming :math:`\log 0`. Gradient :math:`(\sigma(z_i) - y_i)/n`.
+    """
+    n = logits.shape[-2]
+    loss = (_log_sigmoid_neg(logits) - Y * logits).sum(axis=(-2, -1)) / n
+    if grad is None:
+        grad = np.empty_like(logits)
+    np.multiply(logits, 0.5, out=grad)
+    np.tanh(grad, out=grad)
+    grad += 1
+    grad *= 0.5
+    grad -= Y
+    grad /= n
+    return np.atleast_1d(loss)
+
+
+def cross_entropy(logits, Y, grad=None):
+    r"""Softmax cross-entropy from logits, :math:`L = \frac1n\sum_i \mathrm{logsumexp}(z_i) - z_i\cdot y_i`.
+
+    ``Y`` is one-hot. Gradient :math:`(\mathrm{softmax}(z_i) - y_i)/n`. The
+    log-sum-exp subtracts the row maximum first, so no exponent overflows.
+    """
+    n = logits.shape[-2]
+    if grad is None:
+        grad = np.empty_like(logits)
+    zmax = logits.max(axis=-1, keepdims=True)
+    np.subtract(logits, zmax, out=grad)
+    np.exp(grad, out=grad)
+    s = grad.sum(axis=-1, keepdims=True)
+    lse = np.log(s) + zmax
+    loss = (lse.sum(axis=(-2, -1)) - np.einsum("...ij,...ij->...", logits, np.broadcast_to(Y, logits.shape))) / n
+    grad /= s
+    grad -= Y
+    grad /= n
+    return np.atleast_1d(loss)
+
+
+def _predict_identity(logits):
+    return logits
+
+
+def _predict_sigmoid(logits):
+    return 0.5 * (1.0 + np.tanh(0.5 * logits))
+
+
+def _predict_softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A loss and the output activation it implies.
+
+    Attributes
+    ----------
+    name : str
+    value_and_grad : callable ``(logits, Y, grad=None) -> ndarray of shape (n_replicas,)``
+    output : str
+        ``"identity"``, ``"sigmoid"`` or ``"softmax"``.
+    predict : callable ``(logits) -> ndarray``
+        Maps logits to predictions (probabilities for the cross-entropies).
+    classification : bool
+        Whether the targets are class labels.
+    """
+
+    name: str
+    value_and_grad: Callable
+    output: str
+    predict: Callable
+    classification: bool
+
+
+LOSSES: dict[str, Loss] = {
+    "mse": Loss("mse", mse, "identity", _predict_identity, classification=False),
+    "binary_cross_entropy": Loss("binary_cross_entropy", binary_cross_entropy, "sigmoid", _predict_sigmoid, True),
+    "cross_entropy": Loss("cross_entropy", cross_entropy, "softmax", _predict_softmax, True),
+}
+
+
+def resolve_loss_name(name: str, task: str, n_classes: int | None) -> str:
+    """Pick and validate the loss for a dataset's task.
+
+    ``auto`` gives ``binary_cross_entropy`` for two classes, ``cross_entropy``
+    for more, and ``mse`` for regression.
+
+    Raises
+    ------
+    ValueError
+        If the loss is unknown, or does not fit the task (a cross-entropy on a
+        regression target, binary cross-entropy on more than two classes).
+    """
+    choices = ", ".join(sorted([*LOSSES, "auto"]))
+    if name == "auto":
+        if task == "regression":
+            return "mse"
+        return "binary_cross_entropy" if n_classes == 2 else "cross_entropy"
+    if name not in LOSSES:
+        raise ValueError(f"model.loss={name!r} is not known; choose one of: {choices}")
+    if task == "regression" and LOSSES[name].classification:
+        raise ValueError(f"model.loss={name} needs class labels, but the dataset is a regression task; use mse")
+    if name == "binary_cross_entropy" and n_classes != 2:
+        raise ValueError(f"model.loss=binary_cross_entropy needs two classes, the dataset has {n_classes}; use cross_entropy")
+    return name
+
+
+def get_loss(name: str) -> Loss:
+    """The :class:`Loss` registered under ``name`` (``KeyError`` if unknown)."""
+    return LOSSES[name]

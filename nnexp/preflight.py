@@ -1,0 +1,159 @@
+"""Validate every job of a command before Hydra launches anything.
+
+Hydra reports a bad override with a multi-line message and a hint about
+``HYDRA_FULL_ERROR``, and only once jobs are under way; a range error (a
+learning rate <= 0) would only surface inside a job, after its MLflow run
+exists. :func:`preflight` composes each job's config with Hydra's compose API,
+runs :func:`nnexp.config.validate` and the data checks on it, and turns every
+problem into one :class:`~nnexp.config.ConfigError` line that names the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigError, flatten, validate
+
+__all__ = ["preflight", "expand_jobs"]
+
+#: Compose at most this many jobs one by one; larger sweeps are checked value by value.
+FULL_CHECK_LIMIT = 512
+
+
+def _parse(argv: list[str]):
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser().parse_args(argv)
+
+
+def _one_line(exc: BaseException, overrides: list[str]) -> str:
+    """Turn a Hydra or OmegaConf error into one line naming the key."""
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
+        group, _, option = exc.missing_cfg_file.rpartition("/")
+        options = ", ".join(sorted(exc.options or []))
+        if group:
+            return f"{group}={option!r} is not an option; choose one of: {options}"
+        return f"config {option!r} not found"
+    cause = exc
+    while cause.__cause__ is not None and not getattr(cause, "full_key", None):
+        cause = cause.__cause__
+    text = str(exc)
+    m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
+    if m:
+        key = m.group(1)
+        if "not in struct" in str(cause) or "is not in struct" in text or "To append" in text:
+            return f"{key} is not a config key{_suggest(key)}"
+    full_key = getattr(cause, "full_key", None)
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if full_key:
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == full_key), None)
+        shown = f"={value!r}" if value is not None else ""
+        return f"{full_key}{shown} is not valid: {first}"
+    return first
+
+
+def _suggest(key: str) -> str:
+    try:
+        keys = list(flatten(_compose([], with_hydra=False)))
+    except Exception:
+        return ""
+    close = difflib.get_close_matches(key, keys, n=1)
+    return f" (did you mean {close[0]}?)" if close else f"; see python -m nnexp --cfg job"
+
+
+def _compose(overrides: list[str], with_hydra: bool = False, config_name: str = "config") -> DictConfig:
+    from hydra import compose
+
+    return compose(config_name=config_name, overrides=overrides, return_hydra_config=with_hydra)
+
+
+def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
+    """The override list of every job the command would launch, and whether it is a multirun.
+
+    Uses the basic sweeper's expansion (cartesian product of comma-separated
+    values, ``hydra.sweeper.params`` included); other sweepers are checked on
+    their base config only.
+    """
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = _parse(argv)
+    overrides = list(args.overrides)
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    if not args.multirun:
+        for o in parsed:
+            if o.is_sweep_override():
+                raise ConfigError(f"{o.get_key_element()}={o.get_value_element_as_str()} is a sweep; add -m to run it")
+        return [overrides], False
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    base = _compose(fixed, with_hydra=True)
+    sweeper = str(base.hydra.sweeper.get("_target_", ""))
+    if "BasicSweeper" not in sweeper:
+        return [fixed], True
+    params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+    jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), None)[0]
+    return [list(j) for j in jobs], True
+
+
+def _covering(jobs: list[list[str]]) -> list[list[str]]:
+    """A subset of jobs in which every override value appears at least once."""
+    seen: set[str] = set()
+    keep = []
+    for j in jobs:
+        if any(o not in seen for o in j):
+            keep.append(j)
+            seen.update(j)
+    return keep
+
+
+def preflight(argv: list[str]) -> int:
+    """Compose and validate every job of ``argv``; return the number of jobs.
+
+    Raises
+    ------
+    ConfigError
+        For the first job whose config is invalid, with a one-line message.
+    """
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .app import check_data
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):
+            try:
+                jobs, multirun = expand_jobs(argv)
+            except (HydraException, OmegaConfBaseException) as e:
+                raise ConfigError(_one_line(e, _parse(argv).overrides)) from None
+            todo = jobs if len(jobs) <= FULL_CHECK_LIMIT else _covering(jobs)
+            checked_data: set[str] = set()
+            uris: set[str] = set()
+            for job in todo:
+                try:
+                    cfg = _compose(job)
+                except (HydraException, OmegaConfBaseException) as e:
+                    raise ConfigError(_one_line(e, job)) from None
+                validate(cfg)
+                key = OmegaConf.to_yaml(cfg.dataset) + cfg.model.loss + cfg.model.dtype
+                if key not in checked_data:
+                    check_data(cfg)
+                    checked_data.add(key)
+                if cfg.tracking.uri:
+                    uris.add(cfg.tracking.uri)
+            from .tracking import check_reachable
+
+            for uri in uris:
+                check_reachable(uri)
+    finally:
+        GlobalHydra.instance().clear()
+    return len(jobs)

@@ -1,0 +1,61 @@
+"""``python -m nnexp.report``: rebuild a report from the MLflow store.
+
+Examples::
+
+    python -m nnexp.report --experiment activations                 # the whole experiment
+    python -m nnexp.report --experiment activations --sweep latest  # the latest sweep
+    python -m nnexp.report --experiment activations --filter "params.dataset = 'digits'"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import tracking
+from . import ReportError, build_report
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m nnexp.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", "-e", default="activations", help="MLflow experiment name (default: activations)")
+    p.add_argument("--sweep", "-s", help="a sweep's parent run id or name, or 'latest'")
+    p.add_argument("--filter", "-f", default="", help="MLflow search filter, e.g. \"params.dataset = 'digits'\"")
+    p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
+    p.add_argument("--out", help="output folder (default: reports/<experiment>/<sweep or 'all'>)")
+    args = p.parse_args(argv)
+    uri = tracking.resolve_uri(args.uri, Path.cwd())
+    db = tracking.sqlite_path(uri)
+    if db is not None and not db.exists():
+        print(f"nnexp.report: error: no MLflow store at {db}; run a sweep here first or pass --uri", file=sys.stderr)
+        return 2
+    try:
+        parent, name = _resolve_sweep(uri, args.experiment, args.sweep) if args.sweep else (None, "all")
+        out = Path(args.out) if args.out else Path.cwd() / "reports" / args.experiment / name
+        index = build_report(uri, args.experiment, parent_id=parent, filter_string=args.filter, out_dir=out)
+    except ReportError as e:
+        print(f"nnexp.report: error: {e}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
+def _resolve_sweep(uri: str, experiment: str, sweep: str) -> tuple[str, str]:
+    from .load import _experiment_id
+
+    c = tracking.client(uri)
+    exp_id = _experiment_id(c, experiment)
+    parents = tracking.retry(c.search_runs, [exp_id], filter_string=f"tags.`{tracking.TAG}kind` = 'sweep'",
+                             order_by=["attributes.start_time DESC"], max_results=1000)
+    for r in parents:
+        name = r.data.tags.get(f"{tracking.TAG}sweep", r.info.run_id)
+        if sweep in ("latest", r.info.run_id, name):
+            return r.info.run_id, name
+    names = ", ".join(r.data.tags.get(f"{tracking.TAG}sweep", r.info.run_id) for r in parents[:10])
+    raise ReportError(f"--sweep {sweep!r} not found in experiment {experiment!r}; sweeps: {names or 'none'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""The training loop: epochs of (mini-)batch gradient descent with per-epoch metrics.
+
+:func:`fit` knows nothing of Hydra or MLflow: it takes a model, a loss, an
+optimiser, a schedule and data, and returns a :class:`History` of plain arrays.
+Tracking and configuration live in :mod:`nnexp.app` and :mod:`nnexp.tracking`.
+
+Metrics recorded every ``log_every`` epochs (and at the last epoch), each an
+``ndarray of shape (n_logged, n_replicas)``:
+
+``train_loss``
+    Mean loss over the epoch's batches, each computed before that batch's
+    update (as scikit-learn's ``loss_curve_``).
+``val_loss``, ``val_accuracy``, ``train_accuracy``
+    On the validation part and the training part, with the weights at the end of the epoch.
+``lr``
+    The learning rate used in the epoch.
+``layer{l}.grad_norm`` (every layer, ``l`` from 1)
+    Root mean square over the epoch's batches of the Frobenius norm of ``dW_l``:
+    shows vanishing (tiny in early layers) and exploding gradients.
+``layer{l}.act_mean``, ``layer{l}.act_std`` (hidden layers)
+    Mean and standard deviation of the activations ``a_l`` over samples and units.
+``layer{l}.saturation`` (hidden layers of bounded activations)
+    Fraction of activations within 2.5 % of the output range from either
+    bound, i.e. ``(a - lo)/(hi - lo) < 0.025`` or ``> 0.975``
+    (:data:`SATURATION_MARGIN`); for sigmoid that is ``a < 0.025`` or ``a > 0.975``.
+``layer{l}.dead_fraction`` (hidden layers of the ReLU family)
+    Fraction of units whose pre-activation is ``<= 0`` for every training
+    sample in the epoch: units that no longer learn.
+
+Divergence: a replica whose training loss becomes non-finite or exceeds
+``divergence_threshold`` times its first-epoch loss stops: its epoch is
+recorded in :attr:`History.diverged_epoch`, its metrics after that are NaN and
+its parameters are zeroed so that the other replicas train on unaffected.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .data import Dataset, encode_targets
+from .losses import Loss
+from .model import MLP
+from .optimizers import Optimizer
+
+__all__ = ["History", "fit", "accuracy", "SATURATION_MARGIN"]
+
+SATURATION_MARGIN = 0.025
+
+
+@dataclass
+class History:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    epochs : ndarray of shape (n_logged,)
+        The 1-based epoch numbers at which metrics were recorded.
+    metrics : dict of str to ndarray of shape (n_logged, n_replicas)
+    diverged_epoch : ndarray of shape (n_replicas,)
+        1-based epoch at which each replica diverged, 0 if it did not.
+    seconds : float
+        Wall-clock time of the training loop.
+    """
+
+    epochs: np.ndarray
+    metrics: dict[str, np.ndarray]
+    diverged_epoch: np.ndarray
+    seconds: float = 0.0
+    info: dict = field(default_factory=dict)
+
+    def replica(self, k: int) -> dict[str, np.ndarray]:
+        """Metrics of replica ``k``, each an ndarray of shape (n_logged,)."""
+        return {name: values[:, k] for name, values in self.metrics.items()}
+
+
+def accuracy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Classification accuracy per replica.
+
+    Parameters
+    ----------
+    logits : ndarray of shape (n_replicas, n_samples, n_outputs)
+        One output: class 1 where the logit is above ``threshold`` (0 for a
+        sigmoid output, see :func:`fit`); several: the argmax.
+    y : ndarray of shape (n_samples,)
+
+    Returns
+    -------
+    ndarray of shape (n_replicas,)
+    """
+    if logits.shape[-1] == 1:
+        pred = logits[..., 0] > 0
+    else:
+        pred = logits.argmax(axis=-1)
+    return (pred == y).mean(axis=-1)
+
+
+class _Diagnostics:
+    """Accumulates the per-layer diagnostics over one epoch's batches."""
+
+    def __init__(self, model: MLP, n_samples: int):
+        self.model = model
+        self.n = n_samples
+        act = model.activation.spec
+        self.bounds = act.bounds
+        self.relu_family = act.family == "relu"
+        K, H = model.replicas, model.sizes[1:-1]
+        self.hidden = H
+        self.sum_a = np.zeros((len(H), K))
+        self.sum_a2 = np.zeros((len(H), K))
+        self.sat = np.zeros((len(H), K))
+        self.max_z = [np.full((K, h), -np.inf) for h in H]
+        self.grad_sq = np.zeros((model.n_layers, K))
+        self.batches = 0
+
+    def update(self, ws) -> None:
+        for l, (z, a) in enumerate(zip(ws.z, ws.a)):
+            self.sum_a[l] += a.sum(axis=(1, 2))
+            self.sum_a2[l] += np.einsum("kij,kij->k", a, a)
+            if self.bounds is not None:
+                lo, hi = self.bounds
+                margin = SATURATION_MARGIN * (hi - lo)
+                self.sat[l] += ((a < lo + margin) | (a > hi - margin)).sum(axis=(1, 2))
+            if self.relu_family:
+                np.maximum(self.max_z[l], z.max(axis=1), out=self.max_z[l])
+        for l, dW in enumerate(self.model.dW):
+            self.grad_sq[l] += np.einsum("kij,kij->k", dW, dW)
+        self.batches += 1
+
+    def results(self) -> dict[str, np.ndarray]:
+        out = {}
+        for l in range(self.model.n_layers):
+            out[f"layer{l + 1}.grad_norm"] = np.sqrt(self.grad_sq[l] / self.batches)
+        for l, h in enumerate(self.hidden):
+            count = self.n * h
+            mean = self.sum_a[l] / count
+            out[f"layer{l + 1}.act_mean"] = mean
+            out[f"layer{l + 1}.act_std"] = np.sqrt(np.maximum(self.sum_a2[l] / count - mean * mean, 0))
+            if self.bounds is not None:
+                out[f"layer{l + 1}.saturation"] = self.sat[l] / count
+            if self.relu_family:
+                out[f"layer{l + 1}.dead_fraction"] = (self.max_z[l] <= 0).mean(axis=1)
+        return out
+
+
+def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], float], data: Dataset, *,
+        epochs: int, rngs: Sequence[np.random.Generator], batch_size: int | None = None, log_every: int = 1,
+        diagnostics: bool = True, divergence_threshold: float = 1e4,
+        on_epoch: Callable[[int, dict], None] | None = None) -> History:
+    """Train ``model`` in place and return its history.
+
+    Parameters
+    ----------
+    model : MLP
+        Initialised network with ``n_replicas`` replicas.
+    loss : Loss
+    optimizer : Optimizer
+        Built over ``model.params()``.
+    schedule : callable ``epoch -> learning rate`` (epoch counted from 0)
+    data : Dataset
+        Features must already have the model's dtype.
+    epochs : int >= 1
+    rngs : sequence of numpy.random.Generator, one per replica
+        Replica ``k`` shuffles its mini-batches with ``rngs[k]`` alone. Full-batch
+        training (``batch_size`` None or >= n_train) draws nothing.
+    batch_size : int, optional
+        Mini-batch size; None means full batch.
+    log_every : int >= 1
+        Record metrics every this many epochs, and at the last epoch.
+    diagnostics : bool
+        Record the per-layer diagnostics (see the module docstring).
+    divergence_threshold : float
+        A replica diverges when its training loss is non-finite or exceeds this
+        many times its first-epoch loss.
+    on_epoch : callable ``(epoch, metrics) -> None``, optional
+        Called after every recorded epoch with that epoch's metrics (shape
+        ``(n_replicas,)`` each), e.g. to show progress.
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    ValueError
+        If ``epochs``, ``batch_size`` or ``log_every`` is below 1, or the number
+        of generators differs from the number of replicas.
+    """
+    if epochs < 1 or log_every < 1 or (batch_size is not None and batch_size < 1):
+        raise ValueError("epochs, log_every and batch_size must be >= 1")
+    K = model.replicas
+    if len(rngs) != K:
+        raise ValueError(f"need one generator per replica ({K}), got {len(rngs)}")
+    dtype = model.dtype
+    n_out = model.sizes[-1]
+    X, y = data.X_train, data.y_train
+    Y = encode_targets(y, n_out, dtype)
+    Y_val = encode_targets(data.y_val, n_out, dtype)
+    n = X.shape[0]
+    B = n if batch_size is None or batch_size >= n else int(batch_size)
+    starts = list(range(0, n, B))
+    if B < n:  # per-replica batch buffers, filled with np.take
+        batch_bufs = {}
+        for s in starts:
+            m = min(B, n - s)
+            if m not in batch_bufs:
+                batch_bufs[m] = (np.empty((K, m, X.shape[1]), dtype), np.empty((K, m, n_out), dtype))
+    params, grads = model.params(), model.grads()
+    val_grad = np.empty((K, data.X_val.shape[0], n_out), dtype)
+
+    logged = [e for e in range(1, epochs + 1) if e % log_every == 0 or e == epochs]
+    metrics: dict[str, np.ndarray] = {}
+    diverged = np.zeros(K, dtype=np.int64)
+    first_loss = None
+    t0 = time.perf_counter()
+    row = 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for epoch in range(1, epochs + 1):
+            lr = schedule(epoch - 1)
+            record = epoch == logged[row]
+            diag = _Diagnostics(model, n) if (record and diagnostics and model.n_layers > 1) else None
+            epoch_loss = np.zeros(K)
+            if B == n:
+                epoch_loss += model.gradients(X, Y, loss)
+                if diag:
+                    diag.update(model.workspace(X))
+                optimizer.step(grads, lr)
+            else:
+                perms = np.stack([rng.permutation(n) for rng in rngs])
+                for s in starts:
+                    idx = perms[:, s:s + B]
+                    Xb, Yb = batch_bufs[idx.shape[1]]
+                    np.take(X, idx, axis=0, out=Xb)
+                    np.take(Y, idx, axis=0, out=Yb)
+                    epoch_loss += model.gradients(Xb, Yb, loss) * idx.shape[1]
+                    if diag:
+                        diag.update(model.workspace(Xb))
+                    optimizer.step(grads, lr)
+                epoch_loss /= n
+            if first_loss is None:
+                first_loss = np.where(np.isfinite(epoch_loss), np.abs(epoch_loss), 1.0)
+            bad = (~np.isfinite(epoch_loss) | (epoch_loss > divergence_threshold * np.maximum(first_loss, 1e-12)))
+            newly = bad & (diverged == 0)
+            for k in np.flatnonzero(newly):
+                diverged[k] = epoch
+                for p in params:
+                    p[k] = 0
+                optimizer.reset(k)
+            if record:
+                val_logits = model.forward(data.X_val)
+                values = {
+                    "train_loss": epoch_loss,
+                    "val_loss": loss.value_and_grad(val_logits, Y_val, val_grad),
+                    "val_accuracy": accuracy(val_logits, data.y_val),
+                    "train_accuracy": accuracy(model.forward(X), y),
+                    "lr": np.full(K, lr),
+                }
+                if diag:
+                    values.update(diag.results())
+                stopped = diverged > 0
+                for name, v in values.items():
+                    if name not in metrics:
+                        metrics[name] = np.full((len(logged), K), np.nan)
+                    metrics[name][row] = np.where(stopped & (diverged <= epoch), np.nan, v)
+                    if name == "train_loss":  # keep the loss that diverged, for the record
+                        metrics[name][row][newly] = epoch_loss[newly]
+                if on_epoch is not None:
+                    on_epoch(epoch, {k: v[row] for k, v in metrics.items()})
+                row += 1
+            if (diverged > 0).all():
+                break
+    seconds = time.perf_counter() - t0
+    epochs_arr = np.asarray(logged)
+    return History(epochs_arr[:row], {k: v[:row] for k, v in metrics.items()}, diverged, seconds)
