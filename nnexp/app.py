@@ -27,7 +27,7 @@ from .initializers import auto_initializer, get_bias_initializer, get_initialize
 from .losses import Loss, get_loss, resolve_loss_name
 from .model import MLP
 from .optimizers import Optimizer, make_optimizer, make_schedule
-from .train import History, accuracy, fit
+from .train import History, accuracy, decision_threshold, fit
 
 log = logging.getLogger("nnexp")
 
@@ -252,7 +252,7 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
     Y_test = encode_targets(setup.data.y_test, setup.model.sizes[-1], setup.model.dtype)
     with np.errstate(all="ignore"):
         test_loss = setup.loss.value_and_grad(test_logits, Y_test, np.empty_like(test_logits))
-    test_acc = accuracy(test_logits, setup.data.y_test)
+    test_acc = accuracy(test_logits, setup.data.y_test, decision_threshold(setup.loss))
     cfg_yaml = out_dir / "config.yaml"
     OmegaConf.save(cfg, cfg_yaml, resolve=True)
     for k, run_id in runs.items():

@@ -46,7 +46,7 @@ from .losses import Loss
 from .model import MLP
 from .optimizers import Optimizer
 
-__all__ = ["History", "fit", "accuracy", "SATURATION_MARGIN"]
+__all__ = ["History", "fit", "accuracy", "decision_threshold", "SATURATION_MARGIN"]
 
 SATURATION_MARGIN = 0.025
 
@@ -77,25 +77,33 @@ class History:
         return {name: values[:, k] for name, values in self.metrics.items()}
 
 
-def accuracy(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+def accuracy(logits: np.ndarray, y: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     """Classification accuracy per replica.
 
     Parameters
     ----------
     logits : ndarray of shape (n_replicas, n_samples, n_outputs)
-        One output: class 1 where the logit is above ``threshold`` (0 for a
-        sigmoid output, see :func:`fit`); several: the argmax.
+        One output: class 1 where the logit is above ``threshold``; several: the argmax.
     y : ndarray of shape (n_samples,)
+    threshold : float, default 0
+        Decision threshold for one output: 0 for a sigmoid output (probability
+        0.5), 0.5 for an identity output trained on 0/1 targets with MSE
+        (see :func:`decision_threshold`).
 
     Returns
     -------
     ndarray of shape (n_replicas,)
     """
     if logits.shape[-1] == 1:
-        pred = logits[..., 0] > 0
+        pred = logits[..., 0] > threshold
     else:
         pred = logits.argmax(axis=-1)
     return (pred == y).mean(axis=-1)
+
+
+def decision_threshold(loss: Loss) -> float:
+    """The logit threshold between the two classes of a one-output network: 0.5 for ``mse``, else 0."""
+    return 0.5 if loss.output == "identity" else 0.0
 
 
 class _Diagnostics:
@@ -254,8 +262,8 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                 values = {
                     "train_loss": epoch_loss,
                     "val_loss": loss.value_and_grad(val_logits, Y_val, val_grad),
-                    "val_accuracy": accuracy(val_logits, data.y_val),
-                    "train_accuracy": accuracy(model.forward(X), y),
+                    "val_accuracy": accuracy(val_logits, data.y_val, decision_threshold(loss)),
+                    "train_accuracy": accuracy(model.forward(X), y, decision_threshold(loss)),
                     "lr": np.full(K, lr),
                 }
                 if diag:
