@@ -77,6 +77,74 @@ def xor(**_):
     return X, y
 
 
+def _two_classes(X0: np.ndarray, X1: np.ndarray, rng: np.random.Generator, noise: float):
+    """Stack the two classes, add isotropic Gaussian noise of std ``noise`` and shuffle."""
+    X = np.concatenate([X0, X1])
+    X = X + noise * rng.standard_normal(X.shape)
+    y = np.repeat([0, 1], [len(X0), len(X1)])
+    order = rng.permutation(len(y))
+    return X[order], y[order], ["x1", "x2"]
+
+
+def _halves(n_samples: int) -> tuple[int, int]:
+    if int(n_samples) < 4:
+        raise ValueError(f"dataset.n_samples must be >= 4 for a 2-D dataset, got {n_samples}")
+    return int(n_samples) // 2, int(n_samples) - int(n_samples) // 2
+
+
+def moons(*, rng: np.random.Generator, n_samples: int = 400, noise: float = 0.2, **_):
+    """Two interleaving half circles (as ``sklearn.datasets.make_moons``).
+
+    Class 0: ``(cos t, sin t)``, class 1: ``(1 - cos t, 0.5 - sin t)``, ``t`` evenly
+    spaced in ``[0, pi]``; then Gaussian noise of standard deviation ``noise``
+    (radius units) on both coordinates.
+    """
+    n0, n1 = _halves(n_samples)
+    t0, t1 = np.linspace(0, np.pi, n0), np.linspace(0, np.pi, n1)
+    X0 = np.c_[np.cos(t0), np.sin(t0)]
+    X1 = np.c_[1 - np.cos(t1), 0.5 - np.sin(t1)]
+    return _two_classes(X0, X1, rng, noise)
+
+
+def circles(*, rng: np.random.Generator, n_samples: int = 400, noise: float = 0.1, factor: float = 0.5, **_):
+    """A small circle (class 1, radius ``factor``) inside a large one (class 0, radius 1), as ``make_circles``.
+
+    Angles evenly spaced on each circle, then Gaussian noise of standard deviation ``noise``.
+    """
+    n0, n1 = _halves(n_samples)
+    t0 = np.linspace(0, 2 * np.pi, n0, endpoint=False)
+    t1 = np.linspace(0, 2 * np.pi, n1, endpoint=False)
+    X0 = np.c_[np.cos(t0), np.sin(t0)]
+    X1 = factor * np.c_[np.cos(t1), np.sin(t1)]
+    return _two_classes(X0, X1, rng, noise)
+
+
+def spiral(*, rng: np.random.Generator, n_samples: int = 400, noise: float = 0.05, turns: float = 1.75, **_):
+    """Two interleaved spirals (TensorFlow Playground's "spiral").
+
+    Point ``i`` of a class has radius ``r = i / n`` in ``[0, 1)`` and angle
+    ``2 pi turns r`` (class 1 rotated by ``pi``); then Gaussian noise of standard
+    deviation ``noise`` (radius units).
+    """
+    parts = []
+    for c, n in enumerate(_halves(n_samples)):
+        r = np.arange(n) / n
+        t = 2 * np.pi * turns * r + c * np.pi
+        parts.append(np.c_[r * np.sin(t), r * np.cos(t)])
+    return _two_classes(*parts, rng, noise)
+
+
+def gaussian(*, rng: np.random.Generator, n_samples: int = 400, noise: float = 0.6, **_):
+    """Two isotropic Gaussian blobs centred at ``(-1, -1)`` (class 0) and ``(1, 1)`` (class 1), std ``noise``.
+
+    Linearly separable up to the overlap that ``noise`` creates (Playground's "gaussian").
+    """
+    n0, n1 = _halves(n_samples)
+    X0 = np.broadcast_to([-1.0, -1.0], (n0, 2))
+    X1 = np.broadcast_to([1.0, 1.0], (n1, 2))
+    return _two_classes(X0, X1, rng, noise)
+
+
 def _sklearn_loader(fn_name: str):
     def load_fn(**_):
         import sklearn.datasets
@@ -95,10 +163,19 @@ DATASETS: dict[str, Callable] = {
     "breast_cancer": _sklearn_loader("load_breast_cancer"),
     "iris": _sklearn_loader("load_iris"),
     "wine": _sklearn_loader("load_wine"),
+    "moons": moons,
+    "circles": circles,
+    "spiral": spiral,
+    "gaussian": gaussian,
 }
 
 #: Datasets too small to split: train, validation and test are the whole set.
 UNSPLIT = {"xor"}
+
+#: Generated datasets: their loader takes ``rng``, a generator seeded with the
+#: dataset's ``split_seed``, so the points (like the split) are the same for every
+#: training seed of a sweep; change ``dataset.split_seed`` for another draw.
+GENERATED = {"moons", "circles", "spiral", "gaussian"}
 
 
 def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
@@ -128,7 +205,10 @@ def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, sp
         raise ValueError(f"dataset={name!r} is not known; choose one of: {', '.join(sorted(DATASETS))}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError("dataset.val_fraction and dataset.test_fraction must be in (0, 1) and sum to less than 1")
-    out = DATASETS[name](**{k: v for k, v in params.items() if v is not None})
+    params = {k: v for k, v in params.items() if v is not None}
+    if name in GENERATED:
+        params["rng"] = np.random.default_rng(split_seed)
+    out = DATASETS[name](**params)
     X, y = out[0], out[1]
     feature_names = list(out[2]) if len(out) > 2 else [f"x{i}" for i in range(X.shape[1])]
     classes, y = np.unique(y, return_inverse=True)
