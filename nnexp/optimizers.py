@@ -12,7 +12,8 @@ nesterov   :math:`v \\leftarrow \\mu v - \\eta g,\\ \\theta \\leftarrow \\theta 
            (Sutskever et al., 2013)
 adam       :math:`m \\leftarrow \\beta_1 m + (1-\\beta_1) g,\\ v \\leftarrow \\beta_2 v + (1-\\beta_2) g^2,`
            :math:`\\theta \\leftarrow \\theta - \\eta\\frac{\\sqrt{1-\\beta_2^t}}{1-\\beta_1^t}\\frac{m}{\\sqrt v + \\epsilon}`
-           (Kingma & Ba, 2015, Algorithm 1 in its efficient form, Section 2)
+           (Kingma & Ba, 2015, Algorithm 1 in its efficient form, Section 2: :math:`\\epsilon` is added to
+           :math:`\\sqrt v`, not to the bias-corrected :math:`\\sqrt{\\hat v}`)
 ========== ==================================================================
 
 L2 weight decay :math:`\\lambda` adds :math:`\\lambda W` to the gradient of each
@@ -143,6 +144,7 @@ class Adam(Optimizer):
             p -= t
 
     def reset(self, replica):
+        """Zero one replica's moment estimates; the step count ``t`` is shared, so its bias correction is not restarted."""
         for a in (*self.m, *self.v):
             a[replica] = 0
 
