@@ -237,3 +237,41 @@ def test_activation_parameters_from_overrides(compose):
     assert get_activation(cfg.activation.name, alpha=cfg.activation.alpha).params == {"alpha": 0.1}
     cfg = compose(["activation=gelu", "activation.approximate=true"])
     assert cfg.activation.approximate is True
+
+
+# --- gallery --------------------------------------------------------------------------------
+@pytest.fixture
+def close_figures():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
+def test_gallery_draws_each_function_and_derivative(close_figures):
+    from nnexp.report.gallery import activation_frame, gallery
+
+    data = activation_frame()
+    assert len(data) == len(NAMES) * 2 * 601 and set(data.activation) == set(NAMES)
+    fig = gallery(data)
+    assert sorted(fig.axes_dict) == NAMES and len(fig.axes) == len(NAMES)
+    for name, ax in fig.axes_dict.items():
+        # data lines only: not the axes through 0, nor seaborn's empty legend proxies (first panel)
+        f_line, d_line = [line for line in ax.lines if line.get_gid() != "axis" and len(line.get_xdata())]
+        z = np.asarray(f_line.get_xdata(), dtype=float)
+        act = get_activation(name)
+        np.testing.assert_allclose(f_line.get_ydata(), act.forward(z), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(d_line.get_xdata(), z)
+        np.testing.assert_allclose(d_line.get_ydata(), act.derivative(z, act.forward(z)), rtol=1e-12, atol=1e-15)
+
+
+def test_gallery_command_writes_png_and_svg(tmp_path, close_figures):
+    from nnexp.report.__main__ import main
+
+    assert main(["gallery", "--out", str(tmp_path)]) == 0
+    png, svg = tmp_path / "activation_gallery.png", tmp_path / "activation_gallery.svg"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()

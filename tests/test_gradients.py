@@ -208,3 +208,21 @@ def test_gelu_approximate_differs_from_exact():
     assert gap.max() > 1e-4  # the flag changes the function ...
     assert gap.max() < 1e-2  # ... but only by the approximation error (max ~4.7e-4 near |z| = 2.2)
     assert np.abs(exact.derivative(z, exact.forward(z)) - tanh_form.derivative(z, tanh_form.forward(z))).max() > 1e-4
+
+
+def test_losses_from_extreme_logits_are_exact_and_finite():
+    """The losses take logits, so confident predictions give exact, finite values and gradients (no log 0)."""
+    z = np.array([[[1e4], [-1e4], [1e4], [-1e4]]])
+    y = np.array([[1.0], [0.0], [0.0], [1.0]])
+    grad = np.empty_like(z)
+    bce = get_loss("binary_cross_entropy").value_and_grad(z, y, grad)
+    assert bce[0] == pytest.approx((0 + 0 + 1e4 + 1e4) / 4, rel=1e-15)
+    np.testing.assert_allclose(grad[0, :, 0], np.array([0, 0, 1, -1]) / 4)
+    logits = np.array([[[1e4, 0.0, -1e4], [0.0, 0.0, 0.0]]])
+    Y = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    grad = np.empty_like(logits)
+    ce = get_loss("cross_entropy").value_and_grad(logits, Y, grad)
+    assert ce[0] == pytest.approx((1e4 + np.log(3)) / 2, rel=1e-15)
+    np.testing.assert_allclose(grad[0], (np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]]) - Y) / 2, atol=1e-15)
+    mse = get_loss("mse").value_and_grad(np.array([[[3.0], [1.0]]]), np.array([[1.0], [1.0]]), np.empty((1, 2, 1)))
+    assert mse[0] == pytest.approx(0.5 * 4 / 2)  # half the mean squared error, as scikit-learn's squared_loss

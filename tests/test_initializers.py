@@ -67,7 +67,7 @@ def test_mean_and_variance_match_the_formula(name, fans):
 
 def test_gain_only_where_the_literature_uses_one():
     for name, spec in INITIALIZERS.items():
-        a, b = sample(name, gain=1.0), sample(name, gain=2.0)
+        a, b = sample(name, 40, 30, gain=1.0), sample(name, 40, 30, gain=2.0)
         if spec.uses_gain:
             np.testing.assert_allclose(b, 2 * a, rtol=1e-14)
         else:
@@ -117,11 +117,12 @@ def test_orthogonal_sign_correction_makes_it_haar():
 
 @pytest.mark.parametrize("name", sorted(INITIALIZERS))
 def test_same_seed_same_weights(name):
-    np.testing.assert_array_equal(sample(name, seed=3), sample(name, seed=3))
-    np.testing.assert_allclose(sample(name, seed=3, dtype=np.float32), sample(name, seed=3), rtol=1e-6, atol=1e-7)
-    assert sample(name, seed=3, dtype=np.float32).dtype == np.float32
+    draw = lambda seed, dtype=np.float64: sample(name, 40, 30, seed=seed, dtype=dtype)  # noqa: E731
+    np.testing.assert_array_equal(draw(3), draw(3))
+    np.testing.assert_allclose(draw(3, np.float32), draw(3), rtol=1e-6, atol=1e-7)
+    assert draw(3, np.float32).dtype == np.float32
     if name != "zeros":
-        assert not np.array_equal(sample(name, seed=3), sample(name, seed=4))
+        assert not np.array_equal(draw(3), draw(4))
 
 
 def test_auto_picks_per_family():
