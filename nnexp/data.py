@@ -156,6 +156,57 @@ def _sklearn_loader(fn_name: str):
     return load_fn
 
 
+def csv(*, path: str | None = None, target: str | None = None, **_):
+    """A CSV file with a header row: ``target`` names the label column, every other column is a feature.
+
+    Labels may be numbers or strings (at least two distinct classes); features
+    must be numbers, and no cell may be empty or ``NA``/``NaN``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``dataset.path`` or ``dataset.target`` when the file is missing,
+        has no such column, a missing or non-numeric value, or a single class.
+    """
+    import csv as csv_module
+
+    if not path or not target:
+        raise ValueError("dataset=csv needs dataset.path=<file.csv> and dataset.target=<label column>")
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"dataset.path={path!r} does not exist or is not a file")
+    with file.open(newline="", encoding="utf-8") as f:
+        rows = list(csv_module.reader(f))
+    if not rows:
+        raise ValueError(f"dataset.path={path!r} is empty; expected a header row and data rows")
+    header, body = [h.strip() for h in rows[0]], [r for r in rows[1:] if any(cell.strip() for cell in r)]
+    if target not in header:
+        raise ValueError(f"dataset.target={target!r} is not a column of {path}; choose one of: {', '.join(header)}")
+    t = header.index(target)
+    features = [h for i, h in enumerate(header) if i != t]
+    if not features or not body:
+        raise ValueError(f"dataset.path={path!r} needs at least one feature column besides {target!r} and one data row")
+    X = np.empty((len(body), len(features)))
+    labels = []
+    for line, r in enumerate(body, start=2):
+        cells = [c.strip() for c in r]
+        if len(cells) != len(header) or any(c.lower() in ("", "na", "nan", "null") for c in cells):
+            raise ValueError(f"dataset.path={path!r} has a missing value on line {line}; every cell must be filled")
+        labels.append(cells[t])
+        for j, c in enumerate(cells[:t] + cells[t + 1:]):
+            try:
+                X[line - 2, j] = float(c)
+            except ValueError:
+                raise ValueError(f"dataset.path={path!r} line {line}: feature {features[j]!r} = {c!r} is not a number; "
+                                 f"features must be numeric") from None
+    if not np.isfinite(X).all():
+        raise ValueError(f"dataset.path={path!r} has an infinite feature value; features must be finite numbers")
+    y = np.asarray(labels)
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"dataset.target={target!r} has a single class ({str(y[0])!r}); a classifier needs at least 2")
+    return X, y, features
+
+
 #: Loader per dataset name: ``(**params) -> (X, y[, feature_names])``.
 DATASETS: dict[str, Callable] = {
     "xor": xor,
@@ -167,6 +218,7 @@ DATASETS: dict[str, Callable] = {
     "circles": circles,
     "spiral": spiral,
     "gaussian": gaussian,
+    "csv": csv,
 }
 
 #: Datasets too small to split: train, validation and test are the whole set.
