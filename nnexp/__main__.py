@@ -43,13 +43,19 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"nnexp: error: {e}", file=sys.stderr)
             return 2
+    from .callbacks import LAST_SWEEP, abort_sweep
+
+    LAST_SWEEP.clear()
     sys.argv = [sys.argv[0], *argv]
     try:
         hydra_main()
     except ConfigError as e:  # raised by a job in a single run
         print(f"nnexp: error: {e}", file=sys.stderr)
         return 2
-    from .callbacks import LAST_SWEEP
+    except KeyboardInterrupt:  # the interrupted job marked its own run KILLED; mark the sweep's parent too
+        abort_sweep("KILLED")
+        print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
+        return 130
 
     return 1 if LAST_SWEEP.get("failed") else 0
 

@@ -48,8 +48,11 @@ class Setup:
     init_name: str
 
 
-def check_data(cfg: DictConfig) -> tuple[Dataset, Loss]:
+def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tuple[Dataset, Loss]:
     """Load the configured dataset and pick its loss.
+
+    A relative ``dataset.path`` is taken from ``base_dir`` (the launch
+    directory; default: the current directory).
 
     Raises
     ------
@@ -59,6 +62,8 @@ def check_data(cfg: DictConfig) -> tuple[Dataset, Loss]:
     """
     ds = cfg.dataset
     params = {k: ds[k] for k in ("n_samples", "noise", "path", "target") if ds.get(k) is not None}
+    if "path" in params:
+        params["path"] = str(Path(base_dir or Path.cwd()) / params["path"])
     try:
         data = load(ds.name, val_fraction=ds.val_fraction, test_fraction=ds.test_fraction,
                     split_seed=ds.split_seed, standardize=ds.standardize, **params)
@@ -68,7 +73,7 @@ def check_data(cfg: DictConfig) -> tuple[Dataset, Loss]:
     return data, loss
 
 
-def build(cfg: DictConfig) -> Setup:
+def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> Setup:
     """Build data, model, loss, optimiser, schedule and generators from a composed config.
 
     Replica ``k`` is seeded with ``cfg.seed + k``.
@@ -80,7 +85,7 @@ def build(cfg: DictConfig) -> Setup:
     """
     validate(cfg)
     dtype = np.dtype(cfg.model.dtype)
-    data, loss = check_data(cfg)
+    data, loss = check_data(cfg, base_dir)
     data = data.astype(dtype)
     n_out = 1 if (data.n_classes == 2 and loss.name != "cross_entropy") else data.n_classes
     act = get_activation(cfg.activation.name, alpha=cfg.activation.alpha, beta=cfg.activation.beta,
@@ -108,7 +113,7 @@ def job_paths() -> dict:
 
     if not HydraConfig.initialized():
         return {"launch_dir": Path.cwd(), "output_dir": Path.cwd(), "sweep_dir": None, "multirun": False,
-                "choices": {}, "override": "", "job_num": 0}
+                "choices": {}, "override": "", "job_num": 0, "parallel": False}
     hc = HydraConfig.get()
     launch = Path(hc.runtime.cwd)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -120,7 +125,16 @@ def job_paths() -> dict:
         "choices": dict(hc.runtime.choices),
         "override": hc.job.override_dirname,
         "job_num": hc.job.num if multirun else 0,
+        # any launcher but Hydra's basic one may run jobs side by side (joblib, ray, submitit, ...)
+        "parallel": multirun and not str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher"),
     }
+
+
+def blas_threads(cfg: DictConfig, parallel: bool) -> int | None:
+    """BLAS threads for a job: ``cfg.blas_threads`` if set, else 1 under a parallel launcher, else None (no limit)."""
+    if cfg.get("blas_threads") is not None:
+        return int(cfg.blas_threads)
+    return 1 if parallel else None
 
 
 PARENT_FILE = ".nnexp_parent_run"
@@ -140,6 +154,8 @@ def _save_weights(path: Path, model: MLP, k: int, data: Dataset) -> None:
         arrays[f"b{l}"] = b[k, 0]
     arrays["feature_mean"] = data.mean
     arrays["feature_scale"] = data.scale
+    # plain numeric arrays only (never object arrays, which NumPy would pickle): read with np.load(..., allow_pickle=False)
+    assert all(np.asarray(a).dtype.kind in "fiu" for a in arrays.values())
     np.savez(path, **arrays)
 
 
@@ -153,6 +169,8 @@ def run_job(cfg: DictConfig) -> float:
     """
     paths = job_paths()
     validate(cfg)
+    if cfg.dataset.get("path"):  # absolute, so that the config hash names the file itself
+        cfg.dataset.path = str((paths["launch_dir"] / cfg.dataset.path).resolve())
     uri = tracking.resolve_uri(cfg.tracking.uri, paths["launch_dir"])
     parent_id = None
     if paths["multirun"]:
@@ -160,6 +178,8 @@ def run_job(cfg: DictConfig) -> float:
         parent_id = parent_file.read_text().strip() if parent_file.exists() else None
     if parent_id is None:
         c, exp_id = tracking.prepare_store(uri, cfg.tracking.experiment)
+        if paths["multirun"]:  # a worker without the sweep directory (Ray, SLURM): ask the store
+            parent_id = tracking.find_sweep_parent(c, exp_id, paths["sweep_dir"])
     else:
         c = tracking.client(uri)
         exp_id = tracking.get_or_create_experiment(c, cfg.tracking.experiment, tracking.artifact_location(uri))
@@ -173,7 +193,7 @@ def run_job(cfg: DictConfig) -> float:
         log.info("skip %s: already FINISHED in run %s", paths["override"] or "config", ", ".join(done.values()))
         return _final_val_loss(c, list(done.values()))
 
-    setup = build(cfg)
+    setup = build(cfg, paths["launch_dir"])
     choices = paths["choices"]
     flat = flatten(cfg)
     base_tags = {
@@ -209,12 +229,15 @@ def run_job(cfg: DictConfig) -> float:
                 buf.add(epoch, {m: v[k] for m, v in values.items() if m != "lr"})
             if progress is not None:
                 progress.update(epoch - progress.n)
-                progress.set_postfix(loss=f"{float(np.nanmean(values['train_loss'])):.4g}", refresh=False)
+                progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
 
-        hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
-                   rngs=setup.rngs, batch_size=cfg.batch_size, log_every=cfg.tracking.log_every,
-                   diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
-                   on_epoch=on_epoch)
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=blas_threads(cfg, paths["parallel"]), user_api="blas"):
+            hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
+                       rngs=setup.rngs, batch_size=cfg.batch_size, log_every=cfg.tracking.log_every,
+                       diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
+                       on_epoch=on_epoch)
         if progress is not None:
             progress.close()
         _record(c, cfg, setup, hist, runs, buffers, paths)
@@ -231,7 +254,14 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    return float(np.nanmean(hist.metrics["val_loss"][-1])) if len(hist.epochs) else math.nan
+    return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
+
+
+def _mean_finite(values) -> float:
+    """Mean of the finite values (a diverged replica's are NaN), NaN if there are none; never warns."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def _progress(cfg, paths):
@@ -246,11 +276,11 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
     """Log histories, final test metrics, artifacts and outcome of each replica's run, then end it."""
     out_dir = paths["output_dir"]
     out_dir.mkdir(parents=True, exist_ok=True)
-    test_logits = setup.model.forward(setup.data.X_test)
     from .data import encode_targets
 
     Y_test = encode_targets(setup.data.y_test, setup.model.sizes[-1], setup.model.dtype)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # weights near divergence may overflow; such values are not logged
+        test_logits = setup.model.forward(setup.data.X_test)
         test_loss = setup.loss.value_and_grad(test_logits, Y_test, np.empty_like(test_logits))
     test_acc = accuracy(test_logits, setup.data.y_test, decision_threshold(setup.loss))
     cfg_yaml = out_dir / "config.yaml"
@@ -268,7 +298,7 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             tags[f"{tracking.TAG}diverged_epoch"] = diverged
         tracking.set_tags(c, run_id, tags)
         suffix = f"_s{setup.seeds[k]}" if len(runs) > 1 or cfg.replicas > 1 else ""
-        c.log_artifact(run_id, str(cfg_yaml))
+        tracking.retry(c.log_artifact, run_id, str(cfg_yaml))
         if cfg.tracking.save_weights:
             wpath = out_dir / f"weights{suffix}.npz"
             _save_weights(wpath, setup.model, k, setup.data)

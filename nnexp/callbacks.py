@@ -81,6 +81,9 @@ class SweepCallback(Callback):
         try:
             from .report.load import load_runs, summarize_outcomes
 
+            lost = tracking.end_orphan_children(c, LAST_SWEEP["experiment_id"], parent, "FAILED")
+            if lost:
+                log.warning("%d job(s) ended without closing their run (a worker died?): marked FAILED", lost)
             runs = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)
             counts = summarize_outcomes(runs)
             LAST_SWEEP.update(counts)
@@ -97,7 +100,28 @@ class SweepCallback(Callback):
                 print(f"report: {index}", file=sys.stderr)
         finally:
             tracking.end_run(c, parent, "FINISHED")
+            LAST_SWEEP["ended"] = "FINISHED"
         print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1", file=sys.stderr)
+
+
+def abort_sweep(status: str = "KILLED") -> int:
+    """End the parent run of the multirun in progress, and its children still RUNNING, with ``status``.
+
+    Called when a sweep is interrupted (Ctrl-C): a job's own handler marks its
+    run, but the jobs not yet started never will, and the parent would stay
+    RUNNING. Returns the number of runs marked (0 when no sweep is open).
+    """
+    if not LAST_SWEEP.get("parent_id") or LAST_SWEEP.get("ended"):
+        return 0
+    c, parent = tracking.client(LAST_SWEEP["uri"]), LAST_SWEEP["parent_id"]
+    running = tracking.retry(c.search_runs, [LAST_SWEEP["experiment_id"]],
+                             filter_string=f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{parent}'",
+                             max_results=5000)
+    for r in running:
+        tracking.end_run(c, r.info.run_id, status)
+    tracking.end_run(c, parent, status)
+    LAST_SWEEP["ended"] = status
+    return len(running) + 1
 
 
 def _summary_text(runs, counts) -> str:

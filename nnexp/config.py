@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -18,7 +19,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-__all__ = ["Config", "ConfigError", "register", "validate", "config_hash", "flatten", "SEMANTIC_EXCLUDE"]
+__all__ = ["Config", "ConfigError", "register", "validate", "config_hash", "flatten", "SEMANTIC_EXCLUDE", "ACCEPTS"]
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,7 @@ class Config:
     replicas: int = 1  # train this many seeds (seed, seed+1, ...) as one batch
     divergence_threshold: float = 10000.0  # loss above this multiple of the first epoch's: diverged
     study: Optional[str] = None  # name of the study from experiments/, if any
+    blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, else unlimited
 
 
 def register() -> None:
@@ -126,7 +128,23 @@ def studies() -> dict[str, DictConfig]:
 
 
 #: Keys that do not change what a run computes: left out of the configuration hash.
-SEMANTIC_EXCLUDE = ("tracking", "study")
+SEMANTIC_EXCLUDE = ("tracking", "study", "blas_threads")
+
+#: What each numeric key accepts, for messages about a value of the wrong type or range.
+ACCEPTS = {
+    "epochs": "an integer >= 1",
+    "batch_size": "an integer >= 1, or null for full batch",
+    "seed": "an integer",
+    "replicas": "an integer >= 1",
+    "blas_threads": "an integer >= 1, or null (1 under a parallel launcher, else unlimited)",
+    "divergence_threshold": "a number > 1",
+    "optimizer.lr": "a number > 0",
+    "optimizer.weight_decay": "a number >= 0",
+    "optimizer.momentum": "a number in [0, 1)",
+    "optimizer.step_size": "an integer >= 1",
+    "model.hidden_sizes": "a non-empty list of integers >= 1, e.g. [64] or [32,32]",
+    "tracking.log_every": "an integer >= 1",
+}
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
 
@@ -182,7 +200,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(str(e)) from None
     need(c.init.name == "auto" or c.init.name in INITIALIZERS,
          f"init={c.init.name!r} is not known; choose one of: {', '.join(sorted([*INITIALIZERS, 'auto']))}")
-    need(c.optimizer.lr > 0, f"optimizer.lr={c.optimizer.lr} must be > 0")
+    need(c.optimizer.lr > 0 and math.isfinite(c.optimizer.lr), f"optimizer.lr={c.optimizer.lr} must be a finite number > 0")
     need(c.optimizer.weight_decay >= 0, f"optimizer.weight_decay={c.optimizer.weight_decay} must be >= 0")
     if c.optimizer.momentum is not None:
         need(0 <= c.optimizer.momentum < 1, f"optimizer.momentum={c.optimizer.momentum} must be in [0, 1)")
@@ -190,6 +208,7 @@ def validate(cfg: DictConfig) -> None:
          f"optimizer.schedule={c.optimizer.schedule!r} is not known; choose one of: {', '.join(sorted(SCHEDULES))}")
     need(c.optimizer.step_size >= 1, f"optimizer.step_size={c.optimizer.step_size} must be >= 1")
     need(c.epochs >= 1, f"epochs={c.epochs} must be an integer >= 1")
+    need(c.blas_threads is None or c.blas_threads >= 1, f"blas_threads={c.blas_threads} must be {ACCEPTS['blas_threads']}")
     need(c.batch_size is None or c.batch_size >= 1, f"batch_size={c.batch_size} must be >= 1 (or null for full batch)")
     need(c.replicas >= 1, f"replicas={c.replicas} must be >= 1")
     need(c.tracking.log_every >= 1, f"tracking.log_every={c.tracking.log_every} must be >= 1")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, flatten, validate
+from .config import ACCEPTS, ConfigError, flatten, validate
 
 __all__ = ["preflight", "expand_jobs"]
 
@@ -52,10 +53,46 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     if full_key:
-        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == full_key), None)
+        value = next((o.split("=", 1)[1] for o in reversed(overrides) if o.split("=", 1)[0].lstrip("+~") == full_key),
+                     None)
         shown = f"={value!r}" if value is not None else ""
-        return f"{full_key}{shown} is not valid: {first}"
+        return f"{full_key}{shown} is not valid: expected {_expected(full_key, first)}"
     return first
+
+
+#: Phrases of OmegaConf's conversion errors, and what they mean for a user.
+_TYPE_WORDS = (("to Integer", "an integer"), ("to Float", "a number"), ("valid bool", "true or false"),
+               ("ListConfig", "a list, e.g. [64]"), ("DictConfig", "a mapping"))
+
+
+def _expected(key: str, error: str) -> str:
+    """What ``key`` accepts: from :data:`nnexp.config.ACCEPTS`, else from the type in OmegaConf's ``error``."""
+    if key in ACCEPTS:
+        return ACCEPTS[key]
+    for phrase, words in _TYPE_WORDS:
+        if phrase in error:
+            return words
+    return error
+
+
+#: The only ``_target_`` keys an override may set: Hydra's own launcher and sweeper (better chosen as
+#: ``hydra/launcher=<name>``). Anywhere else a ``_target_`` names code to import and call, so it is refused.
+ALLOWED_TARGETS = ("hydra.launcher._target_", "hydra.sweeper._target_")
+
+
+def check_no_targets(overrides: list[str]) -> None:
+    """Refuse overrides that set a ``_target_`` (in the key or inside a dict value) outside :data:`ALLOWED_TARGETS`.
+
+    Raises
+    ------
+    ConfigError
+        Naming the override.
+    """
+    for o in overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if "_target_" in o and key not in ALLOWED_TARGETS:
+            raise ConfigError(f"{key}: overrides may not set _target_ (no config value is run as code); "
+                              f"pick a launcher or sweeper with hydra/launcher=<name> or hydra/sweeper=<name>")
 
 
 def _suggest(key: str) -> str:
@@ -85,6 +122,7 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
 
     args = _parse(argv)
     overrides = list(args.overrides)
+    check_no_targets(overrides)
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
     if not args.multirun:
@@ -127,6 +165,7 @@ def preflight(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from .app import check_data
+    from .tracking import check_store, resolve_uri
 
     GlobalHydra.instance().clear()
     try:
@@ -141,19 +180,16 @@ def preflight(argv: list[str]) -> int:
             for job in todo:
                 try:
                     cfg = _compose(job)
+                    validate(cfg)
+                    key = OmegaConf.to_yaml(cfg.dataset) + cfg.model.loss + cfg.model.dtype
+                    if key not in checked_data:
+                        check_data(cfg, Path.cwd())
+                        checked_data.add(key)
                 except (HydraException, OmegaConfBaseException) as e:
                     raise ConfigError(_one_line(e, job)) from None
-                validate(cfg)
-                key = OmegaConf.to_yaml(cfg.dataset) + cfg.model.loss + cfg.model.dtype
-                if key not in checked_data:
-                    check_data(cfg)
-                    checked_data.add(key)
-                if cfg.tracking.uri:
-                    uris.add(cfg.tracking.uri)
-            from .tracking import check_reachable
-
+                uris.add(resolve_uri(cfg.tracking.uri, Path.cwd()))
             for uri in uris:
-                check_reachable(uri)
+                check_store(uri)
     finally:
         GlobalHydra.instance().clear()
     return len(jobs)

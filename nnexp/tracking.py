@@ -10,6 +10,20 @@ By default the store is ``sqlite:///<launch dir>/mlflow.db`` with artifacts in
 ``<launch dir>/mlartifacts``: absolute paths, so every job of a sweep, whatever
 its working directory, and the report all see one store. ``tracking.uri`` in
 the config, or the ``MLFLOW_TRACKING_URI`` environment variable, overrides it.
+
+A tracking server
+-----------------
+With an ``http(s)://`` URI every job talks to an MLflow tracking server (team
+mode: ``python -m nnexp.team_server``). MLflow's own HTTP retries are turned off
+for nnexp's clients (``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, unless set) so that
+all retrying happens in :func:`retry`, where it is idempotent: metric points
+carry their client-side timestamps, so a batch sent twice is stored once (the
+store drops points with the same key, step, timestamp and value); params and
+tags are set to the same values again; a run is created under a random
+``nnexp.request_id`` tag that a retry looks up before creating another.
+While a server does not answer, :func:`retry` keeps trying for
+``$NNEXP_TRACKING_PATIENCE`` seconds (default 120), then raises
+:class:`StoreUnavailable` naming the server.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import os
 import socket
 import sqlite3
 import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
@@ -28,7 +43,8 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
-           "start_run", "end_run", "MetricBuffer", "mark_orphans_killed", "TAG"]
+           "start_run", "end_run", "MetricBuffer", "mark_orphans_killed", "check_store", "TAG",
+           "StoreUnavailable", "find_sweep_parent", "end_orphan_children"]
 
 T = TypeVar("T")
 
@@ -61,10 +77,26 @@ def artifact_location(uri: str) -> str | None:
     return (db.parent / "mlartifacts").resolve().as_uri()
 
 
+#: MLflow's HTTP client settings for nnexp's processes (each used unless already set in the environment):
+#: no retries inside MLflow (a POST retried there after a lost response could create a run twice; :func:`retry`
+#: retries instead, idempotently) and a bounded wait for one answer, in seconds.
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+
+#: Seconds a call waits for an unreachable tracking server before :class:`StoreUnavailable`.
+DEFAULT_PATIENCE = 120.0
+
+
+class StoreUnavailable(RuntimeError):
+    """The tracking server did not answer within the patience (``$NNEXP_TRACKING_PATIENCE`` seconds)."""
+
+
 def client(uri: str):
-    """An ``mlflow.MlflowClient`` for ``uri`` (imports MLflow on first use)."""
+    """An ``mlflow.MlflowClient`` for ``uri`` (imports MLflow on first use); see :data:`HTTP_ENV` for servers."""
     from mlflow import MlflowClient
 
+    if uri.startswith(("http://", "https://")):
+        for k, v in HTTP_ENV.items():
+            os.environ.setdefault(k, v)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -74,25 +106,66 @@ def _transient(exc: BaseException) -> bool:
                                    "max retries exceeded", "timed out", "503", "502", "504"))
 
 
+def _server_of(fn: Callable) -> str | None:
+    """The ``http(s)://`` tracking URI behind a bound MlflowClient method (or a function with a ``client``), else None."""
+    owner = getattr(fn, "__self__", None) or getattr(fn, "client", None)
+    uri = getattr(getattr(owner, "_tracking_client", None), "tracking_uri", None)
+    return uri if isinstance(uri, str) and uri.startswith(("http://", "https://")) else None
+
+
+def _patience() -> float:
+    try:
+        return max(0.0, float(os.environ.get("NNEXP_TRACKING_PATIENCE", DEFAULT_PATIENCE)))
+    except ValueError:
+        return DEFAULT_PATIENCE
+
+
+#: Servers this process gave up on, with the time: later calls to them retry ``attempts`` times only,
+#: so that a job's failure handler does not wait the patience again for each run it marks.
+_GAVE_UP: dict[str, float] = {}
+
+
 def retry(fn: Callable[..., T], *args, attempts: int = 8, first_delay: float = 0.05, max_delay: float = 5.0,
           **kwargs) -> T:
     """Call ``fn(*args, **kwargs)``, retrying transient store errors with exponential back-off.
 
     Transient means a locked SQLite database or an unreachable or overloaded
     server. Delays double from ``first_delay`` up to ``max_delay`` seconds;
-    after ``attempts`` tries the last error is raised.
+    after ``attempts`` tries the last error is raised. When ``fn`` is a method
+    of a client of a tracking server, tries go on until the server has not
+    answered for ``$NNEXP_TRACKING_PATIENCE`` seconds (default 120).
+
+    Raises
+    ------
+    StoreUnavailable
+        Naming the server, when it did not answer within the patience.
     """
+    server = _server_of(fn)
+    patience = _patience() if server and time.monotonic() - _GAVE_UP.get(server, -1e18) > _patience() else 0.0
+    start = time.monotonic()
     delay = first_delay
-    for attempt in range(1, attempts + 1):
+    attempt = 0
+    while True:
+        attempt += 1
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            _GAVE_UP.pop(server, None)
+            return result
         except Exception as exc:  # MLflow wraps store errors in MlflowException
-            if attempt == attempts or not _transient(exc):
+            if not _transient(exc):
                 raise
-            log.debug("store busy (%s); retry %d in %.2fs", exc, attempt, delay)
+            waited = time.monotonic() - start
+            if attempt >= attempts and waited + delay > patience:
+                if not server:
+                    raise
+                _GAVE_UP[server] = time.monotonic()
+                reason = " ".join(str(exc).split())[:300]
+                raise StoreUnavailable(f"tracking server {server} did not answer for {waited:.0f} s "
+                                       f"(NNEXP_TRACKING_PATIENCE={patience:g}): {reason}") from exc
+            log.log(logging.WARNING if waited > 5 else logging.DEBUG,
+                    "store busy or unreachable (%s); retry %d in %.2fs", str(exc).splitlines()[0][:200], attempt, delay)
             time.sleep(delay)
             delay = min(2 * delay, max_delay)
-    raise AssertionError("unreachable")
 
 
 @contextmanager
@@ -103,9 +176,25 @@ def _store_lock(uri: str):
         return
     from filelock import FileLock
 
-    db.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(db) + ".lock", timeout=120):
         yield
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, before any training, when the store at ``uri`` cannot be used.
+
+    An HTTP server must answer within 5 s (:func:`check_reachable`); a SQLite
+    file must lie in an existing folder (nnexp never creates folders for it).
+
+    Raises
+    ------
+    ConfigError
+        Naming ``tracking.uri``.
+    """
+    check_reachable(uri)
+    db = sqlite_path(uri)
+    if db is not None and not db.parent.is_dir():
+        raise ConfigError(f"tracking.uri={uri!r}: folder {db.parent} does not exist; create it or use another URI")
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -140,15 +229,13 @@ def prepare_store(uri: str, experiment: str):
     ConfigError
         If the store cannot be reached or opened.
     """
-    check_reachable(uri)
+    check_store(uri)
     db = sqlite_path(uri)
     with _store_lock(uri):
         c = client(uri)
         try:
             retry(c.search_experiments, max_results=1)
         except Exception as e:
-            if db is not None and not db.parent.exists():
-                raise ConfigError(f"tracking.uri={uri!r}: folder {db.parent} does not exist") from None
             raise ConfigError(f"tracking.uri={uri!r} cannot be opened: {str(e).splitlines()[0]}") from None
         if db is not None:
             con = sqlite3.connect(db, timeout=30)
@@ -182,12 +269,39 @@ def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
 
 def start_run(c, experiment_id: str, *, run_name: str, parent_id: str | None = None,
               tags: dict[str, str] | None = None) -> str:
-    """Create a RUNNING run (nested under ``parent_id`` if given) tagged with this host and process; return its id."""
-    all_tags = {f"{TAG}host": socket.gethostname(), f"{TAG}pid": str(os.getpid()), **(tags or {})}
+    """Create a RUNNING run (nested under ``parent_id`` if given) tagged with this host and process; return its id.
+
+    Idempotent under retries: the run carries a random ``nnexp.request_id``; a
+    retry after a lost answer looks that up before creating a run, and should
+    two runs carry it after all, the later ones are deleted.
+    """
+    request_id = uuid.uuid4().hex
+    all_tags = {f"{TAG}host": socket.gethostname(), f"{TAG}pid": str(os.getpid()),
+                f"{TAG}pid_start": _process_start(os.getpid()), f"{TAG}request_id": request_id, **(tags or {})}
     if parent_id:
         all_tags["mlflow.parentRunId"] = parent_id
-    run = retry(c.create_run, experiment_id, run_name=run_name, tags=all_tags)
+    tries = []
+
+    def create():
+        if tries:
+            found = _runs_with_request_id(c, experiment_id, request_id)
+            if found:
+                return found[0]
+        tries.append(1)
+        return c.create_run(experiment_id, run_name=run_name, tags=all_tags)
+
+    create.client = c
+    run = retry(create)
+    if len(tries) > 1:
+        for extra in _runs_with_request_id(c, experiment_id, request_id):
+            if extra.info.run_id != run.info.run_id:
+                retry(c.delete_run, extra.info.run_id)
     return run.info.run_id
+
+
+def _runs_with_request_id(c, experiment_id: str, request_id: str) -> list:
+    return c.search_runs([experiment_id], filter_string=f"tags.`{TAG}request_id` = '{request_id}'",
+                         order_by=["attributes.start_time ASC"], max_results=10)
 
 
 def end_run(c, run_id: str, status: str = "FINISHED") -> None:
@@ -257,24 +371,43 @@ class MetricBuffer:
         self.last = time.monotonic()
 
 
-def _pid_alive(pid: int) -> bool:
+def _process_start(pid: int) -> str:
+    """The start time of process ``pid`` in clock ticks since boot (Linux ``/proc``), or "" where unknown.
+
+    Tells a live process from a later one that reuses a dead process's id.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _pid_alive(pid: int, start: str = "") -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not start or _process_start(pid) in ("", start)
 
 
 def mark_orphans_killed(c, experiment_id: str) -> int:
-    """End as KILLED every RUNNING run of this host whose process is gone (a sweep killed with -9).
+    """End as KILLED every RUNNING run of this host whose process is gone.
+
+    Such runs are left by a sweep or job killed with ``kill -9`` (or by a crash
+    of the machine): the parent run of the sweep as well as its children. A run
+    of another host, or of a process that is still alive, is left alone, except
+    a child whose sweep has ended: a job on another machine (a Ray or SLURM
+    worker) that died without closing its run.
 
     Returns the number of runs marked.
     """
     host = socket.gethostname()
     runs = retry(c.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
     n = 0
+    killed = set()
     for r in runs:
         tags = r.data.tags
         if tags.get(f"{TAG}host") != host:
@@ -283,11 +416,48 @@ def mark_orphans_killed(c, experiment_id: str) -> int:
             pid = int(tags.get(f"{TAG}pid", "0"))
         except ValueError:
             continue
-        if pid and (pid == os.getpid() or _pid_alive(pid)):
+        if pid and (pid == os.getpid() or _pid_alive(pid, tags.get(f"{TAG}pid_start", ""))):
             continue
         end_run(c, r.info.run_id, "KILLED")
+        killed.add(r.info.run_id)
         n += 1
+    open_sweeps = {r.info.run_id for r in runs if r.info.run_id not in killed}
+    for r in runs:
+        parent = r.data.tags.get("mlflow.parentRunId")
+        if r.info.run_id not in killed and parent and parent not in open_sweeps:
+            end_run(c, r.info.run_id, "KILLED")
+            n += 1
     return n
+
+
+def end_orphan_children(c, experiment_id: str, parent_id: str, status: str = "FAILED") -> int:
+    """End the children of a sweep still RUNNING once all its jobs have returned; return how many.
+
+    A job whose process died (killed, out of memory, its machine lost) never
+    closes its run; when the launcher has returned, no job of the sweep runs,
+    so such a run is ended with ``status`` and tagged ``nnexp.outcome=failed``.
+    """
+    runs = retry(c.search_runs, [experiment_id], max_results=5000,
+                 filter_string=f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{parent_id}'")
+    for r in runs:
+        set_tags(c, r.info.run_id, {f"{TAG}outcome": "failed",
+                                    f"{TAG}error": "the job's process ended without closing its run (worker died?)"})
+        end_run(c, r.info.run_id, status)
+    return len(runs)
+
+
+def find_sweep_parent(c, experiment_id: str, sweep_dir: str | os.PathLike) -> str | None:
+    """The RUNNING parent run of the sweep writing to ``sweep_dir``, else None.
+
+    For a job on a machine that does not share the sweep directory (a Ray or
+    SLURM worker elsewhere): the parent run is tagged ``nnexp.kind=sweep`` and
+    ``nnexp.sweep_dir=<sweep dir>``; the latest such run is taken.
+    """
+    where = str(sweep_dir).replace("'", "\\'")
+    runs = retry(c.search_runs, [experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                 filter_string=f"attributes.status = 'RUNNING' and tags.`{TAG}kind` = 'sweep' "
+                               f"and tags.`{TAG}sweep_dir` = '{where}'")
+    return runs[0].info.run_id if runs else None
 
 
 def find_finished(c, experiment_id: str, config_hash: str) -> str | None:
