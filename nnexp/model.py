@@ -26,7 +26,21 @@ things the seed tutorial's XOR program got wrong; :mod:`tests.test_gradients`
 checks every weight and bias against central differences.
 
 All intermediate arrays live in a :class:`Workspace` allocated once per batch
-shape and reused across epochs, so the training loop allocates nothing.
+shape and reused across epochs, so the training loop allocates nothing but a
+few arrays of shape ``(n_replicas,)``. Every step writes into those buffers
+with ``out=`` (``np.matmul``, in-place ufuncs); the activation's derivative is
+computed from the cached ``z`` and ``a`` of the forward pass.
+
+Replicas and bit-identity
+-------------------------
+Each replica is computed by the same sequence of operations on arrays of the
+same shapes as a one-replica network: ``np.matmul`` on stacked arrays calls
+the BLAS ``gemm`` once per replica with that replica's matrices, elementwise
+ufuncs do not mix replicas, and every reduction runs over one replica's own
+contiguous block (``db_l`` is ``ones @ delta_l``, one ``gemm`` per replica).
+So replica ``k`` of a stacked network is bit-identical to a one-replica
+network with the same initial weights and the same batches
+(:mod:`tests.test_replicas` checks it).
 """
 
 from __future__ import annotations
@@ -52,6 +66,8 @@ class Workspace:
     dA : list of ndarray of shape (n_replicas, batch, h_l)
         Gradient of the loss with respect to each hidden activation; turned in
         place into the gradient with respect to its pre-activation.
+    ones : ndarray of shape (1, batch)
+        A row of ones: ``ones @ delta`` sums ``delta`` over the batch.
     """
 
     def __init__(self, replicas: int, batch: int, sizes: Sequence[int], dtype):
@@ -63,6 +79,7 @@ class Workspace:
         self.dA = [np.empty(shape(h), dtype) for h in hidden]
         self.logits = np.empty(shape(sizes[-1]), dtype)
         self.delta_out = np.empty(shape(sizes[-1]), dtype)
+        self.ones = np.ones((1, batch), dtype)
 
 
 class MLP:
@@ -196,7 +213,7 @@ class MLP:
             a_prev = X if l == 0 else ws.a[l - 1]
             a_prev_T = a_prev.T if a_prev.ndim == 2 else a_prev.transpose(0, 2, 1)
             np.matmul(a_prev_T, delta, out=self.dW[l])
-            np.sum(delta, axis=1, keepdims=True, out=self.db[l])
+            np.matmul(ws.ones, delta, out=self.db[l])  # the batch sum, as one small gemm per replica
             if l > 0:
                 dA = np.matmul(delta, self.W[l].transpose(0, 2, 1), out=ws.dA[l - 1])
                 dA *= self.activation.derivative(ws.z[l - 1], ws.a[l - 1], out=ws.deriv[l - 1])

@@ -10,8 +10,11 @@ Metrics recorded every ``log_every`` epochs (and at the last epoch), each an
 ``train_loss``
     Mean loss over the epoch's batches, each computed before that batch's
     update (as scikit-learn's ``loss_curve_``).
-``val_loss``, ``val_accuracy``, ``train_accuracy``
-    On the validation part and the training part, with the weights at the end of the epoch.
+``train_accuracy``
+    Accuracy of the same forward passes that give ``train_loss`` (each batch
+    before its update), as Keras reports it: no extra pass over the training data.
+``val_loss``, ``val_accuracy``
+    On the validation part, with the weights at the end of the epoch.
 ``lr``
     The learning rate used in the epoch.
 ``layer{l}.grad_norm`` (every layer, ``l`` from 1)
@@ -23,14 +26,20 @@ Metrics recorded every ``log_every`` epochs (and at the last epoch), each an
     Fraction of activations within 2.5 % of the output range from either
     bound, i.e. ``(a - lo)/(hi - lo) < 0.025`` or ``> 0.975``
     (:data:`SATURATION_MARGIN`); for sigmoid that is ``a < 0.025`` or ``a > 0.975``.
+    Computed as ``|a - (lo + hi)/2| > (0.5 - 0.025)(hi - lo)``, the same condition.
 ``layer{l}.dead_fraction`` (hidden layers of the ReLU family)
     Fraction of units whose pre-activation is ``<= 0`` for every training
     sample in the epoch: units that no longer learn.
 
+Cost: the diagnostics and the validation forward pass run on recorded epochs
+only, into buffers allocated once; the other epochs are a forward pass, a
+backward pass and an update, and a divergence check on ``n_replicas`` numbers.
+
 Divergence: a replica whose training loss becomes non-finite or exceeds
 ``divergence_threshold`` times its first-epoch loss stops: its epoch is
 recorded in :attr:`History.diverged_epoch`, its metrics after that are NaN and
-its parameters are zeroed so that the other replicas train on unaffected.
+its parameters are zeroed, and stay zero (its gradients are zeroed before each
+update), so that the other replicas train on unaffected.
 """
 
 from __future__ import annotations
@@ -63,7 +72,9 @@ class History:
     diverged_epoch : ndarray of shape (n_replicas,)
         1-based epoch at which each replica diverged, 0 if it did not.
     seconds : float
-        Wall-clock time of the training loop.
+        Wall-clock time of the training loop, without the time spent in the
+        ``on_epoch`` callback (which is in ``info["callback_seconds"]``).
+    info : dict
     """
 
     epochs: np.ndarray
@@ -107,7 +118,11 @@ def decision_threshold(loss: Loss) -> float:
 
 
 class _Diagnostics:
-    """Accumulates the per-layer diagnostics over one epoch's batches."""
+    """Accumulates the per-layer diagnostics over one epoch's batches, in buffers allocated once.
+
+    :meth:`reset` at the start of a recorded epoch, :meth:`update` after each
+    batch's backward pass, :meth:`results` at its end.
+    """
 
     def __init__(self, model: MLP, n_samples: int):
         self.model = model
@@ -116,26 +131,58 @@ class _Diagnostics:
         self.bounds = act.bounds
         self.relu_family = act.family == "relu"
         K, H = model.replicas, model.sizes[1:-1]
-        self.hidden = H
+        self.K, self.hidden = K, H
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            self.mid = 0.5 * (lo + hi)
+            self.sat_limit = (0.5 - SATURATION_MARGIN) * (hi - lo)
         self.sum_a = np.zeros((len(H), K))
         self.sum_a2 = np.zeros((len(H), K))
         self.sat = np.zeros((len(H), K))
-        self.max_z = [np.full((K, h), -np.inf) for h in H]
+        self.max_z = [np.full((K, h), -np.inf, model.dtype) for h in H]
         self.grad_sq = np.zeros((model.n_layers, K))
         self.batches = 0
+        self._scratch: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def names(self) -> list[str]:
+        out = [f"layer{l + 1}.grad_norm" for l in range(self.model.n_layers)]
+        for l in range(len(self.hidden)):
+            out += [f"layer{l + 1}.act_mean", f"layer{l + 1}.act_std"]
+            if self.bounds is not None:
+                out.append(f"layer{l + 1}.saturation")
+            if self.relu_family:
+                out.append(f"layer{l + 1}.dead_fraction")
+        return out
+
+    def reset(self) -> None:
+        for acc in (self.sum_a, self.sum_a2, self.sat, self.grad_sq):
+            acc.fill(0)
+        for m in self.max_z:
+            m.fill(-np.inf)
+        self.batches = 0
+
+    def _buffers(self, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+        bufs = self._scratch.get(shape)
+        if bufs is None:
+            bufs = self._scratch[shape] = (np.empty(shape, self.model.dtype), np.empty(shape, bool))
+        return bufs
 
     def update(self, ws) -> None:
         for l, (z, a) in enumerate(zip(ws.z, ws.a)):
             self.sum_a[l] += a.sum(axis=(1, 2))
-            self.sum_a2[l] += np.einsum("kij,kij->k", a, a)
+            dist, far = self._buffers(a.shape)
+            # sums over each replica's block, not einsum, whose order of summation depends on n_replicas
+            self.sum_a2[l] += np.multiply(a, a, out=dist).sum(axis=(1, 2))
             if self.bounds is not None:
-                lo, hi = self.bounds
-                margin = SATURATION_MARGIN * (hi - lo)
-                self.sat[l] += ((a < lo + margin) | (a > hi - margin)).sum(axis=(1, 2))
+                np.subtract(a, self.mid, out=dist)
+                np.abs(dist, out=dist)
+                np.greater(dist, self.sat_limit, out=far)
+                for k in range(self.K):
+                    self.sat[l, k] += np.count_nonzero(far[k])
             if self.relu_family:
                 np.maximum(self.max_z[l], z.max(axis=1), out=self.max_z[l])
         for l, dW in enumerate(self.model.dW):
-            self.grad_sq[l] += np.einsum("kij,kij->k", dW, dW)
+            self.grad_sq[l] += np.square(dW).sum(axis=(1, 2))
         self.batches += 1
 
     def results(self) -> dict[str, np.ndarray]:
@@ -152,6 +199,18 @@ class _Diagnostics:
             if self.relu_family:
                 out[f"layer{l + 1}.dead_fraction"] = (self.max_z[l] <= 0).mean(axis=1)
         return out
+
+
+def _n_correct(logits: np.ndarray, y: np.ndarray, threshold: float) -> np.ndarray:
+    """Number of correctly classified samples per replica; ``y`` of shape (n,) or (n_replicas, n)."""
+    pred = logits[..., 0] > threshold if logits.shape[-1] == 1 else logits.argmax(axis=-1)
+    return np.count_nonzero(pred == y, axis=-1)
+
+
+def _freeze(grads: list[np.ndarray], replicas: np.ndarray) -> None:
+    """Zero the gradients of these replicas: with zero parameters and reset state, no optimiser moves them."""
+    for g in grads:
+        g[replicas] = 0
 
 
 def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], float], data: Dataset, *,
@@ -172,8 +231,9 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
         Features must already have the model's dtype.
     epochs : int >= 1
     rngs : sequence of numpy.random.Generator, one per replica
-        Replica ``k`` shuffles its mini-batches with ``rngs[k]`` alone. Full-batch
-        training (``batch_size`` None or >= n_train) draws nothing.
+        Replica ``k`` shuffles its mini-batches with ``rngs[k]`` alone (one
+        ``permutation(n_train)`` per epoch), so it trains exactly as it would
+        alone. Full-batch training (``batch_size`` None or >= n_train) draws nothing.
     batch_size : int, optional
         Mini-batch size; None means full batch.
     log_every : int >= 1
@@ -182,7 +242,7 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
         Record the per-layer diagnostics (see the module docstring).
     divergence_threshold : float
         A replica diverges when its training loss is non-finite or exceeds this
-        many times its first-epoch loss.
+        many times its first-epoch loss (checked every epoch).
     on_epoch : callable ``(epoch, metrics) -> None``, optional
         Called after every recorded epoch with that epoch's metrics (shape
         ``(n_replicas,)`` each), e.g. to show progress.
@@ -204,82 +264,113 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
         raise ValueError(f"need one generator per replica ({K}), got {len(rngs)}")
     dtype = model.dtype
     n_out = model.sizes[-1]
+    threshold = decision_threshold(loss)
     X, y = data.X_train, data.y_train
     Y = encode_targets(y, n_out, dtype)
-    Y_val = encode_targets(data.y_val, n_out, dtype)
+    X_val, y_val = data.X_val, data.y_val
+    Y_val = encode_targets(y_val, n_out, dtype)
     n = X.shape[0]
     B = n if batch_size is None or batch_size >= n else int(batch_size)
     starts = list(range(0, n, B))
-    if B < n:  # per-replica batch buffers, filled with np.take
-        batch_bufs = {}
+    batch_bufs = {}  # per-replica batches, filled with np.take
+    if B < n:
         for s in starts:
             m = min(B, n - s)
             if m not in batch_bufs:
-                batch_bufs[m] = (np.empty((K, m, X.shape[1]), dtype), np.empty((K, m, n_out), dtype))
+                batch_bufs[m] = (np.empty((K, m, X.shape[1]), dtype), np.empty((K, m, n_out), dtype),
+                                 np.empty((K, m), y.dtype))
     params, grads = model.params(), model.grads()
-    val_grad = np.empty((K, data.X_val.shape[0], n_out), dtype)
+    val_grad = np.empty((K, X_val.shape[0], n_out), dtype)
+    diag = _Diagnostics(model, n) if diagnostics and model.n_layers > 1 else None
 
     logged = [e for e in range(1, epochs + 1) if e % log_every == 0 or e == epochs]
-    metrics: dict[str, np.ndarray] = {}
+    names = ["train_loss", "val_loss", "val_accuracy", "train_accuracy", "lr", *(diag.names() if diag else [])]
+    metrics = {name: np.full((len(logged), K), np.nan) for name in names}
     diverged = np.zeros(K, dtype=np.int64)
-    first_loss = None
+    limit = None
+    frozen = None  # replicas that diverged: their parameters stay zero
+    correct = np.zeros(K, dtype=np.int64)
+    callback_seconds = 0.0
     t0 = time.perf_counter()
     row = 0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for epoch in range(1, epochs + 1):
             lr = schedule(epoch - 1)
             record = epoch == logged[row]
-            diag = _Diagnostics(model, n) if (record and diagnostics and model.n_layers > 1) else None
-            epoch_loss = np.zeros(K)
-            if B == n:
-                epoch_loss += model.gradients(X, Y, loss)
+            if record:
+                correct.fill(0)
                 if diag:
-                    diag.update(model.workspace(X))
+                    diag.reset()
+            if B == n:
+                epoch_loss = model.gradients(X, Y, loss)
+                if record:
+                    ws = model.workspace(X)
+                    correct += _n_correct(ws.logits, y, threshold)
+                    if diag:
+                        diag.update(ws)
+                if frozen is not None:
+                    _freeze(grads, frozen)
                 optimizer.step(grads, lr)
             else:
+                epoch_loss = np.zeros(K)
                 perms = np.stack([rng.permutation(n) for rng in rngs])
                 for s in starts:
                     idx = perms[:, s:s + B]
-                    Xb, Yb = batch_bufs[idx.shape[1]]
+                    Xb, Yb, yb = batch_bufs[idx.shape[1]]
                     np.take(X, idx, axis=0, out=Xb)
                     np.take(Y, idx, axis=0, out=Yb)
                     epoch_loss += model.gradients(Xb, Yb, loss) * idx.shape[1]
-                    if diag:
-                        diag.update(model.workspace(Xb))
+                    if record:
+                        ws = model.workspace(Xb)
+                        np.take(y, idx, out=yb)
+                        correct += _n_correct(ws.logits, yb, threshold)
+                        if diag:
+                            diag.update(ws)
+                    if frozen is not None:
+                        _freeze(grads, frozen)
                     optimizer.step(grads, lr)
                 epoch_loss /= n
-            if first_loss is None:
-                first_loss = np.where(np.isfinite(epoch_loss), np.abs(epoch_loss), 1.0)
-            bad = (~np.isfinite(epoch_loss) | (epoch_loss > divergence_threshold * np.maximum(first_loss, 1e-12)))
-            newly = bad & (diverged == 0)
-            for k in np.flatnonzero(newly):
-                diverged[k] = epoch
-                for p in params:
-                    p[k] = 0
-                optimizer.reset(k)
+            if limit is None:
+                first = np.where(np.isfinite(epoch_loss), np.abs(epoch_loss), 1.0)
+                limit = divergence_threshold * np.maximum(first, 1e-12)
+            # one comparison catches NaN, infinities and losses above the limit
+            bad = ~(np.abs(epoch_loss) <= limit)
+            newly = None
+            if bad.any():
+                newly = bad & (diverged == 0)
+                for k in np.flatnonzero(newly):
+                    diverged[k] = epoch
+                    for p in params:
+                        p[k] = 0
+                    optimizer.reset(k)
+                frozen = np.flatnonzero(diverged)
             if record:
-                val_logits = model.forward(data.X_val)
+                val_logits = model.forward(X_val)
                 values = {
                     "train_loss": epoch_loss,
                     "val_loss": loss.value_and_grad(val_logits, Y_val, val_grad),
-                    "val_accuracy": accuracy(val_logits, data.y_val, decision_threshold(loss)),
-                    "train_accuracy": accuracy(model.forward(X), y, decision_threshold(loss)),
-                    "lr": np.full(K, lr),
+                    "val_accuracy": accuracy(val_logits, y_val, threshold),
+                    "train_accuracy": correct / n,
+                    "lr": lr,
                 }
                 if diag:
                     values.update(diag.results())
-                stopped = diverged > 0
                 for name, v in values.items():
-                    if name not in metrics:
-                        metrics[name] = np.full((len(logged), K), np.nan)
-                    metrics[name][row] = np.where(stopped & (diverged <= epoch), np.nan, v)
-                    if name == "train_loss":  # keep the loss that diverged, for the record
-                        metrics[name][row][newly] = epoch_loss[newly]
+                    metrics[name][row] = v
+                stopped = diverged > 0
+                if stopped.any():
+                    for v in metrics.values():
+                        v[row][stopped] = np.nan
+                    if newly is not None:  # keep the loss that diverged, for the record
+                        metrics["train_loss"][row][newly] = epoch_loss[newly]
                 if on_epoch is not None:
+                    t_cb = time.perf_counter()
                     on_epoch(epoch, {k: v[row] for k, v in metrics.items()})
+                    callback_seconds += time.perf_counter() - t_cb
                 row += 1
             if (diverged > 0).all():
                 break
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - callback_seconds
     epochs_arr = np.asarray(logged)
-    return History(epochs_arr[:row], {k: v[:row] for k, v in metrics.items()}, diverged, seconds)
+    return History(epochs_arr[:row], {k: v[:row] for k, v in metrics.items()}, diverged, seconds,
+                   info={"callback_seconds": callback_seconds})
