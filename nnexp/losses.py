@@ -46,7 +46,7 @@ def mse(logits, Y, grad=None):
     """
     n = logits.shape[-2]
     diff = np.subtract(logits, Y, out=grad)
-    loss = 0.5 * np.einsum("kij,kij->k", diff, diff) / n
+    loss = 0.5 * np.square(diff).sum(axis=(-2, -1)) / n  # a sum per replica, the same whatever n_replicas
     diff /= n
     return loss
 
@@ -84,7 +84,8 @@ def cross_entropy(logits, Y, grad=None):
     np.exp(grad, out=grad)
     s = grad.sum(axis=-1, keepdims=True)
     lse = np.log(s) + zmax
-    loss = (lse.sum(axis=(-2, -1)) - np.einsum("...ij,...ij->...", logits, np.broadcast_to(Y, logits.shape))) / n
+    # sums, not einsum: einsum's order of summation depends on the number of replicas (see nnexp.model)
+    loss = (lse.sum(axis=(-2, -1)) - (logits * Y).sum(axis=(-2, -1))) / n
     grad /= s
     grad -= Y
     grad /= n
