@@ -53,8 +53,9 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     if full_key:
-        value = next((o.split("=", 1)[1] for o in reversed(overrides) if o.split("=", 1)[0].lstrip("+~") == full_key),
-                     None)
+        m = re.match(r"Value '(.*)' (?:of type|is not)", first)  # the value OmegaConf refused, else the last override
+        value = m.group(1) if m else next(
+            (o.split("=", 1)[1] for o in reversed(overrides) if o.split("=", 1)[0].lstrip("+~") == full_key), None)
         shown = f"={value!r}" if value is not None else ""
         return f"{full_key}{shown} is not valid: expected {_expected(full_key, first)}"
     return first

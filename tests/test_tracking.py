@@ -1,0 +1,138 @@
+"""nnexp.tracking: retry with bounded back-off, store checks, orphans of a process killed with SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from nnexp import tracking
+from nnexp.config import ConfigError
+
+
+def migrated_store(tmp_path_factory, dest: Path) -> str:
+    """Copy an empty, migrated MLflow SQLite store into ``dest``; return its URI (same helper as test_sweeps)."""
+    template = tmp_path_factory.getbasetemp() / "template-store" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir(exist_ok=True)
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, dest / "mlflow.db")
+    return f"sqlite:///{dest / 'mlflow.db'}"
+
+
+def test_retry_retries_a_locked_store_with_doubling_bounded_delays(monkeypatch):
+    sleeps, calls = [], []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 6:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.retry(flaky, first_delay=0.1, max_delay=0.5) == "ok"
+    assert len(calls) == 6 and sleeps == [0.1, 0.2, 0.4, 0.5, 0.5]
+
+
+def test_retry_gives_up_after_the_last_attempt_and_never_retries_other_errors(monkeypatch):
+    sleeps = []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+
+    def locked():
+        raise RuntimeError("database is locked")
+
+    with pytest.raises(RuntimeError, match="locked"):
+        tracking.retry(locked, attempts=4, first_delay=0.01)
+    assert len(sleeps) == 3
+    calls = []
+
+    def wrong():
+        calls.append(1)
+        raise ValueError("no such column")
+
+    with pytest.raises(ValueError):
+        tracking.retry(wrong)
+    assert calls == [1]
+
+
+def test_sqlite_store_in_a_missing_folder_is_refused_and_not_created(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'a' / 'b' / 'mlflow.db'}"
+    with pytest.raises(ConfigError, match="does not exist"):
+        tracking.prepare_store(uri, "x")
+    assert not (tmp_path / "a").exists()
+
+
+def test_unreachable_server_fails_fast():
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match="cannot be reached"):
+        tracking.check_store("http://127.0.0.1:9")
+    assert time.monotonic() - t0 < 10
+
+
+def test_default_store_is_absolute_in_the_launch_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path / "..")
+    assert tracking.resolve_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert tracking.artifact_location(tracking.resolve_uri(None, tmp_path)) == (tmp_path / "mlartifacts").as_uri()
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from nnexp import tracking
+    c = tracking.client(sys.argv[1])
+    rid = tracking.start_run(c, sys.argv[2], run_name="victim")
+    print(rid, flush=True)
+    time.sleep(600)
+""")
+
+
+def test_runs_of_a_process_killed_with_sigkill_are_marked_killed(tmp_path, tmp_path_factory):
+    """A real process opens a run and is killed with SIGKILL: its run becomes KILLED; live processes' runs stay."""
+    uri = migrated_store(tmp_path_factory, tmp_path)
+    c, exp = tracking.prepare_store(uri, "orphans")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, uri, exp], stdout=subprocess.PIPE, text=True)
+    try:
+        victim = proc.stdout.readline().strip()
+        assert c.get_run(victim).info.status == "RUNNING"
+        mine = tracking.start_run(c, exp, run_name="alive")  # this process: alive
+        assert tracking.mark_orphans_killed(c, exp) == 0  # the child is still alive
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert tracking.mark_orphans_killed(c, exp) == 1
+    assert c.get_run(victim).info.status == "KILLED"
+    assert c.get_run(mine).info.status == "RUNNING"
+    assert tracking.mark_orphans_killed(c, exp) == 0
+
+
+def test_a_reused_process_id_does_not_keep_an_orphan_alive(tmp_path, tmp_path_factory):
+    """A run whose pid now belongs to another process (a different start time) is an orphan."""
+    uri = migrated_store(tmp_path_factory, tmp_path)
+    c, exp = tracking.prepare_store(uri, "reuse")
+    rid = tracking.start_run(c, exp, run_name="old", tags={"nnexp.pid": str(os.getppid()), "nnexp.pid_start": "1"})
+    other = tracking.start_run(c, exp, run_name="other host", tags={"nnexp.host": "elsewhere", "nnexp.pid": "1"})
+    assert tracking.mark_orphans_killed(c, exp) == 1
+    assert c.get_run(rid).info.status == "KILLED" and c.get_run(other).info.status == "RUNNING"
+
+
+def test_experiment_created_once_under_concurrent_callers(tmp_path, tmp_path_factory):
+    """get_or_create_experiment is race-safe: many threads, one experiment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    uri = migrated_store(tmp_path_factory, tmp_path)
+    tracking.prepare_store(uri, "warmup")
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(lambda _: tracking.get_or_create_experiment(tracking.client(uri), "race"), range(16)))
+    assert len(set(ids)) == 1
+    assert [e.name for e in MlflowClient(uri).search_experiments()].count("race") == 1
