@@ -5,6 +5,15 @@ Examples::
     python -m nnexp.report --experiment activations                 # the whole experiment
     python -m nnexp.report --experiment activations --sweep latest  # the latest sweep
     python -m nnexp.report --experiment activations --filter "params.dataset = 'digits'"
+    python -m nnexp.report --filter 'params.`dataset.name` = "moons" and params.`optimizer.lr` = "0.1"'
+    python -m nnexp.report --sweep latest --metric val_accuracy --target-loss 0.9
+
+Params are stored flattened (``dataset.name``, ``optimizer.lr``; values are
+strings, so quote them); ``params.dataset``, ``params.activation``,
+``params.init`` and ``params.optimizer`` stand for their ``.name``. Tags
+``activation``, ``init``, ``optimizer``, ``dataset`` and ``loss`` hold the
+resolved choices (``tags.init = 'he_normal'``). An unknown experiment, sweep,
+metric or filter key ends with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -18,6 +27,11 @@ from . import ReportError, build_report
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gallery"]:  # python -m nnexp.report gallery [--out DIR]: the activation gallery
+        from .gallery import main as gallery_main
+
+        return gallery_main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m nnexp.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", "-e", default="activations", help="MLflow experiment name (default: activations)")
@@ -25,6 +39,12 @@ def main(argv=None) -> int:
     p.add_argument("--filter", "-f", default="", help="MLflow search filter, e.g. \"params.dataset = 'digits'\"")
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
     p.add_argument("--out", help="output folder (default: reports/<experiment>/<sweep or 'all'>)")
+    p.add_argument("--metric", "-m", default="val_loss",
+                   help="primary metric that ranks and compares (default: val_loss; *accuracy: higher is better)")
+    p.add_argument("--target-loss", "-t", type=float, default=None,
+                   help="threshold of 'epochs to target' on the primary metric "
+                        "(default: the median final value over the finished runs)")
+    p.add_argument("--no-boundaries", action="store_true", help="skip the decision-boundary figure")
     args = p.parse_args(argv)
     uri = tracking.resolve_uri(args.uri, Path.cwd())
     db = tracking.sqlite_path(uri)
@@ -33,8 +53,11 @@ def main(argv=None) -> int:
         return 2
     try:
         parent, name = _resolve_sweep(uri, args.experiment, args.sweep) if args.sweep else (None, "all")
+        if args.filter and not args.sweep:
+            name = "filtered"
         out = Path(args.out) if args.out else Path.cwd() / "reports" / args.experiment / name
-        index = build_report(uri, args.experiment, parent_id=parent, filter_string=args.filter, out_dir=out)
+        index = build_report(uri, args.experiment, parent_id=parent, filter_string=args.filter, out_dir=out,
+                             metric=args.metric, target=args.target_loss, boundaries=not args.no_boundaries)
     except ReportError as e:
         print(f"nnexp.report: error: {e}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ step). The report knows MLflow and pandas only, never the trainer's internals.
 
 from __future__ import annotations
 
-import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -16,7 +16,20 @@ import pandas as pd
 
 from .. import tracking
 
-__all__ = ["load_runs", "load_histories", "summarize_outcomes", "ReportError"]
+__all__ = ["load_runs", "load_histories", "load_weights", "summarize_outcomes", "check_metric", "ReportError",
+           "GROUP_ALIASES", "run_url"]
+
+#: Config groups whose value is their ``name``: a filter may say ``params.dataset``
+#: for the flattened ``params.`dataset.name``` (how the run stores it).
+GROUP_ALIASES = ("activation", "init", "optimizer", "dataset")
+
+_ALIAS_RE = re.compile(r"\b(params?)\.(" + "|".join(GROUP_ALIASES) + r")\b(?![.\w`])")
+_KEY_RE = re.compile(r"\b(params?|tags?|metrics?)\.(`[^`]+`|\"[^\"]+\"|[\w.]+)")
+
+
+def run_url(experiment_id: str, run_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """The run's page in the MLflow UI (``mlflow ui --backend-store-uri <uri> --host 127.0.0.1 --port 5000``)."""
+    return f"{host}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 class ReportError(ValueError):
@@ -51,6 +64,7 @@ def _runs_frame(runs) -> pd.DataFrame:
             "outcome": tags.get(f"{tracking.TAG}outcome", "failed" if r.info.status in ("FAILED", "KILLED") else "running"),
             "diverged_epoch": _typed(tags.get(f"{tracking.TAG}diverged_epoch", "0")),
             "config_hash": tags.get(f"{tracking.TAG}config_hash"),
+            "experiment_id": r.info.experiment_id, "artifact_uri": r.info.artifact_uri,
         }
         for k in ("activation", "init", "optimizer", "dataset", "loss"):
             row[k] = tags.get(k)
@@ -115,6 +129,7 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
     c = tracking.client(uri)
     exp_id = _experiment_id(c, experiment)
     clauses = [f"tags.`{tracking.TAG}config_hash` != ''"]
+    filter_string = _ALIAS_RE.sub(lambda m: f"{m.group(1)}.`{m.group(2)}.name`", filter_string.strip())
     if filter_string:
         clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
     try:
@@ -125,15 +140,84 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
             runs = _search_all(c, exp_id, " and ".join(clauses))
             reused = []
     except Exception as e:
-        if "filter" in str(e).lower() or "invalid" in str(e).lower() or "parse" in str(e).lower():
-            raise ReportError(f"invalid filter {filter_string!r}: {str(e).splitlines()[0]}") from None
+        text = str(e).lower()
+        if filter_string and any(w in text for w in ("filter", "invalid", "parse", "expected", "quoted")):
+            raise ReportError(f"invalid filter {filter_string!r}: {' '.join(str(e).split())[:300]}") from None
         raise
+    if not runs and filter_string:
+        _explain_empty(c, exp_id, experiment, filter_string)
     df = _runs_frame(runs)
     if reused:
         r = _runs_frame(reused)
         r["reused"] = True
         df = pd.concat([df, r], ignore_index=True)
+    df.attrs["metrics"] = sorted({k for r in [*runs, *reused] for k in r.data.metrics})
     return df
+
+
+def _explain_empty(c, exp_id: str, experiment: str, filter_string: str) -> None:
+    """Raise a ReportError naming the filter's keys that no run of the experiment has."""
+    some = tracking.retry(c.search_runs, [exp_id], filter_string=f"tags.`{tracking.TAG}config_hash` != ''",
+                          max_results=200)
+    known = {"param": set(), "tag": set(), "metric": set()}
+    for r in some:
+        known["param"].update(r.data.params)
+        known["tag"].update(r.data.tags)
+        known["metric"].update(r.data.metrics)
+    for kind, key in _KEY_RE.findall(filter_string):
+        kind = kind.rstrip("s")
+        key = key.strip("`\"")
+        if some and key not in known[kind]:
+            near = sorted(k for k in known[kind] if k.split(".")[0] == key.split(".")[0] or key in k)[:6]
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ReportError(f"filter {filter_string!r}: no run of experiment {experiment!r} has {kind} {key!r}"
+                              f" (params are stored flattened, e.g. params.`dataset.name`){hint}")
+    seen = []
+    for kind, key in _KEY_RE.findall(filter_string)[:3]:
+        kind, key = kind.rstrip("s"), key.strip("`\"")
+        if kind in ("param", "tag"):
+            vals = sorted({(r.data.params if kind == "param" else r.data.tags).get(key) for r in some} - {None})
+            seen.append(f"{kind} {key} takes {', '.join(map(repr, vals[:8]))}{' ...' if len(vals) > 8 else ''}")
+    raise ReportError(f"no runs in experiment {experiment!r} match the filter {filter_string!r}"
+                      + (f" ({'; '.join(seen)})" if seen else ""))
+
+
+def check_metric(runs: pd.DataFrame, metric: str) -> None:
+    """Raise a ReportError if no run logged ``metric``, listing the metrics that exist."""
+    if metric in runs.columns and runs[metric].notna().any():
+        return
+    logged = runs.attrs.get("metrics", [])
+    raise ReportError(f"metric {metric!r} was not logged by the selected runs; metrics: {', '.join(logged)}")
+
+
+def load_weights(uri: str, run_id: str, artifact_uri: str | None = None, name: str = "weights.npz") -> dict | None:
+    """A run's ``weights.npz`` artifact as a dict of arrays, or None if it has none.
+
+    Read with ``np.load(..., allow_pickle=False)``; a local artifact store is read
+    in place, any other is downloaded through MLflow.
+    """
+    if artifact_uri and artifact_uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        base = Path(unquote(urlparse(artifact_uri).path))
+        path = base / name
+        if not path.exists():
+            found = sorted(base.glob("weights*.npz"))
+            if not found:
+                return None
+            path = found[0]
+    else:
+        import tempfile
+
+        import mlflow.artifacts
+
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, tracking_uri=uri,
+                                                            dst_path=tempfile.mkdtemp(prefix="nnexp-w-")))
+        except Exception:
+            return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def summarize_outcomes(runs: pd.DataFrame) -> dict[str, int]:
@@ -145,11 +229,16 @@ def summarize_outcomes(runs: pd.DataFrame) -> dict[str, int]:
     return {k: int(v) for k, v in counts.items()}
 
 
+#: Requests in flight at once when histories come from a tracking server.
+HISTORY_THREADS = 8
+
+
 def load_histories(uri: str, run_ids: list[str], metrics: list[str] | None = None) -> pd.DataFrame:
     """Per-step metric histories in long form: columns ``run_id, metric, step, value``.
 
     A SQLite store is read with one SQL query (fast for hundreds of runs); any
-    other store through MLflow's client, one request per run and metric.
+    other store through MLflow's client, one request per run and metric,
+    :data:`HISTORY_THREADS` requests at a time.
     """
     if not run_ids:
         return pd.DataFrame(columns=["run_id", "metric", "step", "value"])
@@ -167,11 +256,16 @@ def load_histories(uri: str, run_ids: list[str], metrics: list[str] | None = Non
         finally:
             con.close()
         return df.sort_values(["run_id", "metric", "step"], ignore_index=True)
+    from concurrent.futures import ThreadPoolExecutor
+
     c = tracking.client(uri)
-    rows = []
-    for rid in run_ids:
+
+    def one_run(rid: str) -> list[tuple]:
         keys = metrics or list(tracking.retry(c.get_run, rid).data.metrics)
-        for k in keys:
-            for m in tracking.retry(c.get_metric_history, rid, k):
-                rows.append((rid, k, m.step, m.value))
-    return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+        return [(rid, k, m.step, m.value) for k in keys for m in tracking.retry(c.get_metric_history, rid, k)]
+
+    # a tracking server answers one (run, metric) per request: overlap the round trips
+    with ThreadPoolExecutor(max_workers=HISTORY_THREADS) as pool:
+        rows = [row for part in pool.map(one_run, run_ids) for row in part]
+    df = pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+    return df.sort_values(["run_id", "metric", "step"], ignore_index=True)

@@ -1,0 +1,345 @@
+"""The sweep report: numbers from a synthetic store with known values, selection errors, and a real sweep's page.
+
+The browser check (headless Chromium driven over the DevTools protocol on a
+pipe, no extra Python dependency) is in this module too, so it reuses the one
+small real sweep.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+from nnexp.report import build_report
+from nnexp.report.__main__ import main as report_main
+
+T975_2 = 4.302652729911275  # Student t quantile 0.975, 2 degrees of freedom
+EPOCHS = 5
+FINAL = {"relu": [0.10, 0.12, 0.14], "tanh": [0.20, 0.25, 0.30]}
+
+
+def _curve(final: float) -> list[float]:
+    """val_loss per epoch 1..EPOCHS, falling linearly by 0.1 per epoch to ``final``."""
+    return [final + 0.1 * (EPOCHS - s) for s in range(1, EPOCHS + 1)]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """2 activations × 3 seeds with known final val_loss, plus a diverged, a NaN and a failed run."""
+    from mlflow.entities import Metric, Param
+
+    from nnexp import tracking
+
+    root = tmp_path_factory.mktemp("synth")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    c, exp_id = tracking.prepare_store(uri, "synth")
+
+    def run(act, seed, vals, outcome="finished", status="FINISHED"):
+        rid = c.create_run(exp_id, run_name=f"{act}-s{seed}", tags={
+            "activation": act, "init": "auto", "dataset": "moons", "nnexp.config_hash": f"{act}{seed}",
+            "nnexp.outcome": outcome}).info.run_id
+        params = {"activation.name": act, "optimizer.lr": 0.1, "dataset.name": "moons", "seed": seed, "epochs": EPOCHS}
+        metrics = [Metric("val_loss", v, 0, s) for s, v in enumerate(vals, start=1)]
+        metrics += [Metric("train_loss", v - 0.05, 0, s) for s, v in enumerate(vals, start=1)]
+        metrics += [Metric("train_seconds", 1.0 + seed, 0, EPOCHS)]
+        c.log_batch(rid, metrics=metrics, params=[Param(k, str(v)) for k, v in params.items()])
+        c.set_terminated(rid, status)
+        return rid
+
+    for act, finals in FINAL.items():
+        for seed, f in enumerate(finals):
+            run(act, seed, _curve(f))
+    nan_id = run("relu", 3, [0.9, 0.5, float("nan")])  # finished, but its final value is not finite
+    div_id = run("tanh", 3, [0.9, 50.0], outcome="diverged")
+    fail_id = run("tanh", 4, [], outcome="failed", status="FAILED")
+    out = root / "report"
+    index = build_report(uri, "synth", out_dir=out, boundaries=False)
+    return {"uri": uri, "root": root, "out": out, "index": index, "ids": (nan_id, div_id, fail_id)}
+
+
+def test_summary_values_equal_hand_computed(store):
+    t = pd.read_csv(store["out"] / "summary.csv").set_index("activation")
+    assert list(t.index) == ["relu", "tanh"]  # ranked by mean final val_loss
+    for act, finals in FINAL.items():
+        m, s = np.mean(finals), np.std(finals, ddof=1)
+        assert t.loc[act, "val_loss mean"] == pytest.approx(m)
+        assert t.loc[act, "val_loss std"] == pytest.approx(s)
+        assert t.loc[act, "val_loss ci_lo"] == pytest.approx(m - T975_2 * s / math.sqrt(3))
+        assert t.loc[act, "train_loss mean"] == pytest.approx(m - 0.05)
+        assert t.loc[act, "seeds"] == 3
+    assert t.loc["relu", "train_seconds mean"] == pytest.approx(2.0)  # seeds 0, 1, 2 (the NaN run is out)
+    assert (t.loc["tanh", "diverged"], t.loc["tanh", "divergence rate"]) == (1, pytest.approx(0.25))
+    assert t.loc["relu", "diverged"] == 0
+
+
+def test_epochs_to_default_target(store):
+    # target = median of the six finite finals = (0.14 + 0.20) / 2 = 0.17; curves fall 0.1 per epoch
+    t = pd.read_csv(store["out"] / "summary.csv").set_index("activation")
+    assert t.loc["relu", "reached"] == 3 and t.loc["relu", "epochs mean"] == pytest.approx((5 + 5 + 5) / 3)
+    assert t.loc["tanh", "reached"] == 0 and math.isnan(t.loc["tanh", "epochs mean"])
+    assert "val_loss ≤ 0.17" in store["index"].read_text()
+    build_report(store["uri"], "synth", out_dir=store["root"] / "t", target=0.35, boundaries=False)
+    t = pd.read_csv(store["root"] / "t" / "summary.csv").set_index("activation")
+    # relu finals 0.10/0.12/0.14 reach 0.35 at epochs 3, 3, 3 (0.30, 0.32, 0.34); tanh 0.20 at 4, 0.25 at 4, 0.30 at 5
+    assert t.loc["relu", "epochs mean"] == pytest.approx(3.0)
+    assert t.loc["tanh", "epochs mean"] == pytest.approx((4 + 4 + 5) / 3)
+
+
+def test_comparison_and_conclusion(store):
+    from scipy import stats
+
+    c = pd.read_csv(store["out"] / "comparison.csv").set_index("activation")
+    p = stats.ttest_ind(FINAL["tanh"], FINAL["relu"], equal_var=False).pvalue
+    assert c.loc["tanh", "welch_p"] == pytest.approx(p) and c.loc["tanh", "welch_p_holm"] == pytest.approx(p)
+    assert c.loc["tanh", "mwu_p"] == pytest.approx(0.1)
+    text = store["index"].read_text()
+    assert "Best: relu" in text and f"Welch p = {p:.3f}" in text and "3 vs 3 seeds" in text
+
+
+def test_diverged_failed_and_nonfinite_runs_listed_not_averaged(store):
+    runs = pd.read_csv(store["out"] / "runs.csv").set_index("run_id")
+    nan_id, div_id, fail_id = store["ids"]
+    assert runs.loc[div_id, "outcome"] == "diverged" and runs.loc[fail_id, "outcome"] == "failed"
+    section = store["index"].read_text().split("<h2>Diverged and failed runs")[1].split("</section>")[0]
+    assert div_id[:8] in section and fail_id[:8] in section and nan_id[:8] in section
+    assert "val_loss not finite" in section
+    curves = pd.read_csv(store["out"] / "curves.csv")
+    vl = curves[(curves["metric"] == "val_loss") & (curves["activation"] == "tanh")].set_index("step")
+    assert vl["mean"].max() < 1.0  # the diverged run's 50.0 never enters
+    assert vl.loc[1, "n"] == 3
+    relu = curves[(curves["metric"] == "val_loss") & (curves["activation"] == "relu")].set_index("step")
+    assert relu.loc[EPOCHS, "n"] == 3 and relu.loc[EPOCHS, "mean"] == pytest.approx(0.12)
+
+
+def test_mlflow_links(store):
+    text = store["index"].read_text()
+    runs = pd.read_csv(store["out"] / "runs.csv")
+    exp_id = re.search(r"#/experiments/(\d+)/runs/", text).group(1)
+    for rid in runs["run_id"]:
+        assert f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{rid}" in text
+    assert "mlflow ui --backend-store-uri" in text
+
+
+def _cli(store, *args):
+    return report_main(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cli"), *args])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "experiment 'nope' not found; experiments in this store: Default, synth"),
+    (["--metric", "val_los"], "metric 'val_los' was not logged"),
+    (["--filter", "params.datset = 'x'"], "has param 'datset'"),
+    (["--filter", "params.`dataset.name` = 'digits'"], "param dataset.name takes 'moons'"),
+    (["--filter", "params.x ==== 3"], "invalid filter"),
+    (["--sweep", "nope"], "--sweep 'nope' not found"),
+])
+def test_cli_errors_one_line_exit_2(store, capsys, args, message):
+    assert _cli(store, *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("nnexp.report: error: ")
+
+
+def test_filter_documented_example_works(store, capsys):
+    """``params.dataset`` stands for the flattened ``params.`dataset.name```; a filter narrows the runs."""
+    assert _cli(store, "--filter", "params.dataset = 'moons' and tags.activation = 'tanh'") == 0
+    runs = pd.read_csv(store["root"] / "cli" / "runs.csv")
+    assert set(runs["activation"]) == {"tanh"} and len(runs) == 5
+
+
+def test_metric_option_ranks_by_accuracy_direction(store):
+    out = store["root"] / "acc"
+    build_report(store["uri"], "synth", out_dir=out, metric="train_loss", boundaries=False)
+    t = pd.read_csv(out / "summary.csv")
+    assert list(t["activation"]) == ["relu", "tanh"] and "train_loss mean" in t
+
+
+# -- a real sweep -----------------------------------------------------------------------------
+ACTS = ("sigmoid", "tanh", "relu")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """3 activations × 2 learning rates × 2 seeds (replicas) on moons, 6 epochs: the report the callback writes."""
+    cwd = tmp_path_factory.mktemp("sweep")
+    proc = run_cli(["-m", f"activation={','.join(ACTS)}", "optimizer.lr=0.1,1.0", "dataset=moons", "epochs=6",
+                    "replicas=2", "model.hidden_sizes=[8]", "hydra.sweeper.params.seed=0", "tracking.progress=false"],
+                   cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = next((cwd / "reports" / "activations").glob("*/index.html"))
+    return {"cwd": cwd, "index": index, "out": index.parent}
+
+
+SECTIONS = ("Conclusion", "Summary", "Statistical comparison with the best activation", "Learning curves",
+            "Sensitivity to the learning rate and initialisation", "Per-layer diagnostics", "Decision boundaries",
+            "Diverged and failed runs (never averaged in)", "All runs in MLflow")
+
+
+def test_sweep_report_has_every_section(sweep):
+    text = sweep["index"].read_text()
+    heads = re.findall(r"<h2>(.*?)</h2>", text)
+    for s in SECTIONS:
+        assert s in heads, s
+    figs = {"curves_val_loss", "lr_sensitivity", "heatmap_activation_optimizer_lr", "layer_diagnostics",
+            "decision_boundaries"}
+    try:
+        from nnexp.report import gallery  # noqa: F401 - the gallery lands separately
+
+        figs.add("activation_gallery")
+        assert "Activation gallery" in heads
+    except ImportError:
+        pass
+    for f in figs:
+        assert (sweep["out"] / f"{f}.png").stat().st_size > 5000
+        assert (sweep["out"] / f"{f}.svg").read_text().lstrip().startswith("<?xml")
+        assert f'alt="{f}"' in text
+    # the page is self-contained: every image is embedded
+    assert not re.search(r'<img[^>]+src="(?!data:image/png;base64,)', text)
+    runs = pd.read_csv(sweep["out"] / "runs.csv")
+    assert len(runs) == 12 and set(runs["activation"]) == set(ACTS)
+    summary = pd.read_csv(sweep["out"] / "summary.csv")
+    assert len(summary) == 6 and set(summary["optimizer.lr"]) == {0.1, 1.0}
+    assert "seeds" in text and "Hedges' g" in text and "Holm" in text
+
+
+def test_decision_boundary_matches_model_accuracy(sweep):
+    """The boundary figure's network, rebuilt from weights.npz, reproduces the run's logged test accuracy."""
+    from nnexp.report.boundaries import network_from_weights, test_points
+    from nnexp.report.load import load_runs, load_weights
+
+    uri = f"sqlite:///{sweep['cwd'] / 'mlflow.db'}"
+    runs = load_runs(uri, "activations")
+    r = runs[runs["outcome"] == "finished"].iloc[0]
+    w = load_weights(uri, r["run_id"], r["artifact_uri"])
+    net = network_from_weights(w, r)
+    pts = test_points(r)
+    X = (pts[["x1", "x2"]].to_numpy() - w["feature_mean"]) / w["feature_scale"]
+    acc = ((net.predict_logits(X)[0, :, 0] > 0) == pts["y"].to_numpy()).mean()
+    assert acc == pytest.approx(r["test_accuracy"])
+
+
+# -- the page in a real browser ---------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+class _DevTools:
+    """A minimal Chrome DevTools Protocol client over ``--remote-debugging-pipe`` (fds 3 and 4, NUL-framed JSON)."""
+
+    def __init__(self, binary: str, profile: Path):
+        to_chrome_r, self._w = os.pipe()
+        self._r, from_chrome_w = os.pipe()
+
+        def fds():
+            os.dup2(to_chrome_r, 3)
+            os.dup2(from_chrome_w, 4)
+
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 f"--user-data-dir={profile}", "--remote-debugging-pipe", "--window-size=1280,900", "about:blank"]
+        self.proc = subprocess.Popen([binary, *flags], preexec_fn=fds, close_fds=False,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_chrome_r)
+        os.close(from_chrome_w)
+        self._buf, self._id, self.events = b"", 0, []
+
+    def send(self, method, params=None, session=None, timeout=60.0):
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._w, json.dumps(msg).encode() + b"\0")
+        while True:
+            m = self._next(timeout)
+            if m.get("id") == self._id:
+                if "error" in m:
+                    raise RuntimeError(f"{method}: {m['error']}")
+                return m["result"]
+            self.events.append(m)
+
+    def wait_event(self, method, timeout=60.0):
+        for m in self.events:
+            if m.get("method") == method:
+                return m
+        while True:
+            m = self._next(timeout)
+            self.events.append(m)
+            if m.get("method") == method:
+                return m
+
+    def _next(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._r], [], [], left)[0]:
+                raise TimeoutError("no answer from chromium")
+            chunk = os.read(self._r, 1 << 20)
+            if not chunk:
+                raise RuntimeError("chromium closed the pipe")
+            self._buf += chunk
+        msg, self._buf = self._buf.split(b"\0", 1)
+        return json.loads(msg)
+
+    def close(self):
+        try:
+            self.send("Browser.close", timeout=10)
+        except Exception:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self._w)
+        os.close(self._r)
+
+
+def test_report_renders_in_headless_chromium(sweep, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium chromium-driver)")
+    dt = _DevTools(CHROMIUM, tmp_path / "profile")
+    try:
+        target = dt.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        s = dt.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            dt.send(f"{domain}.enable", session=s)
+        dt.send("Page.navigate", {"url": sweep["index"].as_uri()}, session=s)
+        dt.wait_event("Page.loadEventFired")
+        images = dt.send("Runtime.evaluate", {"returnByValue": True, "awaitPromise": True, "expression": """
+            Promise.all([...document.images].map(i => i.decode().then(() => 1, () => 0)))
+              .then(() => [...document.images].map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight]))"""},
+                         session=s)["result"]["value"]
+        h2 = dt.send("Runtime.evaluate", {"returnByValue": True,
+                                          "expression": "[...document.querySelectorAll('h2')].map(h => h.textContent)"},
+                     session=s)["result"]["value"]
+        height = dt.send("Runtime.evaluate", {"returnByValue": True, "expression": "document.body.scrollHeight"},
+                         session=s)["result"]["value"]
+        shot = dt.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                  "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 12000),
+                                                           "scale": 1}}, session=s)
+    finally:
+        dt.close()
+    path = Path(os.environ.get("NNEXP_SCREENSHOT_DIR", tmp_path)) / "report_screenshot.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(base64.b64decode(shot["data"]))
+    print(f"screenshot: {path}")
+    assert len(images) >= 6
+    bad = [i for i in images if not (i[1] and i[2] > 0 and i[3] > 0)]
+    assert not bad, f"images that did not decode: {bad}"
+    assert set(SECTIONS) <= set(h2)
+    errors = [m for m in dt.events
+              if (m.get("method") == "Runtime.consoleAPICalled" and m["params"]["type"] in ("error", "assert"))
+              or m.get("method") == "Runtime.exceptionThrown"
+              or (m.get("method") == "Log.entryAdded" and m["params"]["entry"]["level"] == "error")]
+    assert not errors, errors
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20000

@@ -1,0 +1,114 @@
+"""The report's statistics against values worked out by hand."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from nnexp.report.stats import (aggregate_curves, compare_to_best, default_target, describe, epochs_to_target,
+                                hedges_g, higher_is_better, holm, summary_table, t_interval)
+
+T975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom
+T975_3 = 3.182446305284263
+
+
+def test_holm_known_example():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> monotone 0.06
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_caps_at_one_and_skips_nan():
+    out = holm([0.5, np.nan, 0.4])
+    assert math.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2]], [0.8, 0.8])  # m = 2: 0.4*2 = 0.8, max(0.8, 0.5*1)
+    np.testing.assert_allclose(holm([0.9, 0.8]), [1.0, 1.0])
+    assert holm([]).size == 0
+
+
+def test_hedges_g_by_hand():
+    # mean difference -3, pooled std 1, correction 1 - 3 / (4*6 - 9) = 0.8
+    assert hedges_g([1, 2, 3], [4, 5, 6]) == pytest.approx(-2.4)
+    assert math.isnan(hedges_g([1], [2, 3]))
+    assert math.isnan(hedges_g([1, 1], [1, 1]))
+
+
+def test_t_interval_and_describe_by_hand():
+    lo, hi = t_interval([1, 2, 3, 4])
+    half = T975_3 * math.sqrt(5 / 3) / 2
+    assert (lo, hi) == pytest.approx((2.5 - half, 2.5 + half))
+    d = describe([1.0, 2.0, np.nan, np.inf, 3.0])  # non-finite values never enter
+    assert d["n"] == 3 and d["mean"] == pytest.approx(2.0) and d["std"] == pytest.approx(1.0)
+    assert d["ci_hi"] - d["mean"] == pytest.approx(T975_2 / math.sqrt(3))
+    assert describe([0.8, 0.8, 0.8])["std"] == 0.0
+    assert t_interval([5.0]) == (5.0, 5.0)
+
+
+def test_direction():
+    assert higher_is_better("val_accuracy") and not higher_is_better("val_loss")
+
+
+def test_epochs_to_target():
+    h = pd.DataFrame({"run_id": list("aaabbb"), "step": [1, 2, 3] * 2, "value": [1.0, 0.5, 0.2, 1.0, 0.9, 0.8]})
+    e = epochs_to_target(h, 0.5)
+    assert e["a"] == 2 and math.isnan(e["b"])
+    assert epochs_to_target(h, 0.9, higher=True)["a"] == 1
+
+
+def _runs():
+    rows = []
+    for act, vals in (("relu", [0.10, 0.12, 0.14]), ("tanh", [0.20, 0.25, 0.30])):
+        for s, v in enumerate(vals):
+            rows.append({"run_id": f"{act}{s}", "activation": act, "outcome": "finished", "val_loss": v, "seed": s})
+    rows.append({"run_id": "relu-nan", "activation": "relu", "outcome": "finished", "val_loss": np.nan, "seed": 3})
+    rows.append({"run_id": "tanh-div", "activation": "tanh", "outcome": "diverged", "val_loss": 1e9, "seed": 3})
+    return pd.DataFrame(rows)
+
+
+def test_summary_table_excludes_diverged_and_nonfinite():
+    t = summary_table(_runs(), ["activation"], ["val_loss"], primary="val_loss").set_index("activation")
+    assert list(t.index) == ["relu", "tanh"] and list(t["rank"]) == [1, 2]
+    assert t.loc["relu", "seeds"] == 3 and t.loc["tanh", "seeds"] == 3
+    assert t.loc["relu", "val_loss mean"] == pytest.approx(0.12)
+    assert t.loc["tanh", "val_loss std"] == pytest.approx(0.05)
+    assert t.loc["tanh", "val_loss ci_hi"] == pytest.approx(0.25 + T975_2 * 0.05 / math.sqrt(3))
+    assert t.loc["tanh", "diverged"] == 1 and t.loc["tanh", "divergence rate"] == pytest.approx(1 / 4)
+    assert t.loc["relu", "divergence rate"] == 0
+
+
+def test_compare_to_best_matches_scipy_and_hand_effect_size():
+    runs = _runs()
+    c = compare_to_best(runs, ["activation"], "val_loss").set_index("activation")
+    assert list(c.index) == ["relu", "tanh"]
+    a, b = [0.20, 0.25, 0.30], [0.10, 0.12, 0.14]
+    assert c.loc["tanh", "welch_p"] == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    assert c.loc["tanh", "mwu_p"] == pytest.approx(0.1)  # complete separation, n = 3 + 3: 2 / C(6, 3)
+    sp = math.sqrt((2 * 0.05**2 + 2 * 0.02**2) / 4)
+    assert c.loc["tanh", "hedges_g"] == pytest.approx(0.13 / sp * 0.8)
+    assert c.loc["tanh", "welch_p_holm"] == pytest.approx(c.loc["tanh", "welch_p"])  # one comparison
+    assert c.loc["tanh", "n"] == 3 and math.isnan(c.loc["relu", "welch_p"])
+
+
+def test_compare_picks_each_activations_best_learning_rate():
+    runs = _runs()
+    runs["optimizer.lr"] = 0.1
+    worse = runs[runs["outcome"] == "finished"].copy()
+    worse["optimizer.lr"] = 1.0
+    worse["val_loss"] += 0.5
+    worse["run_id"] += "-lr1"
+    c = compare_to_best(pd.concat([runs, worse]), ["activation", "optimizer.lr"], "val_loss")
+    assert list(c["config"]) == ["optimizer.lr=0.1", "optimizer.lr=0.1"]
+
+
+def test_default_target_is_median_of_finite_finals():
+    assert default_target(_runs()[lambda d: d["outcome"] == "finished"], "val_loss") == pytest.approx(0.17)  # (0.14 + 0.20) / 2
+
+
+def test_aggregate_curves_mean_and_band():
+    h = pd.DataFrame({"run_id": list("abc") * 2, "activation": "relu", "metric": "val_loss",
+                      "step": [1, 1, 1, 2, 2, 2], "value": [1.0, 2.0, 3.0, 0.5, np.nan, 0.5]})
+    a = aggregate_curves(h, ["activation"]).set_index("step")
+    assert a.loc[1, "mean"] == 2.0 and a.loc[1, "n"] == 3
+    assert a.loc[1, "hi"] - 2.0 == pytest.approx(T975_2 / math.sqrt(3))
+    assert a.loc[2, "n"] == 2 and a.loc[2, "lo"] == a.loc[2, "hi"] == 0.5
