@@ -1,0 +1,319 @@
+"""Sweeps that never lose a run: parallel (P01-P03, P06), resumable after kill -9, divergence-aware (P04, P05, P08),
+reproducible whether a configuration runs alone, in a sequential sweep or in a parallel one.
+
+The parallel sweep and the kill are real subprocesses; the rest calls ``nnexp.__main__.main`` in this process (its
+imports are already paid for) on a copy of an empty, already migrated store, since MLflow's schema migration of a
+fresh SQLite file takes seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import run_cli
+
+ACTS = ("sigmoid", "tanh", "relu", "identity")
+LRS = ("0.01", "0.1")
+SEEDS = (0, 1, 2)
+PAR_EPOCHS = 300
+#: Small and fast: XOR needs no scikit-learn import and no split.
+BASE = ["dataset=xor", "model.hidden_sizes=[2]", "batch_size=null", "tracking.report=false", "tracking.progress=false"]
+#: The parallel sweep logs losses and accuracies only (4 metrics x PAR_EPOCHS points per run).
+PAR = [*BASE, "tracking.diagnostics=false"]
+
+
+def migrated_store(tmp_path_factory, dest: Path) -> str:
+    """Copy an empty, migrated MLflow SQLite store into ``dest``; return its URI."""
+    template = tmp_path_factory.getbasetemp() / "template-store" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir(exist_ok=True)
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, dest / "mlflow.db")
+    return f"sqlite:///{dest / 'mlflow.db'}"
+
+
+def all_runs(cwd: Path, experiment: str = "activations"):
+    c = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=5000) if exp else []
+    parents = [r for r in runs if r.data.tags.get("nnexp.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("nnexp.kind") != "sweep"]
+    return c, parents, children
+
+
+def key(r) -> tuple:
+    p = r.data.params
+    return p["activation.name"], p["optimizer.lr"], p["seed"]
+
+
+def run_main(monkeypatch, cwd: Path, argv: list[str]) -> int:
+    from nnexp.__main__ import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["nnexp"])
+    return main(argv)
+
+
+def weights(c, run, dest: Path) -> dict:
+    path = c.download_artifacts(run.info.run_id, "weights.npz", str(dest / run.info.run_id))
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def history(c, run, metric: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in c.get_metric_history(run.info.run_id, metric))
+
+
+# --- P01, P02, P03, P06: one parallel sweep in a fresh directory ---------------------------------------------------
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("parallel")
+    t0 = time.monotonic()
+    proc = run_cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", *PAR, f"epochs={PAR_EPOCHS}",
+                    f"activation={','.join(ACTS)}", f"optimizer.lr={','.join(LRS)}", "hydra.sweep.dir=sweep"], cwd)
+    c, parents, children = all_runs(cwd)
+    return {"cwd": cwd, "proc": proc, "client": c, "parents": parents, "children": children,
+            "seconds": time.monotonic() - t0}
+
+
+def test_parallel_sweep_on_a_fresh_store_records_every_run(parallel):
+    """P01: 4 x 2 x 3 = 24 jobs under joblib with 4 workers, fresh directory: 24 FINISHED runs, exit 0."""
+    assert parallel["proc"].returncode == 0, parallel["proc"].stderr[-3000:]
+    children = parallel["children"]
+    assert len(children) == len(ACTS) * len(LRS) * len(SEEDS) == 24
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert sorted(map(key, children)) == sorted((a, lr, str(s)) for a in ACTS for lr in LRS for s in SEEDS)
+    (parent,) = parallel["parents"]
+    assert parent.info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert "24 finished, 0 diverged, 0 failed" in parallel["proc"].stderr
+
+
+def test_parallel_jobs_log_every_point_of_every_metric(parallel):
+    """P02: concurrent logging loses nothing: each run has all PAR_EPOCHS points of each metric."""
+    c = parallel["client"]
+    for r in parallel["children"]:
+        for metric in ("train_loss", "val_loss", "val_accuracy", "train_accuracy"):
+            steps = [m.step for m in c.get_metric_history(r.info.run_id, metric)]
+            assert sorted(steps) == list(range(1, PAR_EPOCHS + 1)), (r.info.run_name, metric)
+
+
+def test_each_job_writes_to_its_own_folder_and_run(parallel):
+    """P03: weights and config under the job's own output folder, logged to the job's own run."""
+    cwd, c = parallel["cwd"], parallel["client"]
+    folders = set()
+    for r in parallel["children"]:
+        out = Path(r.data.tags["nnexp.output_dir"])
+        assert out.parent == cwd / "sweep" and (out / "weights.npz").is_file() and (out / "config.yaml").is_file()
+        folders.add(out)
+        assert {a.path for a in c.list_artifacts(r.info.run_id)} >= {"weights.npz", "config.yaml"}
+        logged = weights(c, r, cwd / "dl")
+        with np.load(out / "weights.npz", allow_pickle=False) as local:
+            assert all(np.array_equal(logged[k], local[k]) for k in local.files)
+    assert len(folders) == 24
+    assert not (cwd / "weights.npz").exists() and not (cwd / "config.yaml").exists()
+
+
+def test_one_store_for_all_jobs(parallel):
+    """P06: a single mlflow.db, in the launch directory; no job made its own."""
+    cwd = parallel["cwd"]
+    assert [p.relative_to(cwd) for p in cwd.rglob("mlflow.db")] == [Path("mlflow.db")]
+    assert not list(cwd.rglob("mlruns"))
+
+
+def test_workers_use_one_blas_thread(parallel):
+    """Under a parallel launcher, blas_threads=null means 1 per job (recorded with the run's params)."""
+    from nnexp.app import blas_threads
+    from omegaconf import OmegaConf
+
+    assert all(r.data.params["blas_threads"] == "null" for r in parallel["children"])
+    assert blas_threads(OmegaConf.create({"blas_threads": None}), parallel=True) == 1
+    assert blas_threads(OmegaConf.create({"blas_threads": None}), parallel=False) is None
+    assert blas_threads(OmegaConf.create({"blas_threads": 3}), parallel=True) == 3
+
+
+def test_same_config_same_numbers_alone_sequential_or_parallel(parallel, tmp_path, tmp_path_factory, monkeypatch):
+    """The same config and seed give bit-identical loss histories and weights in all three settings.
+
+    (The per-layer diagnostics are left out: NumPy's einsum may round them differently by one ulp depending on
+    how an array happens to be aligned in memory; they do not feed back into training.)
+    """
+    pc = parallel["client"]
+    want = {("tanh", "0.1", "1"), ("relu", "0.1", "1")}
+    par = {key(r): r for r in parallel["children"] if key(r) in want}
+    alone_dir, seq_dir = tmp_path / "alone", tmp_path / "seq"
+    migrated_store(tmp_path_factory, alone_dir)
+    migrated_store(tmp_path_factory, seq_dir)
+    for act, lr, seed in sorted(want):
+        assert run_main(monkeypatch, alone_dir, [*PAR, f"epochs={PAR_EPOCHS}", f"activation={act}",
+                                                 f"optimizer.lr={lr}", f"seed={seed}", "hydra.run.dir=run_" + act]) == 0
+    assert run_main(monkeypatch, seq_dir, ["-m", *PAR, f"epochs={PAR_EPOCHS}", "activation=tanh,relu",
+                                           "optimizer.lr=0.1", "seed=1", "hydra.sweep.dir=sweep"]) == 0
+    for where in (alone_dir, seq_dir):
+        c, _, children = all_runs(where)
+        mine = {key(r): r for r in children if key(r) in want}
+        assert set(mine) == want
+        for k in want:
+            assert mine[k].data.tags["nnexp.config_hash"] == par[k].data.tags["nnexp.config_hash"]
+            for metric in ("train_loss", "val_loss", "val_accuracy"):
+                assert history(c, mine[k], metric) == history(pc, par[k], metric), (where.name, k, metric)
+            a, b = weights(c, mine[k], tmp_path / "dl"), weights(pc, par[k], tmp_path / "dlp")
+            assert a.keys() == b.keys() and all(np.array_equal(a[n], b[n]) for n in a), (where.name, k)
+
+
+# --- resume after kill -9 ------------------------------------------------------------------------------------------
+KILL_ARGS = ["-m", *BASE, "epochs=10000", "tracking.log_every=1000", "tracking.save_weights=false",
+             "activation=sigmoid,tanh", "optimizer.lr=0.1", "seed=0,1,2"]
+
+
+def _statuses(db: Path) -> list[tuple[str, str]]:
+    con = sqlite3.connect(db, timeout=30)
+    try:
+        return con.execute("select r.status, coalesce(t.value, '') from runs r left join tags t "
+                           "on t.run_uuid = r.run_uuid and t.key = 'nnexp.kind'").fetchall()
+    finally:
+        con.close()
+
+
+def test_kill_9_then_rerun_gives_one_finished_run_per_config(tmp_path, tmp_path_factory):
+    """SIGKILL a sequential sweep mid-job; the same command again ends with exactly one FINISHED run per
+    configuration, the killed job's run and the killed sweep's parent KILLED, nothing RUNNING."""
+    migrated_store(tmp_path_factory, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.Popen([sys.executable, "-m", "nnexp", *KILL_ARGS, "hydra.sweep.dir=sweep1"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            s = _statuses(tmp_path / "mlflow.db")
+            kids = [st for st, kind in s if kind != "sweep"]
+            if kids.count("FINISHED") >= 2 and kids.count("RUNNING") == 1:
+                break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+        else:
+            pytest.fail("no job was running after 2 finished")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = _statuses(tmp_path / "mlflow.db")
+    assert ("RUNNING", "sweep") in before
+    finished_before = sum(1 for st, kind in before if st == "FINISHED" and kind != "sweep")
+    assert 2 <= finished_before < 6
+
+    rerun = run_cli([*KILL_ARGS, "hydra.sweep.dir=sweep2"], tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "left RUNNING by a killed sweep as KILLED" in rerun.stdout + rerun.stderr
+    c, parents, children = all_runs(tmp_path)
+    finished = [r for r in children if r.info.status == "FINISHED"]
+    assert sorted(key(r) for r in finished) == sorted((a, "0.1", str(s)) for a in ("sigmoid", "tanh") for s in SEEDS)
+    assert [r.info.status for r in children if r.info.status != "FINISHED"] == ["KILLED"]
+    assert sorted(r.info.status for r in parents) == ["FINISHED", "KILLED"]
+    assert not [r for r in c.search_runs([parents[0].info.experiment_id]) if r.info.status == "RUNNING"]
+    new_parent = next(p for p in parents if p.info.status == "FINISHED").info.run_id
+    trained_again = [r for r in finished if r.data.tags.get("mlflow.parentRunId") == new_parent]
+    assert len(trained_again) == 6 - finished_before  # the finished ones were skipped, the rest redone
+
+
+def test_resume_skips_finished_configs_and_resume_false_trains_again(tmp_path, tmp_path_factory, monkeypatch):
+    migrated_store(tmp_path_factory, tmp_path)
+    args = ["-m", *BASE, "epochs=5", "activation=tanh", "seed=0,1"]
+    assert run_main(monkeypatch, tmp_path, [*args, "hydra.sweep.dir=s1"]) == 0
+    assert run_main(monkeypatch, tmp_path, [*args, "hydra.sweep.dir=s2"]) == 0  # nothing to do
+    _, parents, children = all_runs(tmp_path)
+    assert len(parents) == 2 and len(children) == 2
+    assert run_main(monkeypatch, tmp_path, [*args, "epochs=6", "hydra.sweep.dir=s3"]) == 0  # epochs is in the hash
+    assert run_main(monkeypatch, tmp_path, [*args, "tracking.resume=false", "hydra.sweep.dir=s4"]) == 0  # forced
+    _, parents, children = all_runs(tmp_path)
+    assert len(children) == 6 and all(r.info.status == "FINISHED" for r in children)
+    assert sorted(r.data.params["epochs"] for r in children) == ["5", "5", "5", "5", "6", "6"]
+
+
+# --- failures, interruptions, divergence ---------------------------------------------------------------------------
+def _raise_on_call(monkeypatch, n: int, exc: BaseException):
+    import nnexp.app
+
+    real, calls = nnexp.app.fit, []
+
+    def fit(*a, **k):
+        calls.append(1)
+        if len(calls) == n:
+            raise exc
+        return real(*a, **k)
+
+    monkeypatch.setattr(nnexp.app, "fit", fit)
+
+
+def test_first_job_raises_second_finishes(tmp_path, tmp_path_factory, monkeypatch):
+    """P04: basic launcher, the first of two jobs raises: its run FAILED with the error, the second FINISHED."""
+    migrated_store(tmp_path_factory, tmp_path)
+    _raise_on_call(monkeypatch, 1, RuntimeError("boom in job 0"))
+    rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "epochs=3", "activation=tanh", "seed=0,1",
+                                          "hydra.sweep.dir=s"])
+    assert rc == 1  # the sweep ran to the end, and says a job failed
+    _, (parent,), children = all_runs(tmp_path)
+    by_seed = {r.data.params["seed"]: r for r in children}
+    assert by_seed["0"].info.status == "FAILED" and "boom in job 0" in by_seed["0"].data.tags["nnexp.error"]
+    assert by_seed["1"].info.status == "FINISHED"
+    assert parent.info.status == "FINISHED"
+
+
+def test_ctrl_c_marks_the_job_and_the_parent_killed(tmp_path, tmp_path_factory, monkeypatch):
+    migrated_store(tmp_path_factory, tmp_path)
+    _raise_on_call(monkeypatch, 2, KeyboardInterrupt())
+    rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "epochs=3", "activation=tanh", "seed=0,1,2",
+                                          "hydra.sweep.dir=s"])
+    assert rc == 130
+    _, (parent,), children = all_runs(tmp_path)
+    assert sorted((r.data.params["seed"], r.info.status) for r in children) == [("0", "FINISHED"), ("1", "KILLED")]
+    assert parent.info.status == "KILLED"
+
+
+def test_diverging_child_is_marked_and_the_sweep_goes_on(tmp_path, tmp_path_factory, monkeypatch):
+    """P05: one child diverges: it is kept, tagged diverged with its epoch; the other finishes; the parent FINISHED.
+    No RuntimeWarning escapes training."""
+    migrated_store(tmp_path_factory, tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "model.hidden_sizes=[8]", "epochs=30", "activation=relu",
+                                              "init=normal", "optimizer.lr=0.1,1000", "seed=0", "hydra.sweep.dir=s"])
+    assert rc == 0
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    _, (parent,), children = all_runs(tmp_path)
+    assert parent.info.status == "FINISHED"
+    assert all(r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+               for r in children)
+    by_lr = {r.data.params["optimizer.lr"]: r for r in children}
+    bad, good = by_lr["1000.0"], by_lr["0.1"]
+    assert bad.data.tags["nnexp.outcome"] == "diverged" and int(bad.data.tags["nnexp.diverged_epoch"]) >= 1
+    assert "test_accuracy" not in bad.data.metrics
+    assert good.data.tags["nnexp.outcome"] == "finished" and "nnexp.diverged_epoch" not in good.data.tags
+
+
+def test_dead_relu_fraction_is_logged_per_layer(tmp_path, tmp_path_factory, monkeypatch):
+    """P08: relu at a high learning rate: each hidden layer's dead-unit fraction is a metric of the run, every epoch."""
+    migrated_store(tmp_path_factory, tmp_path)
+    assert run_main(monkeypatch, tmp_path, [*BASE, "model.hidden_sizes=[16,16]", "epochs=40", "activation=relu",
+                                            "tracking.diagnostics=true",
+                                            "optimizer.lr=2.0", "hydra.run.dir=r"]) == 0
+    c, _, (run,) = all_runs(tmp_path)
+    for layer in (1, 2):
+        h = history(c, run, f"layer{layer}.dead_fraction")
+        assert [s for s, _ in h] == list(range(1, 41))
+        assert all(0 <= v <= 1 and (v * 16) == int(v * 16) for _, v in h)  # a share of 16 units
+    assert max(v for _, v in history(c, run, "layer1.dead_fraction") + history(c, run, "layer2.dead_fraction")) > 0
