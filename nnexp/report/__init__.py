@@ -27,6 +27,7 @@ import base64
 import html
 import io
 import math
+import re
 import time
 from pathlib import Path
 
@@ -46,8 +47,6 @@ PRIMARY = "val_loss"
 CANDIDATE_KEYS = ("optimizer.lr", "init", "optimizer", "dataset", "model.hidden_sizes", "batch_size", "epochs",
                   "optimizer.weight_decay", "optimizer.momentum", "optimizer.schedule", "dataset.noise",
                   "dataset.n_samples", "init.gain", "activation.alpha", "model.loss")
-
-CURVE_METRICS = ("train_loss", "val_loss", "train_accuracy", "val_accuracy")
 
 
 def swept_keys(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -95,14 +94,21 @@ def _cfg(row, keys) -> str:
     return ", ".join(f"{k}={_val(row[k])}" for k in keys)
 
 
-def _fig_html(fig, out_dir: Path, name: str, caption: str) -> str:
+def _fig_html(fig, out_dir: Path, name: str, caption: str, tight: bool = False) -> str:
+    """Save ``fig`` as PNG and SVG and return the HTML figure embedding the PNG.
+
+    The report's own figures use constrained layout, so they are saved as laid
+    out (``tight=False``): a "tight" bounding box would cost a second drawing pass.
+    """
     import matplotlib.pyplot as plt
 
+    bbox = "tight" if tight else None
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)  # figures use constrained layout: no second "tight" pass
+    fig.savefig(buf, format="png", dpi=130, bbox_inches=bbox)
     (out_dir / f"{name}.png").write_bytes(buf.getvalue())
-    fig.set_layout_engine("none")  # keep the positions just computed: the SVG needs no second layout pass
-    fig.savefig(out_dir / f"{name}.svg")
+    if fig.get_layout_engine() is not None and not tight:
+        fig.set_layout_engine("none")  # keep the positions just computed: the SVG needs no second layout pass
+    fig.savefig(out_dir / f"{name}.svg", bbox_inches=bbox)
     plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
     return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
@@ -110,7 +116,7 @@ def _fig_html(fig, out_dir: Path, name: str, caption: str) -> str:
 
 
 def _table(df: pd.DataFrame, cls: str = "") -> str:
-    return df.to_html(index=False, border=0, escape=False, na_rep="–", classes=cls)
+    return '<div class="scroll">' + df.to_html(index=False, border=0, escape=False, na_rep="–", classes=cls) + "</div>"
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -171,10 +177,11 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     ok = ok[np.isfinite(ok[metric].astype(float))]
     n_epochs = int(pd.to_numeric(runs.get("epochs"), errors="coerce").max()) if "epochs" in runs else None
 
-    want = sorted({*CURVE_METRICS, metric})
-    hist = load_histories(uri, list(ok["run_id"]), metrics=None)
-    hist = hist[hist["metric"].isin(want) | hist["metric"].str.startswith("layer")]
-    # final-only metrics are logged at step = epochs; keep only metrics logged more than once per run
+    # only the histories a figure or a number uses (the diagnostics plotted, not act_mean / act_std)
+    want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
+    want |= {k for k in runs.attrs.get("metrics", []) if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction)", k)}
+    hist = load_histories(uri, list(ok["run_id"]), metrics=sorted(want))
+    hist["metric"] = hist["metric"].astype("category")
     target_auto = target is None
     if target is None:
         target = default_target(ok, metric)
@@ -244,7 +251,7 @@ body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1250px
 table{{border-collapse:collapse;font-size:.85em;margin:.6em 0}}td,th{{padding:.25em .6em;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}}
 th{{background:#f4f5f7}}tr.best td{{background:#eef7ee}}img{{max-width:100%;height:auto}}h2{{margin-top:1.8em;border-bottom:2px solid #eee}}
 .meta,figcaption,.note{{color:#555;font-size:.9em}}figure{{margin:1em 0}}code{{background:#f4f5f7;padding:0 .2em}}
-nav{{font-size:.9em;margin:1em 0}}ul.conclusion li{{margin:.3em 0}}details summary{{cursor:pointer;color:#0366d6}}
+nav{{font-size:.9em;margin:1em 0}}.scroll{{overflow-x:auto}}ul.conclusion li{{margin:.3em 0}}details summary{{cursor:pointer;color:#0366d6}}
 </style></head><body>
 <h1>{title}</h1><p class="meta">{meta}</p><nav>{toc}</nav>
 {body}
@@ -402,6 +409,7 @@ def _summary_html(ctx) -> str:
         out["wall time (s)"] = [f"{_g(a, 3)} ± {_g(b, 2)}" for a, b in zip(t["train_seconds mean"], t["train_seconds std"])]
     html_table = out.to_html(index=False, border=0, escape=True, na_rep="–")
     html_table = html_table.replace("<tr>\n      <td>1</td>", "<tr class='best'>\n      <td>1</td>", 1)
+    html_table = f'<div class="scroll">{html_table}</div>'
     return (f"<p>One row per configuration, ranked by mean final <b>{html.escape(m)}</b>; means, standard deviations "
             f"(ddof = 1) and 95 % Student-t intervals over the finished seeds (non-finite values and diverged runs "
             f"excluded); epochs to target: mean first epoch at which {_target_text(ctx)}, over the seeds that "
@@ -479,7 +487,8 @@ def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tup
         data = curves[curves["metric"].isin(shown)]
         if not len(data):
             continue
-        fig = F.learning_curves(data, hue="activation", style="metric" if len(shown) > 1 else None, col=col, row=row,
+        fig = F.learning_curves(data, hue="activation", style="metric" if len(shown) > 1 else None, style_order=shown,
+                                col=col, row=row,
                                 palette=palette, ylabel=F.label(shown[0]).replace("validation ", ""),
                                 logy=not shown[0].endswith("accuracy"), target=ctx["target"] if m in shown else None)
         fig.suptitle(f"{' and '.join(F.label(s) for s in shown)}: mean and 95 % CI over {seeds}")
@@ -563,8 +572,8 @@ def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tup
     return sections
 
 
-def F_html(fig, out_dir, name, caption):  # noqa: N802 - short alias used by the sections above
-    return _fig_html(fig, out_dir, name, caption)
+def F_html(fig, out_dir, name, caption, tight=False):  # noqa: N802 - short alias used by the sections above
+    return _fig_html(fig, out_dir, name, caption, tight)
 
 
 def _boundaries_html(ctx, out_dir: Path, uri: str, palette) -> str:
@@ -631,4 +640,4 @@ def _gallery_html(out_dir: Path, activations: list[str]) -> str:
     fig = gallery.gallery(data, col_wrap=min(len(activations), 5))
     return F_html(fig, out_dir, "activation_gallery",
                   "The activations of this report, f(z), and their derivatives f'(z), with default parameters "
-                  "(from <code>nnexp.report.gallery</code>).")
+                  "(from <code>nnexp.report.gallery</code>).", tight=True)

@@ -71,8 +71,13 @@ def _levels(data: pd.DataFrame, key: str | None) -> list:
     return sorted(data[key].dropna().unique().tolist())
 
 
+SHORT = {"optimizer.lr": "lr", "init": "init", "optimizer": "opt", "model.hidden_sizes": "hidden"}
+
+
 def _facet_title(row_key, row_val, col_key, col_val) -> str:
-    parts = [f"{label(k)} = {v:g}" if isinstance(v, float) else f"{label(k)} = {v}"
+    both = row_key is not None and col_key is not None  # two keys: short names, so titles fit the panel
+    name = (lambda k: SHORT.get(k, k)) if both else label
+    parts = [f"{name(k)} = {v:g}" if isinstance(v, float) else f"{name(k)} = {v}"
              for k, v in ((row_key, row_val), (col_key, col_val)) if k is not None]
     return ", ".join(parts)
 
@@ -87,7 +92,7 @@ def _subset(data, *pairs):
 
 
 def learning_curves(data: pd.DataFrame, *, x: str = "step", y: str = "mean", lo: str = "lo", hi: str = "hi",
-                    hue: str = "activation", style: str | None = None, col: str | None = None,
+                    hue: str = "activation", style: str | None = None, style_order=None, col: str | None = None,
                     row: str | None = None, palette=None, logy: bool = True, ylabel: str | None = None,
                     target: float | None = None, height: float = 3.0):
     """Mean curve per ``hue`` (and line style per ``style``) with its 95 % band, faceted by ``row`` × ``col``.
@@ -99,7 +104,7 @@ def learning_curves(data: pd.DataFrame, *, x: str = "step", y: str = "mean", lo:
         the mean ``y`` and the band ``lo``..``hi``.
     style : str, optional
         Column whose values get solid, dashed, dotted lines (e.g. ``metric``:
-        validation and training loss in one panel).
+        validation and training loss in one panel), in ``style_order``.
     target : float, optional
         Drawn as a dashed horizontal line (the "epochs to target" threshold).
 
@@ -113,7 +118,7 @@ def learning_curves(data: pd.DataFrame, *, x: str = "step", y: str = "mean", lo:
 
     rows, cols = _levels(data, row), _levels(data, col)
     palette = palette or palette_for(data[hue])
-    styles = dict(zip(_levels(data, style), ["-", "--", ":", "-."]))
+    styles = dict(zip(style_order or _levels(data, style), ["-", "--", ":", "-."]))
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(max(4.0 * len(cols), 5.5) + 1.2, height * len(rows) + 0.5),
                              sharex=True, sharey="row", squeeze=False, layout="constrained")
     for i, rv in enumerate(rows):

@@ -260,7 +260,7 @@ def aggregate_curves(hist: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     from scipy import stats
 
     h = hist[np.isfinite(hist["value"].to_numpy(float))]
-    g = h.groupby([*keys, "metric", "step"], dropna=False, sort=True)["value"]
+    g = h.groupby([*keys, "metric", "step"], dropna=False, sort=True, observed=True)["value"]
     agg = g.agg(n="count", mean="mean", std="std").reset_index()
     n = agg["n"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
