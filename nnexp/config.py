@@ -179,7 +179,7 @@ def validate(cfg: DictConfig) -> None:
     """
     from .activations import get_activation
     from .data import DATASETS
-    from .initializers import INITIALIZERS, get_bias_initializer, get_initializer
+    from .initializers import INITIALIZERS, auto_initializer, get_bias_initializer, get_initializer
     from .losses import LOSSES
     from .optimizers import SCHEDULES, make_optimizer
 
@@ -189,10 +189,16 @@ def validate(cfg: DictConfig) -> None:
 
     c = cfg
     try:
-        get_activation(c.activation.name, alpha=c.activation.alpha, beta=c.activation.beta,
-                       approximate=c.activation.approximate)
+        act = get_activation(c.activation.name, alpha=c.activation.alpha, beta=c.activation.beta,
+                             approximate=c.activation.approximate)
         if c.init.name != "auto":
             get_initializer(c.init.name, std=c.init.std, limit=c.init.limit)
+        init_name = auto_initializer(act.spec.family) if c.init.name == "auto" else c.init.name
+        if c.init.gain is not None and init_name in INITIALIZERS and not INITIALIZERS[init_name].uses_gain:
+            raise ValueError(f"init.gain does not apply to init={init_name}"
+                             + (" (chosen by init=auto)" if c.init.name == "auto" else "")
+                             + "; initialisers that take a gain: "
+                             + ", ".join(sorted(k for k, v in INITIALIZERS.items() if v.uses_gain)))
         get_bias_initializer(c.init.bias, c.init.bias_value)
         make_optimizer(c.optimizer.name, [], momentum=c.optimizer.momentum, beta1=c.optimizer.beta1,
                        beta2=c.optimizer.beta2, eps=c.optimizer.eps)

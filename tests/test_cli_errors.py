@@ -45,6 +45,8 @@ CASES = [
     ("batch float", ["batch_size=2.5"], ["batch_size='2.5'", "integer >= 1"]),
     ("bool", ["tracking.resume=maybe"], ["tracking.resume='maybe'", "true or false"]),
     ("blas threads", ["blas_threads=0"], ["blas_threads=0", ">= 1"]),
+    ("gain without use", ["init=lecun_normal", "init.gain=2"], ["init.gain", "init=lecun_normal", "xavier_uniform"]),
+    ("gain via auto", ["activation=selu", "init.gain=2"], ["init.gain", "chosen by init=auto"]),
     ("unknown key", ["optimizer.lrr=0.1"], ["optimizer.lrr", "did you mean optimizer.lr"]),
     ("csv missing file", ["dataset=csv", "dataset.path=nope.csv", "dataset.target=label"],
      ["dataset.path=", "nope.csv", "does not exist"]),
