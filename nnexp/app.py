@@ -167,6 +167,7 @@ def run_job(cfg: DictConfig) -> float:
     A configuration that already has a FINISHED run in the experiment is skipped
     when ``tracking.resume`` is true.
     """
+    t_job = time.perf_counter()
     paths = job_paths()
     validate(cfg)
     if cfg.dataset.get("path"):  # absolute, so that the config hash names the file itself
@@ -233,6 +234,7 @@ def run_job(cfg: DictConfig) -> float:
 
         from threadpoolctl import threadpool_limits
 
+        setup_seconds = time.perf_counter() - t_job
         with threadpool_limits(limits=blas_threads(cfg, paths["parallel"]), user_api="blas"):
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
                        rngs=setup.rngs, batch_size=cfg.batch_size, log_every=cfg.tracking.log_every,
@@ -240,6 +242,7 @@ def run_job(cfg: DictConfig) -> float:
                        on_epoch=on_epoch)
         if progress is not None:
             progress.close()
+        hist.info["setup_seconds"] = setup_seconds
         _record(c, cfg, setup, hist, runs, buffers, paths)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
@@ -273,7 +276,13 @@ def _progress(cfg, paths):
 
 
 def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, paths: dict) -> None:
-    """Log histories, final test metrics, artifacts and outcome of each replica's run, then end it."""
+    """Log histories, final test metrics, artifacts and outcome of each replica's run, then end it.
+
+    Timing tags (seconds, for ``benchmarks/run.py``): ``nnexp.seconds.setup`` from the job's start to
+    training, ``nnexp.seconds.train`` the training loop, ``nnexp.seconds.log`` the metric logging
+    during and after training up to this run's last metric batch.
+    """
+    t_record = time.perf_counter()
     out_dir = paths["output_dir"]
     out_dir.mkdir(parents=True, exist_ok=True)
     from .data import encode_targets
@@ -293,7 +302,10 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             final.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
         buf.add(int(cfg.epochs), final)
         buf.flush()
-        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else "finished"}
+        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else "finished",
+                f"{tracking.TAG}seconds.setup": f"{hist.info.get('setup_seconds', math.nan):.4f}",
+                f"{tracking.TAG}seconds.train": f"{hist.seconds:.4f}",
+                f"{tracking.TAG}seconds.log": f"{hist.info.get('callback_seconds', 0.0) + time.perf_counter() - t_record:.4f}"}
         if diverged:
             tags[f"{tracking.TAG}diverged_epoch"] = diverged
         tracking.set_tags(c, run_id, tags)
