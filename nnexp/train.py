@@ -120,11 +120,14 @@ def decision_threshold(loss: Loss) -> float:
 class _Diagnostics:
     """Accumulates the per-layer diagnostics over one epoch's batches, in buffers allocated once.
 
-    :meth:`reset` at the start of a recorded epoch, :meth:`update` after each
-    batch's backward pass, :meth:`results` at its end.
+    :meth:`reset` at the start of a recorded epoch; after each batch's backward
+    pass :meth:`update` (full batch: the statistics of the workspace directly)
+    or :meth:`collect` (mini-batches: the batch's activations are copied into
+    epoch-sized buffers, one call per layer, and :meth:`finish` computes the
+    statistics of the whole epoch at once); :meth:`results` at the end.
     """
 
-    def __init__(self, model: MLP, n_samples: int):
+    def __init__(self, model: MLP, n_samples: int, batch_size: int):
         self.model = model
         self.n = n_samples
         act = model.activation.spec
@@ -143,6 +146,10 @@ class _Diagnostics:
         self.grad_sq = np.zeros((model.n_layers, K))
         self.batches = 0
         self._scratch: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.a_all = self.z_all = None
+        if batch_size < n_samples:
+            self.a_all = [np.empty((K, n_samples, h), model.dtype) for h in H]
+            self.z_all = [np.empty((K, n_samples, h), model.dtype) for h in H] if self.relu_family else None
 
     def names(self) -> list[str]:
         out = [f"layer{l + 1}.grad_norm" for l in range(self.model.n_layers)]
@@ -167,8 +174,8 @@ class _Diagnostics:
             bufs = self._scratch[shape] = (np.empty(shape, self.model.dtype), np.empty(shape, bool))
         return bufs
 
-    def update(self, ws) -> None:
-        for l, (z, a) in enumerate(zip(ws.z, ws.a)):
+    def _activation_stats(self, zs, as_) -> None:
+        for l, (z, a) in enumerate(zip(zs, as_)):
             self.sum_a[l] += a.sum(axis=(1, 2))
             dist, far = self._buffers(a.shape)
             # sums over each replica's block, not einsum, whose order of summation depends on n_replicas
@@ -181,9 +188,30 @@ class _Diagnostics:
                     self.sat[l, k] += np.count_nonzero(far[k])
             if self.relu_family:
                 np.maximum(self.max_z[l], z.max(axis=1), out=self.max_z[l])
+
+    def _grad_stats(self) -> None:
         for l, dW in enumerate(self.model.dW):
             self.grad_sq[l] += np.square(dW).sum(axis=(1, 2))
         self.batches += 1
+
+    def update(self, ws) -> None:
+        """Full batch: statistics of the workspace's activations and of the gradients."""
+        self._activation_stats(ws.z, ws.a)
+        self._grad_stats()
+
+    def collect(self, ws, start: int) -> None:
+        """Mini-batch: keep the batch's activations (samples ``start:start + m`` of the epoch)."""
+        stop = start + ws.a[0].shape[1] if ws.a else start
+        for l, a in enumerate(ws.a):
+            self.a_all[l][:, start:stop] = a
+            if self.z_all is not None:
+                self.z_all[l][:, start:stop] = ws.z[l]
+        self._grad_stats()
+
+    def finish(self) -> None:
+        """Mini-batch: statistics of the whole epoch's activations."""
+        if self.a_all is not None:
+            self._activation_stats(self.z_all or self.a_all, self.a_all)
 
     def results(self) -> dict[str, np.ndarray]:
         out = {}
@@ -277,11 +305,11 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
         for s in starts:
             m = min(B, n - s)
             if m not in batch_bufs:
-                batch_bufs[m] = (np.empty((K, m, X.shape[1]), dtype), np.empty((K, m, n_out), dtype),
-                                 np.empty((K, m), y.dtype))
+                batch_bufs[m] = (np.empty((K, m, X.shape[1]), dtype), np.empty((K, m, n_out), dtype))
     params, grads = model.params(), model.grads()
     val_grad = np.empty((K, X_val.shape[0], n_out), dtype)
-    diag = _Diagnostics(model, n) if diagnostics and model.n_layers > 1 else None
+    diag = _Diagnostics(model, n, B) if diagnostics and model.n_layers > 1 else None
+    logits_all = np.empty((K, n, n_out), dtype) if B < n else None  # a recorded epoch's logits, batch by batch
 
     logged = [e for e in range(1, epochs + 1) if e % log_every == 0 or e == epochs]
     names = ["train_loss", "val_loss", "val_accuracy", "train_accuracy", "lr", *(diag.names() if diag else [])]
@@ -316,20 +344,23 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                 perms = np.stack([rng.permutation(n) for rng in rngs])
                 for s in starts:
                     idx = perms[:, s:s + B]
-                    Xb, Yb, yb = batch_bufs[idx.shape[1]]
+                    Xb, Yb = batch_bufs[idx.shape[1]]
                     np.take(X, idx, axis=0, out=Xb)
                     np.take(Y, idx, axis=0, out=Yb)
                     epoch_loss += model.gradients(Xb, Yb, loss) * idx.shape[1]
-                    if record:
+                    if record:  # keep what the statistics need; computed once per epoch below
                         ws = model.workspace(Xb)
-                        np.take(y, idx, out=yb)
-                        correct += _n_correct(ws.logits, yb, threshold)
+                        logits_all[:, s:s + idx.shape[1]] = ws.logits
                         if diag:
-                            diag.update(ws)
+                            diag.collect(ws, s)
                     if frozen is not None:
                         _freeze(grads, frozen)
                     optimizer.step(grads, lr)
                 epoch_loss /= n
+                if record:
+                    correct += _n_correct(logits_all, np.take(y, perms), threshold)
+                    if diag:
+                        diag.finish()
             if limit is None:
                 first = np.where(np.isfinite(epoch_loss), np.abs(epoch_loss), 1.0)
                 limit = divergence_threshold * np.maximum(first, 1e-12)
