@@ -9,6 +9,7 @@ and what it accepts, before any MLflow run exists.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
@@ -45,13 +46,25 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     from .callbacks import LAST_SWEEP, abort_sweep
 
+    from .tracking import StoreUnavailable
+
     LAST_SWEEP.clear()
     sys.argv = [sys.argv[0], *argv]
+    # Let errors reach this function instead of Hydra's own report (a trimmed traceback and exit 1), so that a
+    # user's mistake or an unreachable store ends with one line; a program error still shows its traceback.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
     except ConfigError as e:  # raised by a job in a single run
         print(f"nnexp: error: {e}", file=sys.stderr)
         return 2
+    except StoreUnavailable as e:
+        try:
+            abort_sweep("FAILED")
+        except Exception:  # the store that failed cannot record it; the next sweep marks the orphans
+            pass
+        print(f"nnexp: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # the interrupted job marked its own run KILLED; mark the sweep's parent too
         abort_sweep("KILLED")
         print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)

@@ -101,7 +101,10 @@ class SweepCallback(Callback):
         finally:
             tracking.end_run(c, parent, "FINISHED")
             LAST_SWEEP["ended"] = "FINISHED"
-        print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1", file=sys.stderr)
+        if uri.startswith(("http://", "https://")):
+            print(f"runs:   {uri}", file=sys.stderr)
+        else:
+            print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1", file=sys.stderr)
 
 
 def abort_sweep(status: str = "KILLED") -> int:
