@@ -177,12 +177,15 @@ class _Diagnostics:
     def _activation_stats(self, zs, as_) -> None:
         for l, (z, a) in enumerate(zip(zs, as_)):
             self.sum_a[l] += a.sum(axis=(1, 2))
-            dist, far = self._buffers(a.shape)
-            # sums over each replica's block, not einsum, whose order of summation depends on n_replicas
-            self.sum_a2[l] += np.multiply(a, a, out=dist).sum(axis=(1, 2))
+            for k in range(self.K):  # one replica at a time (einsum's order of summation depends on K)
+                self.sum_a2[l, k] += np.vdot(a[k], a[k])
             if self.bounds is not None:
-                np.subtract(a, self.mid, out=dist)
-                np.abs(dist, out=dist)
+                dist, far = self._buffers(a.shape)
+                if self.mid:
+                    np.subtract(a, self.mid, out=dist)
+                    np.abs(dist, out=dist)
+                else:
+                    np.abs(a, out=dist)
                 np.greater(dist, self.sat_limit, out=far)
                 for k in range(self.K):
                     self.sat[l, k] += np.count_nonzero(far[k])

@@ -1,0 +1,482 @@
+"""nnexp's speed and memory benchmarks: competitors timed side by side in one run, reported as ratios.
+
+Usage::
+
+    python benchmarks/run.py                      # every section, a table each
+    python benchmarks/run.py --json               # the same, then one JSON object on the last line
+    python benchmarks/run.py --quick              # fewer epochs and repeats (a smoke run, about a minute)
+    python benchmarks/run.py --only trainer,replicas
+
+Sections
+--------
+trainer
+    Milliseconds per epoch of full-batch SGD (lr 0.1, momentum 0, no weight decay) on the same data and
+    architecture: nnexp (``bare``: no metrics until the last epoch; ``logged``: metrics every epoch,
+    with a validation pass over a fifth of the samples;
+    ``logged+diag``: metrics and per-layer diagnostics every epoch), scikit-learn's ``MLPClassifier``
+    (``solver="sgd"``, ``batch_size=n``, ``momentum=0``, ``alpha=0``, ``shuffle=False``), PyTorch on the CPU
+    when installed, and the GEMM floor: the five matrix products of one training step alone
+    (``np.matmul(..., out=)`` into preallocated arrays: two forward, ``dW2``, ``dA1``, ``dW1``; no
+    gradient with respect to the inputs). Digits 64-128-10 tanh with softmax cross-entropy (all 1797
+    samples, standardised) for 500 epochs and XOR 2-8-1 tanh with a sigmoid output for 2000 epochs,
+    in float64 and float32. Each timing is the best of ``--repeats`` rounds, the competitors interleaved.
+replicas
+    nnexp with K = 1, 4, 16 seed replicas trained as one batch (XOR 2-8-1, digits 64-128-10):
+    cost per epoch relative to K = 1.
+harness
+    A whole ``python -m nnexp -m ...`` digits sweep (3 activations x 3 seeds) in a temporary
+    directory, split into start-up (process start to the sweep's parent run: imports, store set-up),
+    per job set-up, training, metric logging (the ``nnexp.seconds.*`` tags of each run), and the
+    rest, once with metrics every epoch and once every 10 epochs; then the joblib launcher with 2
+    workers against the basic launcher on a CPU-bound sweep (4 mini-batch jobs, one metric point each).
+memory
+    Peak resident memory (``ru_maxrss`` of the child process) of one job training digits:
+    ``python -m nnexp`` with MLflow, and the trainer alone.
+
+BLAS: on machines that set ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (a work-around for old
+OpenBLAS bugs that slows a current NumPy), the benchmark re-runs itself without both, unless
+``--keep-blas-env``; the JSON says which BLAS kernel ran (``threadpoolctl.threadpool_info()``).
+Optional competitor: ``pip install torch==2.13.0`` (CPU wheel), or the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+SECTIONS = ("trainer", "replicas", "harness", "memory")
+LR = 0.1
+
+
+# --- helpers -----------------------------------------------------------------------------------
+def best_of(fns: dict, repeats: int) -> dict:
+    """Run every callable once per round, interleaved; return each one's best (smallest) result."""
+    best = {k: float("inf") for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            best[k] = min(best[k], fn())
+    return best
+
+
+def table(title: str, header: list[str], rows: list[list]) -> str:
+    cells = [[str(c) for c in header]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    line = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([f"\n## {title}", line(cells[0]), line(["-" * w for w in widths]), *map(line, cells[1:])])
+
+
+def digits_data(dtype):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    scale = d.data.std(axis=0)
+    scale[scale == 0] = 1
+    X = np.ascontiguousarray((d.data - d.data.mean(axis=0)) / scale, dtype=dtype)
+    return X, d.target.astype(np.int64)
+
+
+def xor_data(dtype):
+    return np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=dtype), np.array([0, 1, 1, 0])
+
+
+def blas_info() -> list[dict]:
+    from threadpoolctl import threadpool_info
+
+    return [{k: v for k, v in i.items() if k in ("internal_api", "version", "architecture", "num_threads",
+                                                 "threading_layer", "prefix")} for i in threadpool_info()]
+
+
+# --- trainer -----------------------------------------------------------------------------------
+def nnexp_runner(X, y, hidden, epochs, dtype, *, log_every, diagnostics, replicas=1):
+    from nnexp.activations import get_activation
+    from nnexp.data import Dataset
+    from nnexp.initializers import get_bias_initializer, get_initializer
+    from nnexp.losses import get_loss
+    from nnexp.model import MLP
+    from nnexp.optimizers import make_optimizer
+    from nnexp.train import fit
+
+    n_classes = int(y.max()) + 1
+    n_out = 1 if n_classes == 2 else n_classes
+    loss = get_loss("binary_cross_entropy" if n_out == 1 else "cross_entropy")
+    n_val = max(4, X.shape[0] // 5)  # validation: a fifth of the samples, as in a 60/20/20 split (all of XOR)
+    data = Dataset("bench", X, y, X[:n_val], y[:n_val], X[:n_val], y[:n_val], n_classes)
+    act = get_activation("tanh")
+
+    def run() -> float:
+        rngs = [np.random.default_rng(k) for k in range(replicas)]
+        model = MLP([X.shape[1], hidden, n_out], act, replicas=replicas, dtype=dtype)
+        model.initialize(get_initializer("xavier_uniform"), get_bias_initializer("zeros", 0.0), rngs, gain=act.gain)
+        opt = make_optimizer("sgd", model.params())
+        t = time.perf_counter()
+        fit(model, loss, opt, lambda e: LR, data, epochs=epochs, rngs=rngs, log_every=log_every,
+            diagnostics=diagnostics)
+        return (time.perf_counter() - t) / epochs * 1e3
+
+    return run
+
+
+def sklearn_runner(X, y, hidden, epochs):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    def run() -> float:
+        clf = MLPClassifier(hidden_layer_sizes=(hidden,), activation="tanh", solver="sgd", batch_size=X.shape[0],
+                            learning_rate_init=LR, momentum=0.0, alpha=0.0, shuffle=False, max_iter=epochs,
+                            tol=0.0, n_iter_no_change=epochs + 1, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            t = time.perf_counter()
+            clf.fit(X, y)
+            dt = time.perf_counter() - t
+        assert clf.n_iter_ == epochs and clf.coefs_[0].dtype == X.dtype
+        return dt / epochs * 1e3
+
+    return run
+
+
+def torch_runner(X, y, hidden, epochs, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}[X.dtype]
+    Xt = torch.from_numpy(X)
+    n_classes = int(y.max()) + 1
+    binary = n_classes == 2
+    yt = torch.from_numpy(y.astype(X.dtype)).reshape(-1, 1) if binary else torch.from_numpy(y)
+    loss_fn = torch.nn.BCEWithLogitsLoss() if binary else torch.nn.CrossEntropyLoss()
+
+    def run() -> float:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(X.shape[1], hidden), torch.nn.Tanh(),
+                                  torch.nn.Linear(hidden, 1 if binary else n_classes)).to(dtype)
+        opt = torch.optim.SGD(net.parameters(), lr=LR)
+        t = time.perf_counter()
+        for _ in range(epochs):
+            opt.zero_grad(set_to_none=False)
+            loss_fn(net(Xt), yt).backward()
+            opt.step()
+        return (time.perf_counter() - t) / epochs * 1e3
+
+    return run
+
+
+def gemm_floor_runner(X, hidden, n_out, epochs):
+    rng = np.random.default_rng(0)
+    dt, n = X.dtype, X.shape[0]
+    W1, W2 = rng.normal(size=(X.shape[1], hidden)).astype(dt), rng.normal(size=(hidden, n_out)).astype(dt)
+    Z1, Z2, dA = np.empty((n, hidden), dt), np.empty((n, n_out), dt), np.empty((n, hidden), dt)
+    dW1, dW2 = np.empty_like(W1), np.empty_like(W2)
+    mm = np.matmul
+
+    def run() -> float:
+        t = time.perf_counter()
+        for _ in range(epochs):
+            mm(X, W1, out=Z1)
+            mm(Z1, W2, out=Z2)
+            mm(Z1.T, Z2, out=dW2)
+            mm(Z2, W2.T, out=dA)
+            mm(X.T, dA, out=dW1)
+        return (time.perf_counter() - t) / epochs * 1e3
+
+    return run
+
+
+def bench_trainer(quick: bool, repeats: int) -> dict:
+    try:
+        import torch  # noqa: F401
+        have_torch = True
+    except ImportError:
+        have_torch = False
+    threads = max(i["num_threads"] for i in blas_info()) if blas_info() else 1
+    problems = [("digits 64-128-10", digits_data, 128, 50 if quick else 500),
+                ("xor 2-8-1", xor_data, 8, 200 if quick else 2000)]
+    out = {}
+    for name, loader, hidden, epochs in problems:
+        fns = {}  # both dtypes in the same rounds, so that their ratio does not drift with the machine's load
+        for dtype in (np.float64, np.float32):
+            X, y = loader(dtype)
+            n_out = 1 if y.max() == 1 else int(y.max()) + 1
+            key = f"{name} {np.dtype(dtype).name}"
+            fns[key, "nnexp bare"] = nnexp_runner(X, y, hidden, epochs, dtype, log_every=epochs, diagnostics=False)
+            fns[key, "nnexp logged"] = nnexp_runner(X, y, hidden, epochs, dtype, log_every=1, diagnostics=False)
+            fns[key, "nnexp logged+diag"] = nnexp_runner(X, y, hidden, epochs, dtype, log_every=1, diagnostics=True)
+            fns[key, "sklearn"] = sklearn_runner(X, y, hidden, epochs)
+            fns[key, "gemm floor"] = gemm_floor_runner(X, hidden, n_out, epochs)
+            if have_torch:
+                fns[key, "torch"] = torch_runner(X, y, hidden, epochs, threads)
+        for fn in fns.values():  # warm-up: imports, first allocations, BLAS threads
+            fn()
+        for (key, impl), ms in best_of(fns, repeats).items():
+            out.setdefault(key, {"epochs": epochs, "ms_per_epoch": {}})["ms_per_epoch"][impl] = ms
+    return out
+
+
+def trainer_ratios(res: dict) -> dict:
+    ratios = {}
+    for key, r in res.items():
+        ms = r["ms_per_epoch"]
+        q = {}
+        for mode in ("nnexp bare", "nnexp logged", "nnexp logged+diag"):
+            short = mode.split(" ", 1)[1]
+            q[f"sklearn/{short}"] = ms["sklearn"] / ms[mode]
+            if "torch" in ms:
+                q[f"torch/{short}"] = ms["torch"] / ms[mode]
+            q[f"{short}/gemm floor"] = ms[mode] / ms["gemm floor"]
+        ratios[key] = q
+    for name in ("digits 64-128-10", "xor 2-8-1"):
+        a, b = res.get(f"{name} float64"), res.get(f"{name} float32")
+        if a and b:
+            ratios[f"{name} float64/float32"] = {m: a["ms_per_epoch"][m] / b["ms_per_epoch"][m]
+                                                 for m in a["ms_per_epoch"]}
+    return ratios
+
+
+# --- replicas ----------------------------------------------------------------------------------
+def bench_replicas(quick: bool, repeats: int) -> dict:
+    out = {}
+    for name, loader, hidden, epochs in [("xor 2-8-1", xor_data, 8, 200 if quick else 2000),
+                                         ("digits 64-128-10", digits_data, 128, 10 if quick else 100)]:
+        X, y = loader(np.float64)
+        for mode, log_every, diag in [("bare", epochs, False), ("logged+diag", 1, True)]:
+            fns = {K: nnexp_runner(X, y, hidden, epochs, np.float64, log_every=log_every, diagnostics=diag,
+                                   replicas=K) for K in (1, 4, 16)}
+            for fn in fns.values():
+                fn()
+            ms = best_of(fns, repeats)
+            out[f"{name} {mode}"] = {"epochs": epochs, "ms_per_epoch": {str(k): v for k, v in ms.items()},
+                                     "cost_vs_K1": {str(k): v / ms[1] for k, v in ms.items()}}
+    return out
+
+
+# --- harness -----------------------------------------------------------------------------------
+def _clean_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+
+
+def run_sweep(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess, float]:
+    t_launch = time.time()
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "nnexp", "-m", *args], cwd=cwd, capture_output=True, text=True,
+                       env=_clean_env())
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"sweep failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return wall, p, t_launch
+
+
+def sweep_breakdown(db: Path, wall: float, t_launch: float) -> dict:
+    """Split a finished sweep's wall time using the store: run start/end times and the nnexp.seconds.* tags."""
+    con = sqlite3.connect(db)
+    try:
+        runs = con.execute("SELECT run_uuid, start_time, end_time FROM runs").fetchall()
+        tags = dict(((r, k), v) for r, k, v in con.execute(
+            "SELECT run_uuid, key, value FROM tags WHERE key LIKE 'nnexp.%'"))
+    finally:
+        con.close()
+    parents = [r for r in runs if tags.get((r[0], "nnexp.kind")) == "sweep"]
+    jobs = [r for r in runs if r not in parents]
+    get = lambda key: sum(float(tags.get((r[0], f"nnexp.seconds.{key}"), "nan")) for r in jobs)  # noqa: E731
+    parent_start = parents[0][1] / 1e3
+    last_end = max(r[2] for r in jobs) / 1e3
+    train, log, setup = get("train"), get("log"), get("setup")
+    startup = parent_start - t_launch
+    after = wall - (last_end - t_launch)
+    jobs_span = last_end - parent_start
+    n = len(jobs)
+    return {
+        "jobs": n, "wall_s": wall, "startup_s": startup, "train_s": train, "log_s": log, "job_setup_s": setup,
+        "after_last_job_s": after,
+        "per_job_overhead_s": (jobs_span - train) / n,
+        "per_job_other_s": (jobs_span - train - log - setup) / n,
+        "wall/train": wall / train,
+    }
+
+
+def bench_harness(quick: bool) -> dict:
+    epochs = 200 if quick else 2000
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="nnexp-bench-") as tmp:
+        d = Path(tmp) / "sweep"
+        d.mkdir()
+        args = ["dataset=digits", "activation=sigmoid,tanh,relu", f"epochs={epochs}", "tracking.report=false",
+                "tracking.progress=false"]
+        wall, _, t0 = run_sweep(args, d)
+        out["sweep"] = {"command": "python -m nnexp -m " + " ".join(args), **sweep_breakdown(d / "mlflow.db", wall, t0)}
+        for every in (10,):
+            d2 = Path(tmp) / f"sweep_every{every}"
+            d2.mkdir()
+            a2 = [*args, f"tracking.log_every={every}"]
+            wall, _, t0 = run_sweep(a2, d2)
+            out[f"sweep log_every={every}"] = {"command": "python -m nnexp -m " + " ".join(a2),
+                                               **sweep_breakdown(d2 / "mlflow.db", wall, t0)}
+        # CPU-bound: mini-batch training (batches of 64, the default), one metric point per job
+        cpu_epochs = 600 if quick else 3000
+        cpu = ["dataset=digits", "activation=tanh,relu", "seed=0,1", f"epochs={cpu_epochs}",
+               f"tracking.log_every={cpu_epochs}", "tracking.diagnostics=false", "tracking.report=false",
+               "tracking.progress=false"]
+        walls = {}
+        for launcher, extra in [("basic", []), ("joblib n_jobs=2", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])]:
+            dl = Path(tmp) / launcher.split()[0]
+            dl.mkdir()
+            wall, _, t0 = run_sweep([*cpu, *extra], dl)
+            walls[launcher] = {"wall_s": wall, **{k: v for k, v in sweep_breakdown(dl / "mlflow.db", wall, t0).items()
+                                                  if k in ("jobs", "train_s", "startup_s")}}
+        out["launchers"] = {"command": "python -m nnexp -m " + " ".join(cpu) + " [hydra/launcher=joblib hydra.launcher.n_jobs=2]",
+                            **walls, "basic/joblib": walls["basic"]["wall_s"] / walls["joblib n_jobs=2"]["wall_s"]}
+    return out
+
+
+# --- memory ------------------------------------------------------------------------------------
+def peak_rss_mb(cmd: list[str], cwd: Path) -> float:
+    """Peak resident memory of ``cmd``, measured by a small wrapper process.
+
+    The wrapper starts ``cmd`` and reads ``RUSAGE_CHILDREN``: a child's ``ru_maxrss`` counts the pages
+    it had right after ``fork``, so starting it straight from this (large) process would report ours.
+    """
+    wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+               "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    p = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=cwd, env=_clean_env(), capture_output=True,
+                       text=True)
+    code, kib = p.stdout.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{cmd} failed: {p.stderr[-2000:]}")
+    return int(kib) / 1024  # KiB on Linux
+
+
+TRAINER_ONLY = """
+import numpy as np
+from nnexp.data import load
+from nnexp.activations import get_activation
+from nnexp.initializers import get_initializer, get_bias_initializer
+from nnexp.losses import get_loss
+from nnexp.model import MLP
+from nnexp.optimizers import make_optimizer
+from nnexp.train import fit
+data = load("digits")
+rngs = [np.random.default_rng(0)]
+m = MLP([64, 64, 10], get_activation("tanh"))
+m.initialize(get_initializer("xavier_uniform"), get_bias_initializer("zeros", 0.0), rngs, gain=1.0)
+fit(m, get_loss("cross_entropy"), make_optimizer("sgd", m.params()), lambda e: 0.1, data, epochs=200, rngs=rngs,
+    batch_size=64)
+"""
+
+
+def bench_memory(quick: bool) -> dict:
+    with tempfile.TemporaryDirectory(prefix="nnexp-mem-") as tmp:
+        job = [sys.executable, "-m", "nnexp", "dataset=digits", f"epochs={50 if quick else 200}",
+               "tracking.progress=false"]
+        return {"job_mb": peak_rss_mb(job, Path(tmp)), "job_command": " ".join(job[1:]),
+                "trainer_only_mb": peak_rss_mb([sys.executable, "-c", TRAINER_ONLY], Path(tmp)),
+                "python_numpy_mb": peak_rss_mb([sys.executable, "-c", "import numpy"], Path(tmp))}
+
+
+# --- main --------------------------------------------------------------------------------------
+def report_tables(res: dict) -> str:
+    parts = []
+    if "trainer" in res:
+        rows = []
+        for key, r in res["trainer"]["results"].items():
+            ms = r["ms_per_epoch"]
+            for comp, v in ms.items():
+                rows.append([key, comp, v, ms["sklearn"] / v, ms["torch"] / v if "torch" in ms else "-",
+                             v / ms["gemm floor"]])
+        parts.append(table("trainer: ms per epoch (full batch SGD); speed-up = competitor time / this time",
+                           ["problem", "implementation", "ms/epoch", "sklearn/this", "torch/this", "this/gemm floor"],
+                           rows))
+        f = res["trainer"]["ratios"]
+        rows = [[k, *(f[k].get(m, float("nan")) for m in ("nnexp bare", "nnexp logged", "nnexp logged+diag",
+                                                          "sklearn", "torch", "gemm floor"))]
+                for k in f if "float64/float32" in k]
+        parts.append(table("trainer: float64 time / float32 time",
+                           ["problem", "bare", "logged", "logged+diag", "sklearn", "torch", "gemm floor"], rows))
+    if "replicas" in res:
+        rows = [[k, *(r["ms_per_epoch"][K] for K in ("1", "4", "16")), *(r["cost_vs_K1"][K] for K in ("4", "16"))]
+                for k, r in res["replicas"].items()]
+        parts.append(table("replicas: ms per epoch of K replicas trained as one batch",
+                           ["problem", "K=1", "K=4", "K=16", "K=4/K=1", "K=16/K=1"], rows))
+    if "harness" in res:
+        rows = []
+        for k, r in res["harness"].items():
+            if k.startswith("sweep"):
+                rows.append([k, r["jobs"], r["wall_s"], r["startup_s"], r["train_s"], r["log_s"], r["job_setup_s"],
+                             r["per_job_overhead_s"], r["after_last_job_s"], r["wall/train"]])
+        parts.append(table("harness: digits sweep, 3 activations x 3 seeds, tracking.report=false (seconds)",
+                           ["sweep", "jobs", "wall", "start-up", "train (sum)", "log (sum)", "job set-up (sum)",
+                            "overhead/job", "after last job", "wall/train"], rows))
+        L = res["harness"]["launchers"]
+        parts.append(table("harness: CPU-bound sweep (4 jobs), basic vs joblib launcher",
+                           ["launcher", "wall s", "train s (sum)", "basic/this"],
+                           [[k, L[k]["wall_s"], L[k]["train_s"], L["basic"]["wall_s"] / L[k]["wall_s"]]
+                            for k in ("basic", "joblib n_jobs=2")]))
+    if "memory" in res:
+        m = res["memory"]
+        parts.append(table("memory: peak resident set (MB)", ["process", "MB"],
+                           [[m["job_command"], m["job_mb"]], ["trainer only (digits, 200 epochs)", m["trainer_only_mb"]],
+                            ["python -c 'import numpy'", m["python_numpy_mb"]]]))
+    return "\n".join(parts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object (last line) after the tables")
+    ap.add_argument("--quick", action="store_true", help="fewer epochs and repeats")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    ap.add_argument("--repeats", type=int, default=None, help="rounds per timing (default 5, 2 with --quick)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="BLAS (and PyTorch) threads for the in-process timings (default: as configured)")
+    ap.add_argument("--keep-blas-env", action="store_true", help=f"keep {' and '.join(BLAS_ENV)} if set")
+    a = ap.parse_args(argv)
+    if not a.keep_blas_env and any(k in os.environ for k in BLAS_ENV):
+        env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
+        env["NNEXP_BENCH_UNSET_BLAS_ENV"] = ",".join(f"{k}={os.environ[k]}" for k in BLAS_ENV if k in os.environ)
+        return subprocess.call([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])], env=env)
+    sections = [s for s in a.only.split(",") if s]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown section {unknown[0]}; choose from {', '.join(SECTIONS)}")
+    repeats = a.repeats or (2 if a.quick else 5)
+    if a.threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(a.threads, user_api="blas")
+    res: dict = {"machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
+                             "platform": platform.platform(), "blas": blas_info(),
+                             "unset_blas_env": os.environ.get("NNEXP_BENCH_UNSET_BLAS_ENV", ""),
+                             "load_average_at_start": os.getloadavg()},
+                 "quick": a.quick, "repeats": repeats}
+    t0 = time.perf_counter()
+    if "trainer" in sections:
+        r = bench_trainer(a.quick, repeats)
+        res["trainer"] = {"results": r, "ratios": trainer_ratios(r)}
+    if "replicas" in sections:
+        res["replicas"] = bench_replicas(a.quick, repeats)
+    if "harness" in sections:
+        res["harness"] = bench_harness(a.quick)
+    if "memory" in sections:
+        res["memory"] = bench_memory(a.quick)
+    res["seconds"] = time.perf_counter() - t0
+    res["machine"]["load_average_at_end"] = os.getloadavg()
+    print(report_tables(res))
+    m = res["machine"]
+    print(f"\nBLAS: {m['blas']}; unset for this run: {m['unset_blas_env'] or 'nothing'}; "
+          f"load average {m['load_average_at_start'][0]:.2f} -> {m['load_average_at_end'][0]:.2f}; {res['seconds']:.0f} s")
+    if a.json:
+        print(json.dumps(res, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
