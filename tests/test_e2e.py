@@ -96,7 +96,7 @@ def test_report_written_and_logged_to_the_parent(sweep):
     for a in ACTIVATIONS:
         assert a in page
     assert page.count("data:image/png;base64,") >= 2
-    assert (index[0].parent / "learning_curves.png").stat().st_size > 10_000
+    assert (index[0].parent / "curves_val_loss.png").stat().st_size > 10_000
     parent = sweep["parents"][0]
     logged = {a.path for a in sweep["client"].list_artifacts(parent.info.run_id, "report")}
     assert "report/index.html" in logged
