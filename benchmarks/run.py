@@ -455,6 +455,7 @@ def main(argv=None) -> int:
     res: dict = {"machine": {"python": platform.python_version(), "numpy": np.__version__, "cpus": os.cpu_count(),
                              "platform": platform.platform(), "blas": blas_info(),
                              "unset_blas_env": os.environ.get("NNEXP_BENCH_UNSET_BLAS_ENV", ""),
+                             "blas_env": {k: os.environ[k] for k in BLAS_ENV if k in os.environ},
                              "load_average_at_start": os.getloadavg()},
                  "quick": a.quick, "repeats": repeats}
     t0 = time.perf_counter()
