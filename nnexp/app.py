@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
 from .activations import get_activation
-from .config import ConfigError, config_hash, flatten, validate
+from .config import ConfigError, config_hash, flatten, log_every, validate
 from .data import Dataset, load
 from .initializers import auto_initializer, get_bias_initializer, get_initializer
 from .losses import Loss, get_loss, resolve_loss_name
@@ -237,7 +237,7 @@ def run_job(cfg: DictConfig) -> float:
         setup_seconds = time.perf_counter() - t_job
         with threadpool_limits(limits=blas_threads(cfg, paths["parallel"]), user_api="blas"):
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
-                       rngs=setup.rngs, batch_size=cfg.batch_size, log_every=cfg.tracking.log_every,
+                       rngs=setup.rngs, batch_size=cfg.batch_size, log_every=log_every(cfg),
                        diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
                        on_epoch=on_epoch)
         if progress is not None:

@@ -83,7 +83,7 @@ class ModelConfig:
 class TrackingConfig:
     uri: Optional[str] = None  # MLflow tracking URI; default sqlite:///<launch dir>/mlflow.db
     experiment: str = "activations"  # MLflow experiment (one per study)
-    log_every: int = 1  # record metrics every this many epochs
+    log_every: Optional[int] = None  # record metrics every this many epochs; null = 1 up to 500 epochs, else epochs/500
     diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
     save_weights: bool = True  # log final weights as an .npz artifact
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
@@ -143,7 +143,7 @@ ACCEPTS = {
     "optimizer.momentum": "a number in [0, 1)",
     "optimizer.step_size": "an integer >= 1",
     "model.hidden_sizes": "a non-empty list of integers >= 1, e.g. [64] or [32,32]",
-    "tracking.log_every": "an integer >= 1",
+    "tracking.log_every": "an integer >= 1 or null",
 }
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
@@ -167,6 +167,21 @@ def config_hash(cfg: DictConfig | dict) -> str:
     """SHA-1 (first 16 hex digits) of the semantic config: what identifies a run for resume."""
     flat = {k: v for k, v in flatten(cfg).items() if k.split(".")[0] not in SEMANTIC_EXCLUDE and k != "hydra"}
     return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: With ``tracking.log_every=null``, a run records metrics at about this many epochs.
+LOG_POINTS = 500
+
+
+def log_every(cfg: DictConfig) -> int:
+    """Epochs between recorded metrics: ``tracking.log_every``, or ``ceil(epochs / 500)`` when it is null.
+
+    Every epoch up to 500 epochs; longer runs keep about 500 points per metric,
+    which bounds what a run writes to the store (MLflow costs about 0.1 ms per point).
+    """
+    if cfg.tracking.log_every is not None:
+        return int(cfg.tracking.log_every)
+    return max(1, -(-int(cfg.epochs) // LOG_POINTS))
 
 
 def validate(cfg: DictConfig) -> None:
@@ -217,7 +232,8 @@ def validate(cfg: DictConfig) -> None:
     need(c.blas_threads is None or c.blas_threads >= 1, f"blas_threads={c.blas_threads} must be {ACCEPTS['blas_threads']}")
     need(c.batch_size is None or c.batch_size >= 1, f"batch_size={c.batch_size} must be >= 1 (or null for full batch)")
     need(c.replicas >= 1, f"replicas={c.replicas} must be >= 1")
-    need(c.tracking.log_every >= 1, f"tracking.log_every={c.tracking.log_every} must be >= 1")
+    need(c.tracking.log_every is None or c.tracking.log_every >= 1,
+         f"tracking.log_every={c.tracking.log_every} must be >= 1 (or null for about 500 points per run)")
     need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),
          f"model.hidden_sizes={list(c.model.hidden_sizes)} must be a non-empty list of sizes >= 1")
     need(c.model.loss in {*LOSSES, "auto"},
