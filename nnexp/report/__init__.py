@@ -86,6 +86,12 @@ def _p(p) -> str:
     return "&lt; 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _p_is(p) -> str:
+    """``p = 0.013`` or ``p < 0.001``, for running text."""
+    text = _p(p)
+    return f"p {text}" if text.startswith("&lt;") else f"p = {text}"
+
+
 def _val(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -288,8 +294,8 @@ def _conclusion(ctx) -> str:
         items.append(
             f"{html.escape(str(r['activation']))} (best{' at ' + html.escape(r['config']) if r['config'] else ''}): "
             f"{_g(r['mean'], 4)} ± {_g(r['std'], 2)}, {_g(abs(r['diff']), 3)} {word} "
-            f"(Hedges' g = {_g(r['hedges_g'], 2)}, Welch p = {_p(r['welch_p'])}, Holm-adjusted p = "
-            f"{_p(r['welch_p_holm'])}, {int(r['n'])} vs {n} seeds): "
+            f"(Hedges' g = {_g(r['hedges_g'], 2)}, Welch {_p_is(r['welch_p'])}, Holm-adjusted "
+            f"{_p_is(r['welch_p_holm'])}, {int(r['n'])} vs {n} seeds): "
             + ("a significant difference at α = 0.05." if sig else "not significant at α = 0.05 with these seeds."))
     if ctx["epochs"] is not None and "epochs_mean" in comp:
         e = comp[np.isfinite(comp["epochs_mean"].astype(float))].sort_values("epochs_mean")
@@ -300,7 +306,7 @@ def _conclusion(ctx) -> str:
                                                 else fast["activation"]), "epochs_mwu_p"]
             ptxt = ""
             if best["activation"] in (fast["activation"], slow["activation"]) and len(p) and math.isfinite(p.iloc[0]):
-                ptxt = f", Mann–Whitney p = {_p(p.iloc[0])} (unadjusted)"
+                ptxt = f", Mann–Whitney {_p_is(p.iloc[0])} (unadjusted)"
             items.append(
                 f"Speed ({_target_text(ctx)}): {html.escape(str(fast['activation']))} reached the target in "
                 f"{_g(fast['epochs_mean'], 3)} epochs on average, {frac:.0%} fewer than "
@@ -317,10 +323,12 @@ def _conclusion(ctx) -> str:
         items.append("Divergence: " + "; ".join(
             f"{html.escape(_cfg(r, keys))} diverged in {int(r['diverged'])}/{int(r['diverged'] + r['seeds'])} runs"
             for _, r in bad.iterrows()) + " (excluded from every mean).")
+    floor = _mwu_floor(n)
     note = ("<p class='note'>Each activation is compared at its own best configuration, chosen on the same runs; "
-            "that selection favours the winner slightly, so treat p-values near 0.05 with care. "
-            f"With {n} seeds a two-sided Mann–Whitney test cannot go below p = "
-            f"{_p(_mwu_floor(n))}.</p>")
+            "that selection favours the winner slightly, so treat p-values near 0.05 with care."
+            + (f" With {n} seeds a two-sided Mann–Whitney test cannot go below p = {_p(floor)}: add seeds "
+               f"(<code>seed=0,1,2,3,4</code>) for it to show significance." if floor > 0.05 else "")
+            + "</p>")
     return "<ul class='conclusion'>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>" + note
 
 
