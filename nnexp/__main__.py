@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
         return 130
 
-    return 1 if LAST_SWEEP.get("failed") else 0
+    return 1 if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error") else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ failed or diverged never ends its parent.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 from pathlib import Path
@@ -92,12 +91,20 @@ class SweepCallback(Callback):
                 from .report import build_report
 
                 out = launch / "reports" / LAST_SWEEP["experiment"] / LAST_SWEEP["sweep"]
-                index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out)
-                for f in sorted(out.iterdir()):
-                    if f.is_file():
-                        tracking.retry(c.log_artifact, parent, str(f), "report")
-                LAST_SWEEP["report"] = str(index)
-                print(f"report: {index}", file=sys.stderr)
+                try:
+                    index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out)
+                except Exception:  # the runs are safe in the store; say so, and how to retry
+                    log.exception("the report could not be built")
+                    LAST_SWEEP["report_error"] = True
+                    print(f"nnexp: error: the report failed (traceback above); the runs are recorded. Retry with: "
+                          f"python -m nnexp.report --experiment {LAST_SWEEP['experiment']} --sweep {LAST_SWEEP['sweep']}",
+                          file=sys.stderr)
+                else:
+                    for f in sorted(out.iterdir()):
+                        if f.is_file():
+                            tracking.retry(c.log_artifact, parent, str(f), "report")
+                    LAST_SWEEP["report"] = str(index)
+                    print(f"report: {index}", file=sys.stderr)
         finally:
             tracking.end_run(c, parent, "FINISHED")
             LAST_SWEEP["ended"] = "FINISHED"

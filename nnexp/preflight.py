@@ -11,7 +11,6 @@ problem into one :class:`~nnexp.config.ConfigError` line that names the key.
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from pathlib import Path
 
@@ -102,7 +101,7 @@ def _suggest(key: str) -> str:
     except Exception:
         return ""
     close = difflib.get_close_matches(key, keys, n=1)
-    return f" (did you mean {close[0]}?)" if close else f"; see python -m nnexp --cfg job"
+    return f" (did you mean {close[0]}?)" if close else "; see python -m nnexp --cfg job"
 
 
 def _compose(overrides: list[str], with_hydra: bool = False, config_name: str = "config") -> DictConfig:

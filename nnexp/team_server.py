@@ -43,7 +43,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["TeamServer", "TeamServerError", "find_pg_bin", "free_port", "main"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -34,3 +35,32 @@ def run_cli(args: list[str], cwd: Path, *, module: str = "nnexp", timeout: float
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def migrated_store(tmp_path_factory, dest: Path) -> str:
+    """Copy an empty, migrated MLflow SQLite store into ``dest``; return its URI.
+
+    Creating a store runs MLflow's schema migration (seconds); tests that do not test that step copy a template.
+    """
+    from mlflow import MlflowClient
+
+    template = tmp_path_factory.getbasetemp() / "template-store" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir(exist_ok=True)
+        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, dest / "mlflow.db")
+    return f"sqlite:///{dest / 'mlflow.db'}"
+
+
+@pytest.fixture
+def compose():
+    """Hydra's compose API on the packaged configs: ``compose(overrides) -> DictConfig``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    from nnexp.config import register
+
+    register()
+    with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):
+        yield lambda overrides: hydra_compose(config_name="config", overrides=overrides)

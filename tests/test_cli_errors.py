@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 
 FAST = ["dataset=xor", "epochs=1"]
 

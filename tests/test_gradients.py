@@ -26,7 +26,6 @@ no pre-activation changed side of a kink.
 
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest

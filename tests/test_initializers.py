@@ -150,21 +150,6 @@ def test_bias_initializers():
 CONF = Path(__file__).resolve().parents[1] / "conf" / "init"
 
 
-@pytest.fixture
-def compose():
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from nnexp.config import register
-
-    register()
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):
-        yield lambda overrides: hydra_compose(config_name="config", overrides=overrides)
-    GlobalHydra.instance().clear()
-
-
 def test_one_yaml_per_initializer():
     assert sorted(p.stem for p in CONF.glob("*.yaml")) == sorted([*INITIALIZERS, "auto"])
     for p in CONF.glob("*.yaml"):

@@ -9,7 +9,6 @@ fresh SQLite file takes seconds.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from conftest import run_cli
+from conftest import migrated_store, run_cli
 
 ACTS = ("sigmoid", "tanh", "relu", "identity")
 LRS = ("0.01", "0.1")
@@ -32,17 +31,6 @@ PAR_EPOCHS = 300
 BASE = ["dataset=xor", "model.hidden_sizes=[2]", "batch_size=null", "tracking.report=false", "tracking.progress=false"]
 #: The parallel sweep logs losses and accuracies only (4 metrics x PAR_EPOCHS points per run).
 PAR = [*BASE, "tracking.diagnostics=false"]
-
-
-def migrated_store(tmp_path_factory, dest: Path) -> str:
-    """Copy an empty, migrated MLflow SQLite store into ``dest``; return its URI."""
-    template = tmp_path_factory.getbasetemp() / "template-store" / "mlflow.db"
-    if not template.exists():
-        template.parent.mkdir(exist_ok=True)
-        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(template, dest / "mlflow.db")
-    return f"sqlite:///{dest / 'mlflow.db'}"
 
 
 def all_runs(cwd: Path, experiment: str = "activations"):

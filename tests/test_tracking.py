@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from conftest import migrated_store
 from nnexp import tracking
 from nnexp.config import ConfigError
-
-
-def migrated_store(tmp_path_factory, dest: Path) -> str:
-    """Copy an empty, migrated MLflow SQLite store into ``dest``; return its URI (same helper as test_sweeps)."""
-    template = tmp_path_factory.getbasetemp() / "template-store" / "mlflow.db"
-    if not template.exists():
-        template.parent.mkdir(exist_ok=True)
-        MlflowClient(tracking_uri=f"sqlite:///{template}").search_experiments()
-    dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy(template, dest / "mlflow.db")
-    return f"sqlite:///{dest / 'mlflow.db'}"
 
 
 def test_retry_retries_a_locked_store_with_doubling_bounded_delays(monkeypatch):

@@ -476,6 +476,8 @@ def _runs_html(ctx, uri) -> str:
 
 
 def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
     from . import figures as F
 
     ok, keys, curves, m = ctx["ok"], ctx["keys"], ctx["curves"], ctx["metric"]
@@ -511,8 +513,6 @@ def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tup
     if "optimizer.lr" in keys:
         other = [k for k in facets if k != "optimizer.lr"]
         levels = sorted(ok[other[0]].dropna().unique()) if other else [None]
-        import matplotlib.pyplot as plt
-
         fig, axes = plt.subplots(1, len(levels), figsize=(5.0 * len(levels) + 0.6, 4.0), squeeze=False, sharey=True,
                                  layout="constrained")
         trained = ctx["runs"][ctx["runs"]["outcome"].isin(["finished", "diverged"])]
@@ -528,16 +528,12 @@ def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tup
                             f"Final {F.label(m)} against the learning rate: dots are seeds, lines connect means with "
                             f"95 % t-intervals; ×k/n above a point: k of n runs diverged (not plotted)."))
     else:
-        import matplotlib.pyplot as plt
-
         order = list(ctx["comp"]["activation"]) if len(ctx["comp"]) else None
         fig, ax = plt.subplots(figsize=(1.5 + 1.2 * ok["activation"].nunique(), 4), layout="constrained")
         F.final_metric(ok, y=m, ax=ax, order=order, palette=palette)
         parts.append(F_html(fig, out_dir, "final_metric", f"Final {F.label(m)} per seed; black: mean and 95 % CI."))
     table = ctx["table"]
     for other in [k for k in ("optimizer.lr", "init") if k in keys]:
-        import matplotlib.pyplot as plt
-
         cells = ok.groupby(["activation", other])[m].agg(["mean", "std"]).reset_index()
         fig, ax = plt.subplots(figsize=(2.6 + 1.45 * cells[other].nunique(), 1.3 + 0.62 * cells["activation"].nunique()),
                                layout="constrained")

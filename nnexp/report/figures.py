@@ -179,7 +179,6 @@ def lr_sensitivity(data: pd.DataFrame, *, x: str = "optimizer.lr", y: str = "val
         are marked with a cross at the top of the axes and their rate.
     """
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
