@@ -47,11 +47,11 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     c, exp_id = tracking.prepare_store(uri, "synth")
 
-    def run(act, seed, vals, outcome="finished", status="FINISHED"):
+    def run(act, seed, vals, outcome="finished", status="FINISHED", exp_id=exp_id, dataset="moons"):
         rid = c.create_run(exp_id, run_name=f"{act}-s{seed}", tags={
-            "activation": act, "init": "auto", "dataset": "moons", "nnexp.config_hash": f"{act}{seed}",
+            "activation": act, "init": "auto", "dataset": dataset, "nnexp.config_hash": f"{act}{seed}",
             "nnexp.outcome": outcome}).info.run_id
-        params = {"activation.name": act, "optimizer.lr": 0.1, "dataset.name": "moons", "seed": seed, "epochs": EPOCHS}
+        params = {"activation.name": act, "optimizer.lr": 0.1, "dataset.name": dataset, "seed": seed, "epochs": EPOCHS}
         metrics = [Metric("val_loss", v, 0, s) for s, v in enumerate(vals, start=1)]
         metrics += [Metric("train_loss", v - 0.05, 0, s) for s, v in enumerate(vals, start=1)]
         metrics += [Metric("train_seconds", 1.0 + seed, 0, EPOCHS)]
@@ -65,6 +65,12 @@ def store(tmp_path_factory):
     nan_id = run("relu", 3, [0.9, 0.5, float("nan")])  # finished, but its final value is not finite
     div_id = run("tanh", 3, [0.9, 50.0], outcome="diverged")
     fail_id = run("tanh", 4, [], outcome="failed", status="FAILED")
+    # experiment "mixed": 2 activations × 2 seeds on moons, and a lower loss on xor (not comparable)
+    _, mixed = tracking.prepare_store(uri, "mixed")
+    for act, finals in FINAL.items():
+        for seed, f in enumerate(finals[:2]):
+            run(act, seed, _curve(f), exp_id=mixed)
+    run("tanh", 0, _curve(0.01), exp_id=mixed, dataset="xor")
     out = root / "report"
     index = build_report(uri, "synth", out_dir=out, boundaries=False)
     return {"uri": uri, "root": root, "out": out, "index": index, "ids": (nan_id, div_id, fail_id)}
@@ -138,7 +144,7 @@ def _cli(store, *args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--experiment", "nope"], "experiment 'nope' not found; experiments in this store: Default, synth"),
+    (["--experiment", "nope"], "experiment 'nope' not found; experiments in this store: Default, mixed, synth"),
     (["--metric", "val_los"], "metric 'val_los' was not logged"),
     (["--filter", "params.datset = 'x'"], "has param 'datset'"),
     (["--filter", "params.`dataset.name` = 'digits'"], "param dataset.name takes 'moons'"),
@@ -156,6 +162,23 @@ def test_filter_documented_example_works(store, capsys):
     assert _cli(store, "--filter", "params.dataset = 'moons' and tags.activation = 'tanh'") == 0
     runs = pd.read_csv(store["root"] / "cli" / "runs.csv")
     assert set(runs["activation"]) == {"tanh"} and len(runs) == 5
+
+
+def test_mixed_datasets_compared_within_the_largest_one(store, capsys):
+    """Runs on moons (4) and xor (1): the report compares moons only and says how to report xor."""
+    out = store["root"] / "mixed"
+    text = build_report(store["uri"], "mixed", out_dir=out, boundaries=False).read_text()
+    assert set(pd.read_csv(out / "runs.csv")["dataset"]) == {"moons"}
+    assert list(pd.read_csv(out / "summary.csv")["activation"]) == ["relu", "tanh"]
+    assert "Best: relu" in text and "Only dataset moons is compared here" in text
+    cmd = "python -m nnexp.report --experiment mixed --filter &quot;tags.dataset = &#x27;xor&#x27;&quot;"
+    assert cmd in text
+    # the command in the note builds the xor report
+    assert report_main(["--uri", store["uri"], "--experiment", "mixed", "--filter", "tags.dataset = 'xor'",
+                        "--out", str(out / "xor")]) == 0
+    runs = pd.read_csv(out / "xor" / "runs.csv")
+    assert list(runs["dataset"]) == ["xor"]
+    assert "Only dataset" not in (out / "xor" / "index.html").read_text()
 
 
 def test_metric_option_ranks_by_accuracy_direction(store):

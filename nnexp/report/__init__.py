@@ -172,6 +172,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
                           + (f" the filter {filter_string!r}" if filter_string else "")
                           + (f" in sweep {parent_id}" if parent_id else ""))
     check_metric(runs, metric)
+    runs, left_out = _one_dataset(runs)
     from .figures import set_theme
 
     set_theme()
@@ -202,7 +203,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     comp = compare_to_best(ok, keys, metric, epochs=epochs, censor_at=(n_epochs or 0) + 1) if len(ok) else pd.DataFrame()
     if len(comp):
         comp.drop(columns=["run_ids"]).to_csv(out_dir / "comparison.csv", index=False)
-    run_cols = [c for c in ("run_id", "run_name", "outcome", "diverged_epoch", *keys, *linked, "seed", *final,
+    run_cols = [c for c in ("run_id", "run_name", "outcome", "diverged_epoch", "dataset", *keys, *linked, "seed", *final,
                             "test_loss", "val_accuracy", "reused", "error", "url") if c in runs]
     runs[list(dict.fromkeys(run_cols))].to_csv(out_dir / "runs.csv", index=False)
 
@@ -233,6 +234,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
             f"{len(seeds)} configurations of {html.escape(', '.join(keys))}, "
             f"{_seed_text(seeds)} each; primary metric <b>{html.escape(metric)}</b> "
             f"({'higher' if higher else 'lower'} is better); store <code>{html.escape(uri)}</code>.")
+    if left_out:
+        meta += _left_out_note(left_out, datasets, experiment, parent_id, filter_string)
     toc = " · ".join(f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, _) in enumerate(sections))
     body = "\n".join(f'<section id="s{i}"><h2>{html.escape(h)}</h2>{content}</section>'
                      for i, (h, content) in enumerate(sections))
@@ -241,6 +244,44 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _one_dataset(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The runs of the dataset with the most runs, and ``{dataset: runs}`` of the datasets left out.
+
+    Losses on different datasets are not comparable, so a report compares within
+    one dataset (the ``dataset`` tag, else the ``dataset.name`` param). Ties go to
+    the dataset first in alphabetical order.
+    """
+    if "dataset.name" in runs:
+        runs["dataset"] = runs["dataset"].fillna(runs["dataset.name"]) if "dataset" in runs else runs["dataset.name"]
+    if "dataset" not in runs or runs["dataset"].dropna().nunique() < 2:
+        return runs, {}
+    counts = runs["dataset"].dropna().astype(str).value_counts()
+    keep = sorted(counts.index, key=lambda d: (-counts[d], d))[0]
+    left_out = {d: int(counts[d]) for d in sorted(counts.index) if d != keep}
+    kept = runs[runs["dataset"].astype(str) == keep].copy()
+    kept.attrs.update(runs.attrs)
+    return kept, left_out
+
+
+def _left_out_note(left_out: dict[str, int], kept: str, experiment: str, parent_id: str | None,
+                   filter_string: str) -> str:
+    """A visible note naming the datasets left out and the command that builds a report for each."""
+    sweep = f" --sweep {parent_id}" if parent_id else ""
+    cmds = []
+    for d, n in left_out.items():
+        f = f"tags.dataset = '{d}'" + (f" and {filter_string}" if filter_string else "")
+        cmd = f'python -m nnexp.report --experiment {experiment}{sweep} --filter "{f}"'
+        cmds.append(f"<li>{html.escape(d)} ({_n(n, 'run')}): <code>{html.escape(cmd)}</code></li>")
+    return (f"</p><p class='note' style='border-left:4px solid #d73a49;padding-left:.6em;color:#222'><b>Only dataset "
+            f"{html.escape(kept)} is compared here</b> (the dataset with the most runs): losses on different datasets "
+            f"are not comparable. Left out:</p><ul class='note'>{''.join(cmds)}</ul><p class='meta'>")
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 run``, ``3 runs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _seed_text(seeds: pd.Series) -> str:
