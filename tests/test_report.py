@@ -115,6 +115,28 @@ def test_comparison_and_conclusion(store):
     assert "Best: relu" in text and f"Welch p = {p:.3f}" in text and "3 vs 3 seeds" in text
 
 
+def test_speed_sentence_lists_every_activation_with_seeds_reached(store):
+    # target 0.17: relu's three seeds reach it at epoch 5, tanh's never
+    text = store["index"].read_text()
+    assert "relu 5 epochs (3/3 seeds), tanh never (0/3 seeds)." in text
+    assert "relu, 5 epochs against tanh never." in text and "fewer than" not in text
+
+
+def test_lr_sentence_uses_the_best_configuration():
+    """Averaged over init, lr = 1 looks best; at relu's best configuration (init a) lr = 0.1 is: say 0.1."""
+    from nnexp.report import _lr_sentences
+    from nnexp.report.stats import compare_to_best
+
+    vals = {(0.1, "a"): 0.1, (1.0, "a"): 0.2, (0.1, "b"): 0.9, (1.0, "b"): 0.3}
+    ok = pd.DataFrame([{"run_id": f"{lr}{i}{s}", "activation": "relu", "optimizer.lr": lr, "init": i, "seed": s,
+                        "outcome": "finished", "val_loss": v + 0.01 * s} for (lr, i), v in vals.items() for s in (0, 1)])
+    keys = ["activation", "optimizer.lr", "init"]
+    comp = compare_to_best(ok, keys, "val_loss")
+    assert comp.loc[0, "config"] == "optimizer.lr=0.1, init=a"
+    [text] = _lr_sentences(dict(ok=ok, metric="val_loss", comp=comp, keys=keys, higher=False))
+    assert "relu best at lr = 0.1 (final val_loss ranges 0.105–0.205" in text
+
+
 def test_diverged_failed_and_nonfinite_runs_listed_not_averaged(store):
     runs = pd.read_csv(store["out"] / "runs.csv").set_index("run_id")
     nan_id, div_id, fail_id = store["ids"]

@@ -112,3 +112,12 @@ def test_aggregate_curves_mean_and_band():
     assert a.loc[1, "mean"] == 2.0 and a.loc[1, "n"] == 3
     assert a.loc[1, "hi"] - 2.0 == pytest.approx(T975_2 / math.sqrt(3))
     assert a.loc[2, "n"] == 2 and a.loc[2, "lo"] == a.loc[2, "hi"] == 0.5
+
+
+def test_compare_epochs_median_counts_unreached_seeds_as_never():
+    runs = _runs()
+    epochs = pd.Series({"relu0": 3.0, "relu1": np.nan, "relu2": np.nan, "tanh0": 9.0, "tanh1": 10.0, "tanh2": 12.0})
+    c = compare_to_best(runs, ["activation"], "val_loss", epochs=epochs, censor_at=21).set_index("activation")
+    assert c.loc["relu", "epochs_mean"] == 3.0 and c.loc["relu", "reached"] == 1
+    assert c.loc["relu", "epochs_median"] == np.inf  # 2 of 3 seeds never reached it
+    assert c.loc["tanh", "epochs_median"] == 10.0 and c.loc["tanh", "reached"] == 3

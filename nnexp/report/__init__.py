@@ -338,24 +338,7 @@ def _conclusion(ctx) -> str:
             f"(Hedges' g = {_g(r['hedges_g'], 2)}, Welch {_p_is(r['welch_p'])}, Holm-adjusted "
             f"{_p_is(r['welch_p_holm'])}, {int(r['n'])} vs {n} seeds): "
             + ("a significant difference at α = 0.05." if sig else "not significant at α = 0.05 with these seeds."))
-    if ctx["epochs"] is not None and "epochs_mean" in comp:
-        e = comp[np.isfinite(comp["epochs_mean"].astype(float))].sort_values("epochs_mean")
-        if len(e) >= 2:
-            fast, slow = e.iloc[0], e.iloc[-1]
-            frac = 1 - fast["epochs_mean"] / slow["epochs_mean"]
-            p = comp.loc[comp["activation"] == (slow["activation"] if fast["activation"] == best["activation"]
-                                                else fast["activation"]), "epochs_mwu_p"]
-            ptxt = ""
-            if best["activation"] in (fast["activation"], slow["activation"]) and len(p) and math.isfinite(p.iloc[0]):
-                ptxt = f", Mann–Whitney {_p_is(p.iloc[0])} (unadjusted)"
-            items.append(
-                f"Speed ({_target_text(ctx)}): {html.escape(str(fast['activation']))} reached the target in "
-                f"{_g(fast['epochs_mean'], 3)} epochs on average, {frac:.0%} fewer than "
-                f"{html.escape(str(slow['activation']))} ({_g(slow['epochs_mean'], 3)} epochs; each at its best "
-                f"configuration, {int(fast['reached'])} and {int(slow['reached'])} of their seeds reached it{ptxt}).")
-        not_reached = comp[comp["reached"] == 0] if "reached" in comp else []
-        for _, r in getattr(not_reached, "iterrows", lambda: [])():
-            items.append(f"{html.escape(str(r['activation']))} never reached the target at its best configuration.")
+    items += _speed_sentences(ctx)
     items += _lr_sentences(ctx)
     items += _diagnostic_sentences(ctx)
     div = ctx["table"]
@@ -377,23 +360,52 @@ def _mwu_floor(n: int) -> float:
     return 2 / math.comb(2 * n, n) if n > 0 else math.nan
 
 
-def _lr_sentences(ctx) -> list[str]:
-    ok, m = ctx["ok"], ctx["metric"]
-    if "optimizer.lr" not in ctx["keys"]:
+def _speed_sentences(ctx) -> list[str]:
+    """Epochs to target of every activation at its best configuration, and the fastest by a median that counts
+    the seeds that never reached the target (a mean over the seeds that did would favour the unreliable)."""
+    comp = ctx["comp"]
+    if ctx["epochs"] is None or "epochs_mean" not in comp:
         return []
-    out = []
-    means = ok.groupby(["activation", "optimizer.lr"])[m].mean().unstack()
+    order = comp.sort_values(["epochs_median", "reached"], ascending=[True, False], kind="stable")
+    listed = ", ".join(
+        f"{html.escape(str(r['activation']))} "
+        + (f"{_g(r['epochs_mean'], 3)} epochs ({int(r['reached'])}/{int(r['n'])} seeds)" if r["reached"]
+           else f"never (0/{int(r['n'])} seeds)")
+        for _, r in order.iterrows())
+    text = (f"Speed ({_target_text(ctx)}), each activation at its best configuration, mean epochs over the seeds "
+            f"that reached the target: {listed}.")
+    med = order["epochs_median"].to_numpy(float)
+    if len(order) >= 2 and math.isfinite(med[0]) and med[0] < med[1]:
+        fast = order.iloc[0]
+        others = ", ".join(f"{html.escape(str(r['activation']))} "
+                           + (_g(r["epochs_median"], 3) if math.isfinite(r["epochs_median"]) else "never")
+                           for _, r in order.iloc[1:].iterrows())
+        text += (f" Fastest by the median over all seeds (a seed that never reached the target counts as never): "
+                 f"{html.escape(str(fast['activation']))}, {_g(fast['epochs_median'], 3)} epochs against {others}.")
+    elif len(order) >= 2:
+        text += " No activation is faster by the median over all seeds (a seed that never reached it counts as never)."
+    return [text]
+
+
+def _lr_sentences(ctx) -> list[str]:
+    """For each activation, the final metric over the learning rates with its other keys at its best configuration
+    (the same configuration as the "Best" and comparison sentences)."""
+    ok, m, comp = ctx["ok"], ctx["metric"], ctx["comp"]
+    if "optimizer.lr" not in ctx["keys"] or not len(comp):
+        return []
     parts = []
-    for act, r in means.iterrows():
-        r = r.dropna()
+    for _, c in comp.iterrows():
+        sel = ok["activation"] == c["activation"]
+        for k, v in _parse_config(c["config"], ctx["keys"], ok).items():
+            if k != "optimizer.lr":
+                sel &= ok[k] == v
+        r = ok[sel].groupby("optimizer.lr")[m].mean().dropna()
         if len(r) < 2:
             continue
         bestlr = r.idxmax() if ctx["higher"] else r.idxmin()
-        parts.append(f"{html.escape(str(act))} best at lr = {_val(bestlr)} (final {m} ranges "
+        parts.append(f"{html.escape(str(c['activation']))} best at lr = {_val(bestlr)} (final {m} ranges "
                      f"{_g(r.min(), 3)}–{_g(r.max(), 3)} over the learning rates)")
-    if parts:
-        out.append("Learning rate: " + "; ".join(parts) + ".")
-    return out
+    return ["Learning rate: " + "; ".join(parts) + "."] if parts else []
 
 
 def _diagnostic_sentences(ctx) -> list[str]:

@@ -182,7 +182,9 @@ def compare_to_best(runs: pd.DataFrame, keys: list[str], primary: str, *, epochs
     t-test and the Mann–Whitney U test (two-sided) of ``primary``, each
     Holm-corrected over the comparisons, and Hedges' g (other minus best). With
     ``epochs``, also the epochs to target, runs that never reach it counted as
-    ``censor_at`` (one more than the last epoch) in a Mann–Whitney test.
+    ``censor_at`` (one more than the last epoch) in a Mann–Whitney test; ``epochs_mean``
+    is over the seeds that reached the target, ``epochs_median`` over all seeds, a
+    seed that never reached it counted as ``inf`` (so ``inf`` unless more than half did).
 
     Returns
     -------
@@ -232,6 +234,7 @@ def compare_to_best(runs: pd.DataFrame, keys: list[str], primary: str, *, epochs
             eb = epochs.reindex(ref["run_id"]).to_numpy(float)
             row["epochs_mean"] = float(np.nanmean(ea)) if np.isfinite(ea).any() else math.nan
             row["reached"] = int(np.isfinite(ea).sum())
+            row["epochs_median"] = float(np.median(np.where(np.isfinite(ea), ea, np.inf))) if ea.size else math.nan
             row["epochs_mwu_p"] = math.nan
             if sub is not ref and censor_at is not None:
                 ca, cb = np.where(np.isfinite(ea), ea, censor_at), np.where(np.isfinite(eb), eb, censor_at)
