@@ -8,6 +8,7 @@ and what it accepts, before any MLflow run exists.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -22,7 +23,16 @@ register()
 log = logging.getLogger("nnexp")
 
 #: Hydra's own flags after which no job runs (help, printing the config, ...).
-_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--version", "--shell-completion", "-sc")
+_INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--version", "--shell-completion", "-sc")
+
+
+#: errno values that mean "this folder cannot be written": a user's situation, not a program error.
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)
+
+
+def _os_error_line(e: OSError) -> str:
+    where = e.filename or "the launch folder"
+    return f"cannot write {where}: {e.strerror}; run from a folder you can write to (outputs, mlflow.db and reports go there)"
 
 
 @hydra.main(version_base="1.3", config_path="pkg://nnexp.conf", config_name="config")
@@ -44,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as e:
             print(f"nnexp: error: {e}", file=sys.stderr)
             return 2
+        except OSError as e:
+            if e.errno not in _UNWRITABLE:
+                raise
+            print(f"nnexp: error: {_os_error_line(e)}", file=sys.stderr)
+            return 2
     from .callbacks import LAST_SWEEP, abort_sweep
 
     from .tracking import StoreUnavailable
@@ -57,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         hydra_main()
     except ConfigError as e:  # raised by a job in a single run
         print(f"nnexp: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in _UNWRITABLE:
+            raise
+        print(f"nnexp: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except StoreUnavailable as e:
         try:

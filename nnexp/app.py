@@ -186,7 +186,9 @@ def run_job(cfg: DictConfig) -> float:
         exp_id = tracking.get_or_create_experiment(c, cfg.tracking.experiment, tracking.artifact_location(uri))
 
     hashes = [config_hash(_replica_config(cfg, int(cfg.seed) + k)) for k in range(cfg.replicas)]
-    done = {h: tracking.find_finished(c, exp_id, h) for h in hashes} if cfg.tracking.resume else {}
+    # resume is a sweep's: a single run is what the user asked for now, so it always trains
+    resume = cfg.tracking.resume and paths["multirun"]
+    done = {h: tracking.find_finished(c, exp_id, h) for h in hashes} if resume else {}
     if done and all(done.values()):
         for run_id in done.values():
             if parent_id:
@@ -194,7 +196,13 @@ def run_job(cfg: DictConfig) -> float:
         log.info("skip %s: already FINISHED in run %s", paths["override"] or "config", ", ".join(done.values()))
         return _final_val_loss(c, list(done.values()))
 
-    setup = build(cfg, paths["launch_dir"])
+    try:
+        setup = build(cfg, paths["launch_dir"])
+    except Exception as exc:  # e.g. a dataset that changed since the sweep was checked, or memory
+        if not paths["multirun"]:
+            raise
+        _record_failure_before_training(c, exp_id, cfg, parent_id, hashes, paths, exc)
+        return math.nan
     choices = paths["choices"]
     flat = flatten(cfg)
     base_tags = {
@@ -257,7 +265,34 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
+    if not paths["multirun"]:
+        _print_result(cfg, hist, runs, uri)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
+
+
+def _print_result(cfg, hist: History, runs: dict, uri: str) -> None:
+    """One line per run of a single (non-sweep) command: where it is and how it ended."""
+    for k, run_id in runs.items():
+        m = hist.replica(k)
+        diverged = int(hist.diverged_epoch[k])
+        outcome = f"diverged at epoch {diverged}" if diverged else (
+            f"val_loss {m['val_loss'][-1]:.4g}, val_accuracy {m['val_accuracy'][-1]:.4g}")
+        print(f"run {run_id} ({cfg.activation.name}, seed {int(cfg.seed) + k}): {outcome}, "
+              f"{hist.seconds:.1f} s of training; experiment {cfg.tracking.experiment!r} in {uri}", file=sys.stderr)
+
+
+def _record_failure_before_training(c, exp_id, cfg, parent_id, hashes, paths, exc) -> None:
+    """Record a job of a sweep that failed before its runs existed as FAILED runs, so no job goes unrecorded."""
+    error = f"{type(exc).__name__}: {exc}"[:500]
+    log.error("job %s failed before training: %s\n%s", paths["override"], error, traceback.format_exc())
+    for k, h in enumerate(hashes):
+        run_id = tracking.start_run(c, exp_id, run_name=f"{cfg.activation.name}-s{int(cfg.seed) + k}-failed",
+                                    parent_id=parent_id, tags={
+                                        "activation": cfg.activation.name, "optimizer": cfg.optimizer.name,
+                                        "dataset": cfg.dataset.name, f"{tracking.TAG}config_hash": h,
+                                        f"{tracking.TAG}overrides": paths["override"],
+                                        f"{tracking.TAG}outcome": "failed", f"{tracking.TAG}error": error})
+        tracking.end_run(c, run_id, "FAILED")
 
 
 def _mean_finite(values) -> float:

@@ -103,7 +103,7 @@ class Config:
     batch_size: Optional[int] = None  # mini-batch size; null = full batch
     seed: int = 0  # seed of initialisation and shuffling
     replicas: int = 1  # train this many seeds (seed, seed+1, ...) as one batch
-    divergence_threshold: float = 10000.0  # loss above this multiple of the first epoch's: diverged
+    divergence_threshold: float = 10000.0  # loss above this multiple of the loss at initialisation: diverged
     study: Optional[str] = None  # name of the study from experiments/, if any
     blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, else unlimited
 
@@ -146,7 +146,13 @@ ACCEPTS = {
     "tracking.log_every": "an integer >= 1 or null",
 }
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\- ]+$")
+_SAFE_NAME = re.compile(r"^[\w.\- ]+$")  # \w: letters and digits of any script, and _
+
+#: Widest hidden layer, and most weights between hidden layers, that validation accepts.
+MAX_UNITS = 100_000
+MAX_HIDDEN_WEIGHTS = 50_000_000
+#: Tracking URIs nnexp accepts (MLflow's file store is deprecated; a plain path is a mistake).
+URI_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql", "mssql", "databricks")
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -245,6 +251,23 @@ def validate(cfg: DictConfig) -> None:
          and c.dataset.val_fraction + c.dataset.test_fraction < 1,
          "dataset.val_fraction and dataset.test_fraction must each be in (0, 1) and sum to less than 1")
     need(c.divergence_threshold > 1, f"divergence_threshold={c.divergence_threshold} must be > 1")
+    need(c.seed >= 0, f"seed={c.seed} must be an integer >= 0")
+    sizes = list(c.model.hidden_sizes)
+    need(max(sizes) <= MAX_UNITS, f"model.hidden_sizes={sizes}: at most {MAX_UNITS} units per layer")
+    need(sum(a * b for a, b in zip(sizes, sizes[1:])) <= MAX_HIDDEN_WEIGHTS,
+         f"model.hidden_sizes={sizes} needs more than {MAX_HIDDEN_WEIGHTS:.0e} weights between hidden layers; "
+         "nnexp trains small networks in memory")
+    for key in ("beta1", "beta2"):
+        v = c.optimizer.get(key)
+        need(v is None or 0 <= v < 1, f"optimizer.{key}={v} must be in [0, 1)")
+    need(c.optimizer.eps is None or c.optimizer.eps > 0, f"optimizer.eps={c.optimizer.eps} must be > 0")
+    need(c.dataset.noise is None or c.dataset.noise >= 0, f"dataset.noise={c.dataset.noise} must be >= 0")
+    need(c.dataset.n_samples is None or c.dataset.n_samples >= 10,
+         f"dataset.n_samples={c.dataset.n_samples} must be >= 10 (enough to split)")
+    uri = c.tracking.uri
+    need(uri is None or uri.startswith(URI_SCHEMES),
+         f"tracking.uri={uri!r} is not a tracking URI; use sqlite:///<path>/mlflow.db, http://host:port "
+         "or a database URI (postgresql://, mysql://)")
     exp = c.tracking.experiment
     need(bool(exp) and _SAFE_NAME.match(exp) is not None and ".." not in exp,
          f"tracking.experiment={exp!r} must be a plain name (letters, digits, space, _ . -; no path separators or '..')")

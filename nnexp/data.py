@@ -278,8 +278,14 @@ def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, sp
     mean = np.zeros(X.shape[1])
     scale = np.ones(X.shape[1])
     if standardize and name not in UNSPLIT:
-        mean = X_train.mean(axis=0)
-        scale = X_train.std(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = X_train.mean(axis=0)
+            scale = X_train.std(axis=0)
+        bad = ~(np.isfinite(mean) & np.isfinite(scale))
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"dataset feature {feature_names[j]!r} has values too large to standardise "
+                             f"(|x| up to {np.abs(X_train[:, j]).max():.3g}); rescale it first")
         scale[scale == 0] = 1.0  # constant features (digits' blank border pixels) stay 0
         X_train, X_val, X_test = ((part - mean) / scale for part in (X_train, X_val, X_test))
     return Dataset(name, X_train, y_train, X_val, y_val, X_test, y_test, n_classes=len(classes),

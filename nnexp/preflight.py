@@ -110,6 +110,10 @@ def _compose(overrides: list[str], with_hydra: bool = False, config_name: str = 
     return compose(config_name=config_name, overrides=overrides, return_hydra_config=with_hydra)
 
 
+#: Keys one sweep cannot vary: its parent run, store and report are one.
+UNSWEPT = ("tracking.experiment", "tracking.uri", "tracking")
+
+
 def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     """The override list of every job the command would launch, and whether it is a multirun.
 
@@ -128,10 +132,17 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     if not args.multirun:
         for o in parsed:
             if o.is_sweep_override():
-                raise ConfigError(f"{o.get_key_element()}={o.get_value_element_as_str()} is a sweep; add -m to run it")
+                raise ConfigError(f"{o.input_line} is a sweep; add -m to run every value")
         return [overrides], False
+    for o in parsed:
+        if o.is_sweep_override() and o.get_key_element().lstrip("+~") in UNSWEPT:
+            raise ConfigError(f"{o.get_key_element()} cannot be swept: one sweep records into one store and experiment; "
+                              "run one sweep per value")
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = _compose(fixed, with_hydra=True)
+    n_jobs = base.hydra.launcher.get("n_jobs")
+    if isinstance(n_jobs, int) and (n_jobs == 0 or n_jobs < -1):
+        raise ConfigError(f"hydra.launcher.n_jobs={n_jobs} must be a number of workers >= 1, or -1 for one per core")
     sweeper = str(base.hydra.sweeper.get("_target_", ""))
     if "BasicSweeper" not in sweeper:
         return [fixed], True

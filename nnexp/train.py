@@ -36,7 +36,7 @@ only, into buffers allocated once; the other epochs are a forward pass, a
 backward pass and an update, and a divergence check on ``n_replicas`` numbers.
 
 Divergence: a replica whose training loss becomes non-finite or exceeds
-``divergence_threshold`` times its first-epoch loss stops: its epoch is
+``divergence_threshold`` times its loss at initialisation (the first batch, before any update) stops: its epoch is
 recorded in :attr:`History.diverged_epoch`, its metrics after that are NaN and
 its parameters are zeroed, and stay zero (its gradients are zeroed before each
 update), so that the other replicas train on unaffected.
@@ -244,6 +244,12 @@ def _freeze(grads: list[np.ndarray], replicas: np.ndarray) -> None:
         g[replicas] = 0
 
 
+def _divergence_limit(initial_loss: np.ndarray, threshold: float) -> np.ndarray:
+    """Loss above which a replica has diverged: ``threshold`` times its loss at initialisation."""
+    first = np.where(np.isfinite(initial_loss), np.abs(initial_loss), 1.0)
+    return threshold * np.maximum(first, 1e-12)
+
+
 def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], float], data: Dataset, *,
         epochs: int, rngs: Sequence[np.random.Generator], batch_size: int | None = None, log_every: int = 1,
         diagnostics: bool = True, divergence_threshold: float = 1e4,
@@ -273,7 +279,7 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
         Record the per-layer diagnostics (see the module docstring).
     divergence_threshold : float
         A replica diverges when its training loss is non-finite or exceeds this
-        many times its first-epoch loss (checked every epoch).
+        many times its loss at initialisation (checked every epoch).
     on_epoch : callable ``(epoch, metrics) -> None``, optional
         Called after every recorded epoch with that epoch's metrics (shape
         ``(n_replicas,)`` each), e.g. to show progress.
@@ -350,7 +356,10 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                     Xb, Yb = batch_bufs[idx.shape[1]]
                     np.take(X, idx, axis=0, out=Xb)
                     np.take(Y, idx, axis=0, out=Yb)
-                    epoch_loss += model.gradients(Xb, Yb, loss) * idx.shape[1]
+                    batch_loss = model.gradients(Xb, Yb, loss)
+                    if limit is None and s == 0:  # the loss at initialisation, before any update
+                        limit = _divergence_limit(batch_loss, divergence_threshold)
+                    epoch_loss += batch_loss * idx.shape[1]
                     if record:  # keep what the statistics need; computed once per epoch below
                         ws = model.workspace(Xb)
                         logits_all[:, s:s + idx.shape[1]] = ws.logits
@@ -364,9 +373,8 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                     correct += _n_correct(logits_all, np.take(y, perms), threshold)
                     if diag:
                         diag.finish()
-            if limit is None:
-                first = np.where(np.isfinite(epoch_loss), np.abs(epoch_loss), 1.0)
-                limit = divergence_threshold * np.maximum(first, 1e-12)
+            if limit is None:  # full batch: the first epoch's loss is the loss at initialisation
+                limit = _divergence_limit(epoch_loss, divergence_threshold)
             # one comparison catches NaN, infinities and losses above the limit
             bad = ~(np.abs(epoch_loss) <= limit)
             newly = None

@@ -46,6 +46,18 @@ CASES = [
     ("blas threads", ["blas_threads=0"], ["blas_threads=0", ">= 1"]),
     ("gain without use", ["init=lecun_normal", "init.gain=2"], ["init.gain", "init=lecun_normal", "xavier_uniform"]),
     ("gain via auto", ["activation=selu", "init.gain=2"], ["init.gain", "chosen by init=auto"]),
+    ("seed negative", ["seed=-1"], ["seed=-1", ">= 0"]),
+    ("hidden too wide", ["model.hidden_sizes=[2000000000]"], ["model.hidden_sizes=[2000000000]", "at most"]),
+    ("adam beta1", ["optimizer=adam", "optimizer.beta1=1"], ["optimizer.beta1=1.0", "[0, 1)"]),
+    ("adam eps", ["optimizer=adam", "optimizer.eps=0"], ["optimizer.eps=0.0", "> 0"]),
+    ("noise negative", ["dataset=moons", "dataset.noise=-1"], ["dataset.noise=-1.0", ">= 0"]),
+    ("uri scheme", ["tracking.uri=foo://bar"], ["tracking.uri='foo://bar'", "sqlite:///"]),
+    ("uri plain path", ["tracking.uri=/plain/path"], ["tracking.uri='/plain/path'", "http://host:port"]),
+    ("sweep without -m", ["activation=relu,tanh"], ["activation=relu,tanh", "add -m"]),
+    ("experiment swept", ["-m", "tracking.experiment=a,b"], ["tracking.experiment", "cannot be swept"]),
+    ("no workers", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], ["hydra.launcher.n_jobs=0", ">= 1"]),
+    ("csv too large to standardise", ["dataset=csv", "dataset.path={huge}", "dataset.target=label"],
+     ["'a'", "too large to standardise"]),
     ("unknown key", ["optimizer.lrr=0.1"], ["optimizer.lrr", "did you mean optimizer.lr"]),
     ("csv missing file", ["dataset=csv", "dataset.path=nope.csv", "dataset.target=label"],
      ["dataset.path=", "nope.csv", "does not exist"]),
@@ -73,6 +85,7 @@ CSV = {
     "text": "a,b,label\n1,x,0\n3,4,1\n",
     "one": "a,b,label\n1,2,0\n3,4,0\n",
     "good": "a,b,label\n1,2,0\n3,4,1\n",
+    "huge": "a,b,label\n" + "".join(f"{(-1) ** i * 1e308},{i},{i % 2}\n" for i in range(12)),
 }
 
 

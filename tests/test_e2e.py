@@ -108,3 +108,19 @@ def test_no_run_left_running(sweep):
         assert con.execute("select count(*) from runs where status = 'RUNNING'").fetchone()[0] == 0
     finally:
         con.close()
+
+
+def test_a_single_run_after_the_sweep_trains_again_and_says_where_it_is(sweep):
+    """Resume belongs to sweeps: a single run of a configuration the sweep already has still trains, and prints
+    one line naming its run, its result and the store."""
+    cwd = sweep["cwd"]
+    proc = run_cli(["activation=tanh", "dataset=iris", f"epochs={EPOCHS}", "model.hidden_sizes=[5]", "batch_size=32"],
+                   cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(l for l in proc.stderr.splitlines() if l.startswith("run "))
+    run_id = line.split()[1]
+    run = sweep["client"].get_run(run_id)
+    assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags
+    assert f"val_loss {run.data.metrics['val_loss']:.4g}" in line and str(cwd / "mlflow.db") in line
+    twin = next(r for r in sweep["children"] if r.data.tags["activation"] == "tanh" and r.data.params["seed"] == "0")
+    assert run.data.metrics["val_loss"] == twin.data.metrics["val_loss"]  # same config and seed, same numbers

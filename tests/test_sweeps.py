@@ -261,6 +261,33 @@ def test_first_job_raises_second_finishes(tmp_path, tmp_path_factory, monkeypatc
     assert parent.info.status == "FINISHED"
 
 
+def test_a_job_failing_before_its_run_exists_is_recorded_and_the_sweep_ends_normally(tmp_path, tmp_path_factory,
+                                                                                       monkeypatch):
+    """A job that fails while building its data or model (before any run exists) is recorded as a FAILED run;
+    the next job trains, the parent FINISHES and the report is written."""
+    import nnexp.app
+
+    migrated_store(tmp_path_factory, tmp_path)
+    real = nnexp.app.build
+
+    def build(cfg, *a, **k):
+        if cfg.seed == 0:
+            raise MemoryError("cannot allocate 59.6 GiB")
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(nnexp.app, "build", build)
+    rc = run_main(monkeypatch, tmp_path, ["-m", *BASE[:-2], "epochs=3", "activation=tanh", "seed=0,1",
+                                          "hydra.sweep.dir=s", "tracking.progress=false"])
+    assert rc == 1
+    _, (parent,), children = all_runs(tmp_path)
+    assert parent.info.status == "FINISHED"
+    by_status = sorted((r.info.status, r.data.tags.get("nnexp.outcome")) for r in children)
+    assert by_status == [("FAILED", "failed"), ("FINISHED", "finished")]
+    failed = next(r for r in children if r.info.status == "FAILED")
+    assert "59.6 GiB" in failed.data.tags["nnexp.error"]
+    assert list(tmp_path.glob("reports/activations/*/index.html"))
+
+
 def test_ctrl_c_marks_the_job_and_the_parent_killed(tmp_path, tmp_path_factory, monkeypatch):
     migrated_store(tmp_path_factory, tmp_path)
     _raise_on_call(monkeypatch, 2, KeyboardInterrupt())

@@ -105,6 +105,21 @@ def test_training_stops_when_every_replica_diverged():
     assert hist.epochs[-1] == e and len(hist.epochs) == e
 
 
+def test_a_loss_that_explodes_within_the_first_epoch_is_divergence():
+    """The reference is the loss at initialisation (first batch), not the first epoch's mean: a learning rate that
+    blows the loss up inside epoch 1 is caught at epoch 1."""
+    data = load("iris", split_seed=0)
+    model, rngs = make(data, [4, 8, 3], activation="sigmoid")
+    loss = get_loss("cross_entropy")
+    initial = float(model.gradients(data.X_train[:8], encode_targets(data.y_train[:8], 3), loss)[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hist = fit(model, loss, make_optimizer("sgd", model.params()), lambda e: 1e6, data, epochs=5,
+                   rngs=rngs, batch_size=8, log_every=1, divergence_threshold=1e4)
+    assert hist.diverged_epoch[0] == 1
+    assert hist.metrics["train_loss"][0, 0] > 1e4 * initial
+
+
 def relu_net_with_dead_units():
     """A 4-16-3 ReLU network whose units 0, 5 and 9 have a negative pre-activation for every input."""
     data = load("iris", split_seed=0)
