@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from nnexp.report.stats import (aggregate_curves, compare_to_best, default_target, describe, epochs_to_target,
-                                hedges_g, higher_is_better, holm, summary_table, t_interval)
+                                hedges_g, higher_is_better, holm, metric_range, summary_table, t_interval)
 
 T975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom
 T975_3 = 3.182446305284263
@@ -121,3 +121,17 @@ def test_compare_epochs_median_counts_unreached_seeds_as_never():
     assert c.loc["relu", "epochs_mean"] == 3.0 and c.loc["relu", "reached"] == 1
     assert c.loc["relu", "epochs_median"] == np.inf  # 2 of 3 seeds never reached it
     assert c.loc["tanh", "epochs_median"] == 10.0 and c.loc["tanh", "reached"] == 3
+
+
+def test_intervals_clipped_to_the_metric_range():
+    assert metric_range("val_accuracy") == (0, 1) and metric_range("train_loss") == (0, math.inf)
+    runs = pd.DataFrame({"run_id": list("abc"), "activation": "relu", "outcome": "finished",
+                         "val_loss": [0.0, 0.0, 0.03], "val_accuracy": [1.0, 1.0, 0.97]})
+    t = summary_table(runs, ["activation"], ["val_loss", "val_accuracy"], primary="val_loss").iloc[0]
+    half = T975_2 * math.sqrt(0.0003) / math.sqrt(3)  # the same half-width for both: std of (0, 0, 0.03)
+    assert t["val_loss ci_lo"] == 0.0 and t["val_loss ci_hi"] == pytest.approx(0.01 + half)
+    assert t["val_accuracy ci_hi"] == 1.0 and t["val_accuracy ci_lo"] == pytest.approx(0.99 - half)
+    h = pd.DataFrame({"run_id": list("abc"), "activation": "relu", "metric": "val_loss", "step": 1,
+                      "value": [0.0, 0.0, 0.03]})
+    a = aggregate_curves(h, ["activation"]).iloc[0]
+    assert a["lo"] == 0.0 and a["hi"] == pytest.approx(0.01 + half)

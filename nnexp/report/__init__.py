@@ -473,7 +473,7 @@ def _summary_html(ctx) -> str:
     html_table = f'<div class="scroll">{html_table}</div>'
     return (f"<p>One row per configuration, ranked by mean final <b>{html.escape(m)}</b>; means, standard deviations "
             f"(ddof = 1) and 95 % Student-t intervals over the finished seeds (non-finite values and diverged runs "
-            f"excluded); epochs to target: mean first epoch at which {_target_text(ctx)}, over the seeds that "
+            f"excluded; intervals clipped to the metric's range: losses ≥ 0, accuracies in [0, 1]); epochs to target: mean first epoch at which {_target_text(ctx)}, over the seeds that "
             f"reached it. Divergence rate = diverged / (finished + diverged). Data: "
             f"<a href='summary.csv'>summary.csv</a>, <a href='runs.csv'>runs.csv</a>.</p>" + html_table)
 
@@ -554,7 +554,7 @@ def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tup
                                 col=col, row=row,
                                 palette=palette, ylabel=F.label(shown[0]).replace("validation ", ""),
                                 logy=not shown[0].endswith("accuracy"), target=ctx["target"] if m in shown else None)
-        fig.suptitle(f"{' and '.join(F.label(s) for s in shown)}: mean and 95 % CI over {seeds}")
+        fig.suptitle(f"{' and '.join(F.label(s) for s in shown)}: mean and 95 % CI over {seeds} (clipped to the range)")
         figs.append(F_html(fig, out_dir, f"curves_{shown[0]}",
                            f"Learning curves of {' and '.join(F.label(s) for s in shown)}"
                            + (f"; grey dashed line: the target {_g(ctx['target'], 4)} of {html.escape(m)}"
@@ -579,12 +579,12 @@ def _figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool) -> list[tup
                 ax.set_title(f"{F.label(other[0])} = {_val(lv)}")
         parts.append(F_html(fig, out_dir, "lr_sensitivity",
                             f"Final {F.label(m)} against the learning rate: dots are seeds, lines connect means with "
-                            f"95 % t-intervals; ×k/n above a point: k of n runs diverged (not plotted)."))
+                            f"95 % t-intervals (clipped to the metric's range); ×k/n above a point: k of n runs diverged (not plotted)."))
     else:
         order = list(ctx["comp"]["activation"]) if len(ctx["comp"]) else None
         fig, ax = plt.subplots(figsize=(1.5 + 1.2 * ok["activation"].nunique(), 4), layout="constrained")
         F.final_metric(ok, y=m, ax=ax, order=order, palette=palette)
-        parts.append(F_html(fig, out_dir, "final_metric", f"Final {F.label(m)} per seed; black: mean and 95 % CI."))
+        parts.append(F_html(fig, out_dir, "final_metric", f"Final {F.label(m)} per seed; black: mean and 95 % CI (clipped to the metric's range)."))
     table = ctx["table"]
     for other in [k for k in ("optimizer.lr", "init") if k in keys]:
         cells = ok.groupby(["activation", other])[m].agg(["mean", "std"]).reset_index()

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stats import higher_is_better, t_interval
+from .stats import clip_interval, higher_is_better, t_interval
 
 __all__ = ["set_theme", "palette_for", "t_interval", "learning_curves", "final_metric", "lr_sensitivity",
            "heatmap", "layer_diagnostics", "decision_boundaries", "label"]
@@ -159,7 +159,8 @@ def final_metric(data: pd.DataFrame, *, x: str = "activation", y: str = "val_los
         _, ax = plt.subplots(figsize=(4.5, 4))
     palette = palette or palette_for(data[x])
     sns.stripplot(data=data, x=x, y=y, order=order, ax=ax, alpha=0.6, hue=x, palette=palette, legend=False)
-    sns.pointplot(data=data, x=x, y=y, errorbar=t_interval, order=order, ax=ax, color="black",
+    sns.pointplot(data=data, x=x, y=y, errorbar=lambda v: clip_interval(y, *t_interval(v)), order=order, ax=ax,
+                  color="black",
                   linestyle="none", capsize=0.2, marker="D", markersize=5)
     ax.set_xlabel(label(x))
     ax.set_ylabel(label(y))
@@ -192,7 +193,7 @@ def lr_sensitivity(data: pd.DataFrame, *, x: str = "optimizer.lr", y: str = "val
         summ = g.groupby(x)[y].agg(lambda v: t_interval(v))
         means = g.groupby(x)[y].mean()
         xs = means.index.to_numpy(float) * jitter
-        lo = np.array([t[0] for t in summ]); hi = np.array([t[1] for t in summ])
+        lo, hi = clip_interval(y, np.array([t[0] for t in summ]), np.array([t[1] for t in summ]))
         ax.errorbar(xs, means.to_numpy(), yerr=[means.to_numpy() - lo, hi - means.to_numpy()], color=c,
                     marker="o", ms=5, lw=1.6, capsize=3, label=str(h))
         ax.scatter(g[x].to_numpy(float) * jitter, g[y], color=c, s=12, alpha=0.45, lw=0)

@@ -9,6 +9,8 @@ Conventions
   averaged in.
 * Confidence intervals are two-sided Student-t intervals of the mean,
   ``mean ± t_{0.975, n-1} · s / sqrt(n)`` (honest for 3–10 seeds, where 1.96 is not).
+* Displayed intervals are clipped to the metric's range (:func:`metric_range`):
+  a t-interval of a few seeds near 0 loss or 100 % accuracy can cross the bound.
 * "Better" is lower for losses and higher for accuracies (:func:`higher_is_better`).
 """
 
@@ -20,13 +22,28 @@ import warnings
 import numpy as np
 import pandas as pd
 
-__all__ = ["higher_is_better", "t_interval", "holm", "hedges_g", "describe", "summary_table",
+__all__ = ["higher_is_better", "metric_range", "clip_interval", "t_interval", "holm", "hedges_g", "describe", "summary_table",
            "epochs_to_target", "default_target", "compare_to_best", "aggregate_curves"]
 
 
 def higher_is_better(metric: str) -> bool:
     """True for accuracies (``*accuracy``), False for everything else (losses, times, norms)."""
     return metric.endswith("accuracy")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values ``metric`` can take: ``[0, 1]`` for accuracies, ``[0, inf)`` for losses, else unbounded."""
+    if metric.endswith("accuracy"):
+        return (0.0, 1.0)
+    if metric.endswith("loss"):
+        return (0.0, math.inf)
+    return (-math.inf, math.inf)
+
+
+def clip_interval(metric: str, lo, hi):
+    """``(lo, hi)`` clipped to :func:`metric_range` of ``metric`` (scalars or arrays; NaN stays NaN)."""
+    a, b = metric_range(metric)
+    return np.clip(lo, a, b), np.clip(hi, a, b)
 
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
@@ -136,7 +153,7 @@ def summary_table(runs: pd.DataFrame, keys: list[str], metrics: list[str], *, pr
     runs : DataFrame
         One row per run, *all* outcomes: finished runs with a finite ``primary``
         enter the statistics (every metric), ``diverged`` ones only the
-        divergence rate, failed ones neither.
+        divergence rate, failed ones neither. Intervals are clipped to :func:`metric_range`.
     metrics : list of str
         Final metrics to summarise as ``<m> mean``, ``<m> std``, ``<m> ci_lo``, ``<m> ci_hi``.
     epochs : Series indexed by run_id, optional
@@ -159,6 +176,7 @@ def summary_table(runs: pd.DataFrame, keys: list[str], metrics: list[str], *, pr
         row["divergence rate"] = row["diverged"] / trained if trained else math.nan
         for m in metrics:
             d = describe(ok[m]) if m in ok else describe([])
+            d["ci_lo"], d["ci_hi"] = (float(v) for v in clip_interval(m, d["ci_lo"], d["ci_hi"]))
             for k in ("mean", "std", "ci_lo", "ci_hi"):
                 row[f"{m} {k}"] = d[k]
         if epochs is not None:
@@ -252,6 +270,8 @@ def compare_to_best(runs: pd.DataFrame, keys: list[str], primary: str, *, epochs
 def aggregate_curves(hist: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Mean and 95 % t-interval over seeds per ``(keys, metric, step)``, non-finite values dropped.
 
+    Bands are clipped to the metric's range (:func:`metric_range`).
+
     The report draws these pre-aggregated curves directly instead of letting
     seaborn bootstrap thousands of (step, group) cells.
 
@@ -271,4 +291,6 @@ def aggregate_curves(hist: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         half = np.where(n > 1, t * agg["std"].to_numpy() / np.sqrt(n), 0.0)
     agg["lo"] = agg["mean"] - half
     agg["hi"] = agg["mean"] + half
+    for m, idx in agg.groupby("metric", observed=True).groups.items():  # bands clipped to the metric's range
+        agg.loc[idx, "lo"], agg.loc[idx, "hi"] = clip_interval(str(m), agg.loc[idx, "lo"], agg.loc[idx, "hi"])
     return agg
