@@ -172,6 +172,8 @@ def _cli(store, *args):
     (["--filter", "params.`dataset.name` = 'digits'"], "param dataset.name takes 'moons'"),
     (["--filter", "params.x ==== 3"], "invalid filter"),
     (["--sweep", "nope"], "--sweep 'nope' not found"),
+    (["--target-loss", "-1"], "--target-loss -1: a target of val_loss must be a finite number ≥ 0"),
+    (["--target-loss", "nan"], "--target-loss nan: a target of val_loss must be a finite number ≥ 0"),
 ])
 def test_cli_errors_one_line_exit_2(store, capsys, args, message):
     assert _cli(store, *args) == 2
@@ -200,7 +202,16 @@ def test_mixed_datasets_compared_within_the_largest_one(store, capsys):
                         "--out", str(out / "xor")]) == 0
     runs = pd.read_csv(out / "xor" / "runs.csv")
     assert list(runs["dataset"]) == ["xor"]
-    assert "Only dataset" not in (out / "xor" / "index.html").read_text()
+    xor = (out / "xor" / "index.html").read_text()
+    assert "Only dataset" not in xor and "; 1 configuration of activation, 1 seed each;" in xor
+    assert "; 2 configurations of activation, 3 seeds each;" in store["index"].read_text()
+
+
+def test_non_default_metric_gets_its_own_default_folder(store, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert report_main(["--uri", store["uri"], "--experiment", "synth", "--metric", "train_loss"]) == 0
+    assert (tmp_path / "reports" / "synth" / "all-train_loss" / "index.html").exists()
+    assert not (tmp_path / "reports" / "synth" / "all").exists()
 
 
 def test_metric_option_ranks_by_accuracy_direction(store):
@@ -256,6 +267,9 @@ def test_sweep_report_has_every_section(sweep):
     summary = pd.read_csv(sweep["out"] / "summary.csv")
     assert len(summary) == 6 and set(summary["optimizer.lr"]) == {0.1, 1.0}
     assert "seeds" in text and "Hedges' g" in text and "Holm" in text
+    # the header names the sweep (the folder is named after it), the parent run id only as a small link
+    assert re.search(rf"sweep <b>{re.escape(sweep['out'].name)}</b> <small>\(parent run <a href='[^']+'><code>\w+",
+                     text)
 
 
 def test_decision_boundary_matches_model_accuracy(sweep):

@@ -36,7 +36,7 @@ import pandas as pd
 
 from .load import ReportError, check_metric, load_histories, load_runs, run_url, summarize_outcomes
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
-                    summary_table)
+                    metric_range, summary_table)
 
 __all__ = ["build_report", "ReportError", "summary_table", "swept_keys", "PRIMARY"]
 
@@ -162,7 +162,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     ------
     ReportError
         If the experiment does not exist, the filter is invalid or matches
-        nothing, or no selected run logged ``metric``.
+        nothing, no selected run logged ``metric``, or ``target`` is not a finite
+        value in the metric's range (≥ 0 for losses, [0, 1] for accuracies).
     """
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -172,6 +173,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
                           + (f" the filter {filter_string!r}" if filter_string else "")
                           + (f" in sweep {parent_id}" if parent_id else ""))
     check_metric(runs, metric)
+    _check_target(target, metric)
     runs, left_out = _one_dataset(runs)
     from .figures import set_theme
 
@@ -224,14 +226,14 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
 
     counts = summarize_outcomes(runs)
     title = title or f"nnexp report: {experiment}"
-    selection = (f"sweep <code>{html.escape(parent_id)}</code>" if parent_id else "the whole experiment")
+    selection = _sweep_html(uri, runs, parent_id) if parent_id else "the whole experiment"
     if filter_string:
         selection += f", filter <code>{html.escape(filter_string)}</code>"
     seeds = ok.groupby(keys).size() if len(ok) else pd.Series(dtype=int)
     datasets = ", ".join(sorted(runs["dataset"].dropna().astype(str).unique())) if "dataset" in runs else "?"
     meta = (f"Experiment <b>{html.escape(experiment)}</b>, {selection}; dataset {html.escape(datasets)}; "
             f"{len(runs)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
-            f"{len(seeds)} configurations of {html.escape(', '.join(keys))}, "
+            f"{_n(len(seeds), 'configuration')} of {html.escape(', '.join(keys))}, "
             f"{_seed_text(seeds)} each; primary metric <b>{html.escape(metric)}</b> "
             f"({'higher' if higher else 'lower'} is better); store <code>{html.escape(uri)}</code>.")
     if left_out:
@@ -244,6 +246,31 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _check_target(target: float | None, metric: str) -> None:
+    """Raise a ReportError unless ``target`` is None or a finite value in the range of ``metric``."""
+    if target is None:
+        return
+    lo, hi = metric_range(metric)
+    if not math.isfinite(target) or not lo <= target <= hi:
+        where = "≥ 0" if hi == math.inf and lo == 0 else (f"in [{lo:g}, {hi:g}]" if math.isfinite(hi) else "finite")
+        raise ReportError(f"--target-loss {target:g}: a target of {metric} must be a finite number {where}")
+
+
+def _sweep_html(uri: str, runs: pd.DataFrame, parent_id: str) -> str:
+    """``sweep <b>name</b>`` (the parent run's ``nnexp.sweep`` tag) with the parent run id as a small link."""
+    from .. import tracking
+
+    try:
+        parent = tracking.retry(tracking.client(uri).get_run, parent_id)
+        name, exp_id = parent.data.tags.get(f"{tracking.TAG}sweep"), parent.info.experiment_id
+    except Exception:  # the parent run is gone: the id is all there is
+        name, exp_id = None, runs["experiment_id"].iloc[0]
+    link = f"<a href='{run_url(exp_id, parent_id)}'><code>{html.escape(parent_id)}</code></a>"
+    if not name:
+        return f"sweep {link}"
+    return f"sweep <b>{html.escape(name)}</b> <small>(parent run {link})</small>"
 
 
 def _one_dataset(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -328,7 +355,7 @@ def _conclusion(ctx) -> str:
     for k in ctx["linked"]:
         linked += f", {k}={_val(row[k])}"
     items.append(f"<b>Best: {html.escape(str(best['activation']))}{html.escape(cfg + linked)}</b>, final {m} "
-                 f"{_g(best['mean'], 4)} ± {_g(best['std'], 2)} (mean ± std over {n} seeds).")
+                 f"{_g(best['mean'], 4)} ± {_g(best['std'], 2)} (mean ± std over {_n(n, 'seed')}).")
     for _, r in comp.iloc[1:].iterrows():
         sig = r["welch_p_holm"] < 0.05 if math.isfinite(r["welch_p_holm"]) else False
         word = "worse" if (r["diff"] < 0) == ctx["higher"] else "better"
@@ -495,7 +522,7 @@ def _comparison_html(ctx) -> str:
     return (f"<p>Each activation at its best configuration (lowest mean {html.escape(m)}"
             f"{' — highest' if ctx['higher'] else ''}) against the best activation, on the final {html.escape(m)} of "
             f"{n}–{int(comp['n'].max())} seeds per side. Two-sided Welch's t-test and Mann–Whitney U test "
-            f"(scipy.stats), each Holm-corrected over the {len(comp) - 1} comparisons; Hedges' g = (activation − best) / "
+            f"(scipy.stats), each Holm-corrected over the {_n(len(comp) - 1, 'comparison')}; Hedges' g = (activation − best) / "
             f"pooled std, bias-corrected. Epochs to target compared with Mann–Whitney, seeds that never reached it "
             f"ranked last. Data: <a href='comparison.csv'>comparison.csv</a>.</p>" + _table(out))
 
@@ -511,7 +538,7 @@ def _bad_html(runs: pd.DataFrame, keys, metric: str) -> str:
     t.insert(0, "run", [f"<a href='{u}'>{html.escape(str(r)[:8])}</a>" for u, r in zip(bad["url"], bad["run_id"])])
     for c in cols:
         t[c] = t[c].map(lambda v: html.escape(_val(v)) if v is not None and v == v else "–")
-    return (f"<p>{len(bad)} run(s) did not finish normally; they count in the divergence rate but never in a mean, "
+    return (f"<p>{_n(len(bad), 'run')} did not finish normally; they count in the divergence rate but never in a mean, "
             f"interval or test.</p>" + _table(t))
 
 

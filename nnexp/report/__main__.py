@@ -38,12 +38,14 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", "-s", help="a sweep's parent run id or name, or 'latest'")
     p.add_argument("--filter", "-f", default="", help="MLflow search filter, e.g. \"params.dataset = 'digits'\"")
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
-    p.add_argument("--out", help="output folder (default: reports/<experiment>/<sweep or 'all'>)")
+    p.add_argument("--out", help="output folder (default: reports/<experiment>/<sweep or 'all'>, "
+                                    "with '-<metric>' appended for a --metric other than val_loss)")
     p.add_argument("--metric", "-m", default="val_loss",
                    help="primary metric that ranks and compares (default: val_loss; *accuracy: higher is better)")
     p.add_argument("--target-loss", "-t", type=float, default=None,
                    help="threshold of 'epochs to target' on the primary metric "
-                        "(default: the median final value over the finished runs)")
+                        "(default: the median final value over the finished runs; finite, >= 0 for losses, "
+                        "in [0, 1] for accuracies)")
     p.add_argument("--no-boundaries", action="store_true", help="skip the decision-boundary figure")
     args = p.parse_args(argv)
     uri = tracking.resolve_uri(args.uri, Path.cwd())
@@ -55,6 +57,8 @@ def main(argv=None) -> int:
         parent, name = _resolve_sweep(uri, args.experiment, args.sweep) if args.sweep else (None, "all")
         if args.filter and not args.sweep:
             name = "filtered"
+        if args.metric != p.get_default("metric"):  # never overwrite the default metric's report
+            name += f"-{args.metric}"
         out = Path(args.out) if args.out else Path.cwd() / "reports" / args.experiment / name
         index = build_report(uri, args.experiment, parent_id=parent, filter_string=args.filter, out_dir=out,
                              metric=args.metric, target=args.target_loss, boundaries=not args.no_boundaries)
