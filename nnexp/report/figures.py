@@ -145,7 +145,7 @@ def learning_curves(data: pd.DataFrame, *, x: str = "step", y: str = "mean", lo:
     handles = [Line2D([], [], color=palette[str(h)], lw=2, label=str(h)) for h in sorted(data[hue].astype(str).unique())]
     if style:
         handles += [Line2D([], [], color="0.3", ls=ls, label=label(str(v))) for v, ls in styles.items()]
-    fig.legend(handles=handles, loc="outside right upper", frameon=False)
+    fig.legend(handles=handles, loc="outside right center", frameon=False)  # "upper" would overlap the suptitle
     return fig
 
 
@@ -204,13 +204,15 @@ def lr_sensitivity(data: pd.DataFrame, *, x: str = "optimizer.lr", y: str = "val
     ax.set_xticks(xs_all)
     ax.set_xticklabels([f"{v:g}" for v in xs_all])
     ax.minorticks_off()
-    if diverged is not None and len(diverged):
+    if diverged is not None and (diverged["diverged"] > 0).any():
+        y0, y1 = ax.get_ylim()
+        ax.set_ylim(y0, y1 + (0.06 + 0.055 * nh) * (y1 - y0))  # headroom: markers inside the axes, never clipped
         for k, h in enumerate(levels):
             d = diverged[(diverged[hue] == h) & (diverged["diverged"] > 0)]
             for _, r in d.iterrows():
                 xv = float(r[x]) * 10 ** ((k - (nh - 1) / 2) * 0.03)
-                ax.annotate(f"×{int(r['diverged'])}/{int(r['trained'])}", (xv, 1.0), xycoords=("data", "axes fraction"),
-                            color=palette.get(str(h)), ha="center", va="bottom", fontsize=8, annotation_clip=False)
+                ax.annotate(f"×{int(r['diverged'])}/{int(r['trained'])}", (xv, 0.985 - 0.055 * k), xycoords=("data", "axes fraction"),
+                            color=palette.get(str(h)), ha="center", va="top", fontsize=8)
     ax.set_xlabel(label(x) + " (log scale)")
     ax.set_ylabel("final " + label(y))
     ax.legend(title=label(hue), frameon=False)
