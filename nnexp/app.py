@@ -265,20 +265,20 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    if not paths["multirun"]:
-        _print_result(cfg, hist, runs, uri)
+    _print_result(cfg, hist, runs, None if paths["multirun"] else uri)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
 
 
-def _print_result(cfg, hist: History, runs: dict, uri: str) -> None:
-    """One line per run of a single (non-sweep) command: where it is and how it ended."""
+def _print_result(cfg, hist: History, runs: dict, uri: str | None) -> None:
+    """One line per run: how it ended, and (``uri`` given, for a single run) where it is recorded."""
     for k, run_id in runs.items():
         m = hist.replica(k)
         diverged = int(hist.diverged_epoch[k])
         outcome = f"diverged at epoch {diverged}" if diverged else (
             f"val_loss {m['val_loss'][-1]:.4g}, val_accuracy {m['val_accuracy'][-1]:.4g}")
+        where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
         print(f"run {run_id} ({cfg.activation.name}, seed {int(cfg.seed) + k}): {outcome}, "
-              f"{hist.seconds:.1f} s of training; experiment {cfg.tracking.experiment!r} in {uri}", file=sys.stderr)
+              f"{hist.seconds:.2f} s of training{where}", file=sys.stderr)
 
 
 def _record_failure_before_training(c, exp_id, cfg, parent_id, hashes, paths, exc) -> None:
