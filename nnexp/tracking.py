@@ -36,7 +36,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from .config import ConfigError
 
@@ -350,18 +350,6 @@ class MetricBuffer:
                 self.points.append(Metric(k, v, ts, int(step)))
         if time.monotonic() - self.last > self.flush_seconds:
             self.flush()
-
-    def extend(self, steps: Iterable[int], series: dict[str, Iterable[float]]) -> None:
-        """Add whole histories at once: ``series[name][i]`` is the value at ``steps[i]``."""
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        steps = [int(s) for s in steps]
-        for k, values in series.items():
-            for s, v in zip(steps, values):
-                v = float(v)
-                if v == v and abs(v) != float("inf"):
-                    self.points.append(Metric(k, v, ts, s))
 
     def flush(self) -> None:
         for i in range(0, len(self.points), 1000):
