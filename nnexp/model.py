@@ -45,6 +45,7 @@ network with the same initial weights and the same batches
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Sequence
 
 import numpy as np
@@ -52,7 +53,31 @@ import numpy as np
 from .activations import BoundActivation
 from .losses import Loss
 
-__all__ = ["MLP", "Workspace"]
+__all__ = ["MLP", "Workspace", "row_blocks", "ROW_BLOCK"]
+
+
+ROW_BLOCK = 512
+"""Smallest number of rows per block of a batch split for the backward pass (see :func:`row_blocks`)."""
+
+
+def row_blocks(n: int, min_rows: int = ROW_BLOCK) -> list[tuple[int, int]]:
+    """Split ``n`` rows into equal blocks of at least ``min_rows`` rows.
+
+    The number of blocks is the largest power of two ``c`` with
+    ``n >= c * min_rows`` (at least 1), so that 2, 4 or 8 threads share them
+    evenly. It depends on ``n`` alone, never on the number of threads: a network
+    computes the same sums, in the same order, on any machine.
+
+    Returns
+    -------
+    list of (start, stop)
+        Half-open row ranges covering ``0..n``, in order.
+    """
+    c = 1
+    while n >= 2 * c * min_rows:
+        c *= 2
+    edges = [n * i // c for i in range(c + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 class Workspace:
@@ -68,9 +93,13 @@ class Workspace:
         place into the gradient with respect to its pre-activation.
     ones : ndarray of shape (1, batch)
         A row of ones: ``ones @ delta`` sums ``delta`` over the batch.
+    blocks : list of (start, stop)
+        The batch's row blocks (:func:`row_blocks`).
+    block_dW, block_db : list (one per block after the first) of lists like ``MLP.dW``, ``MLP.db``
+        Each block's share of the gradients; the first block writes into ``MLP.dW``/``MLP.db``.
     """
 
-    def __init__(self, replicas: int, batch: int, sizes: Sequence[int], dtype):
+    def __init__(self, replicas: int, batch: int, sizes: Sequence[int], dtype, min_rows: int = ROW_BLOCK):
         hidden = sizes[1:-1]
         shape = lambda h: (replicas, batch, h)  # noqa: E731
         self.z = [np.empty(shape(h), dtype) for h in hidden]
@@ -80,6 +109,10 @@ class Workspace:
         self.logits = np.empty(shape(sizes[-1]), dtype)
         self.delta_out = np.empty(shape(sizes[-1]), dtype)
         self.ones = np.ones((1, batch), dtype)
+        self.blocks = row_blocks(batch, min_rows)
+        layers = list(zip(sizes[:-1], sizes[1:]))
+        self.block_dW = [[np.empty((replicas, i, o), dtype) for i, o in layers] for _ in self.blocks[1:]]
+        self.block_db = [[np.empty((replicas, 1, o), dtype) for _, o in layers] for _ in self.blocks[1:]]
 
 
 class MLP:
@@ -113,6 +146,7 @@ class MLP:
         self.b = [np.zeros((self.replicas, 1, o), self.dtype) for _, o in shapes]
         self.dW = [np.empty_like(w) for w in self.W]
         self.db = [np.empty_like(b) for b in self.b]
+        self.min_block_rows = ROW_BLOCK
         self._workspaces: dict[tuple, Workspace] = {}
 
     # -- parameters -------------------------------------------------------------------------
@@ -164,7 +198,8 @@ class MLP:
         key = X.shape
         ws = self._workspaces.get(key)
         if ws is None:
-            ws = self._workspaces[key] = Workspace(self.replicas, X.shape[-2], self.sizes, self.dtype)
+            ws = self._workspaces[key] = Workspace(self.replicas, X.shape[-2], self.sizes, self.dtype,
+                                                   self.min_block_rows)
         return ws
 
     def forward(self, X: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
@@ -190,8 +225,19 @@ class MLP:
         out += self.b[-1]
         return out
 
-    def gradients(self, X: np.ndarray, Y: np.ndarray, loss: Loss) -> np.ndarray:
+    def gradients(self, X: np.ndarray, Y: np.ndarray, loss: Loss, executor: Executor | None = None) -> np.ndarray:
         """Forward and backward pass: fill :attr:`dW` and :attr:`db`, return the loss.
+
+        A batch of at least ``2 * ROW_BLOCK`` rows is processed in row blocks
+        (:func:`row_blocks`): each block runs its own forward and backward pass
+        into its rows of the workspace and its own gradient buffers, and the
+        blocks' gradients and losses are then added in block order. Given an
+        ``executor``, every block after the first runs on it while the calling
+        thread runs the first: NumPy releases the GIL in matrix products and
+        ufuncs, so two threads keep two cores busy with the elementwise work
+        too (the activation, its derivative, the softmax), which BLAS threads
+        alone leave on one core. Blocks are fixed by the batch size, so the result
+        does not depend on the executor or its number of threads.
 
         Parameters
         ----------
@@ -199,6 +245,9 @@ class MLP:
         Y : ndarray of shape (n_samples, n_outputs) or (n_replicas, n_samples, n_outputs)
             Encoded targets (see :mod:`nnexp.losses`).
         loss : Loss
+        executor : concurrent.futures.Executor, optional
+            Runs the blocks after the first; without one they run in turn. Its
+            threads should use one BLAS thread each (``threadpoolctl``).
 
         Returns
         -------
@@ -206,17 +255,51 @@ class MLP:
             The mean loss over the batch for each replica, before the update.
         """
         ws = self.workspace(X)
-        logits = self.forward(X, ws)
-        value = loss.value_and_grad(logits, Y, ws.delta_out)
-        delta = ws.delta_out
+        n = X.shape[-2]
+        blocks = ws.blocks
+        if len(blocks) == 1:
+            return self._backprop(X, Y, loss, ws, 0, n, n, self.dW, self.db)
+        args = [(X, Y, loss, ws, r0, r1, n, dW, db)
+                for (r0, r1), dW, db in zip(blocks, [self.dW, *ws.block_dW], [self.db, *ws.block_db])]
+        if executor is None:
+            values = [self._backprop(*a) for a in args]
+        else:
+            errstate = np.geterr()  # NumPy's error state is per thread; the blocks follow the caller's
+            futures = [executor.submit(self._backprop, *a, errstate=errstate) for a in args[1:]]
+            values = [self._backprop(*args[0])] + [f.result() for f in futures]
+        value = values[0]
+        for v, dWs, dbs in zip(values[1:], ws.block_dW, ws.block_db):
+            value = value + v
+            for l in range(self.n_layers):
+                self.dW[l] += dWs[l]
+                self.db[l] += dbs[l]
+        return value
+
+    def _backprop(self, X, Y, loss, ws: Workspace, r0: int, r1: int, n: int, dW, db, errstate=None) -> np.ndarray:
+        """Forward and backward pass over rows ``r0:r1`` of a batch of ``n``, gradients into ``dW``/``db``."""
+        if errstate is not None:
+            with np.errstate(**errstate):
+                return self._backprop(X, Y, loss, ws, r0, r1, n, dW, db)
+        rows = slice(r0, r1)
+        X, Y = X[..., rows, :], Y[..., rows, :]
+        a_prev = X
+        for l in range(self.n_layers - 1):
+            z = np.matmul(a_prev, self.W[l], out=ws.z[l][:, rows])
+            z += self.b[l]
+            a_prev = self.activation.forward(z, out=ws.a[l][:, rows])
+        logits = np.matmul(a_prev, self.W[-1], out=ws.logits[:, rows])
+        logits += self.b[-1]
+        delta = ws.delta_out[:, rows]
+        value = loss.value_and_grad(logits, Y, delta, n=n)
+        ones = ws.ones[:, rows]
         for l in range(self.n_layers - 1, -1, -1):
-            a_prev = X if l == 0 else ws.a[l - 1]
+            a_prev = X if l == 0 else ws.a[l - 1][:, rows]
             a_prev_T = a_prev.T if a_prev.ndim == 2 else a_prev.transpose(0, 2, 1)
-            np.matmul(a_prev_T, delta, out=self.dW[l])
-            np.matmul(ws.ones, delta, out=self.db[l])  # the batch sum, as one small gemm per replica
+            np.matmul(a_prev_T, delta, out=dW[l])
+            np.matmul(ones, delta, out=db[l])  # the batch sum, as one small gemm per replica
             if l > 0:
-                dA = np.matmul(delta, self.W[l].transpose(0, 2, 1), out=ws.dA[l - 1])
-                dA *= self.activation.derivative(ws.z[l - 1], ws.a[l - 1], out=ws.deriv[l - 1])
+                dA = np.matmul(delta, self.W[l].transpose(0, 2, 1), out=ws.dA[l - 1][:, rows])
+                dA *= self.activation.derivative(ws.z[l - 1][:, rows], a_prev, out=ws.deriv[l - 1][:, rows])
                 delta = dA
         return value
 

@@ -45,6 +45,8 @@ update), so that the other replicas train on unaffected.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -52,7 +54,7 @@ import numpy as np
 
 from .data import Dataset, encode_targets
 from .losses import Loss
-from .model import MLP
+from .model import MLP, row_blocks
 from .optimizers import Optimizer
 
 __all__ = ["History", "fit", "accuracy", "decision_threshold", "SATURATION_MARGIN"]
@@ -177,10 +179,11 @@ class _Diagnostics:
     def _activation_stats(self, zs, as_) -> None:
         for l, (z, a) in enumerate(zip(zs, as_)):
             self.sum_a[l] += a.sum(axis=(1, 2))
-            for k in range(self.K):  # one replica at a time (einsum's order of summation depends on K)
-                self.sum_a2[l, k] += np.vdot(a[k], a[k])
+            # NumPy's pairwise sums, as for sum_a: einsum's order of summation depends on K, and BLAS's dot
+            # product on the number of BLAS threads
+            dist, far = self._buffers(a.shape)
+            self.sum_a2[l] += np.multiply(a, a, out=dist).sum(axis=(1, 2))
             if self.bounds is not None:
-                dist, far = self._buffers(a.shape)
                 if self.mid:
                     np.subtract(a, self.mid, out=dist)
                     np.abs(dist, out=dist)
@@ -250,10 +253,29 @@ def _divergence_limit(initial_loss: np.ndarray, threshold: float) -> np.ndarray:
     return threshold * np.maximum(first, 1e-12)
 
 
+@contextmanager
+def _block_executor(model: MLP, batch: int, threads: int | None):
+    """A thread pool for the row blocks of batches of ``batch`` rows, with BLAS at one thread meanwhile; or None."""
+    blocks = len(row_blocks(batch, model.min_block_rows))
+    if blocks == 1 or threads == 1:
+        yield None
+        return
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
+    if threads is None:
+        threads = max([lib.num_threads for lib in controller.select(user_api="blas").lib_controllers] or [1])
+    if threads <= 1:
+        yield None
+        return
+    with controller.limit(limits=1, user_api="blas"), ThreadPoolExecutor(min(threads, blocks) - 1) as pool:
+        yield pool
+
+
 def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], float], data: Dataset, *,
         epochs: int, rngs: Sequence[np.random.Generator], batch_size: int | None = None, log_every: int = 1,
         diagnostics: bool = True, divergence_threshold: float = 1e4,
-        on_epoch: Callable[[int, dict], None] | None = None) -> History:
+        on_epoch: Callable[[int, dict], None] | None = None, threads: int | None = None) -> History:
     """Train ``model`` in place and return its history.
 
     Parameters
@@ -283,6 +305,13 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     on_epoch : callable ``(epoch, metrics) -> None``, optional
         Called after every recorded epoch with that epoch's metrics (shape
         ``(n_replicas,)`` each), e.g. to show progress.
+    threads : int, optional
+        Threads for batches large enough to be split into row blocks
+        (:meth:`nnexp.model.MLP.gradients`; at least ``2 * ROW_BLOCK`` rows,
+        e.g. a full batch of 1078 digits): the blocks run on this many threads,
+        with one BLAS thread each, for the length of the call. Default: the
+        number of BLAS threads in effect (``threadpoolctl``), so one thread under
+        a parallel launcher that limits BLAS to one. Results do not depend on it.
 
     Returns
     -------
@@ -319,7 +348,6 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     val_grad = np.empty((K, X_val.shape[0], n_out), dtype)
     diag = _Diagnostics(model, n, B) if diagnostics and model.n_layers > 1 else None
     logits_all = np.empty((K, n, n_out), dtype) if B < n else None  # a recorded epoch's logits, batch by batch
-
     logged = [e for e in range(1, epochs + 1) if e % log_every == 0 or e == epochs]
     names = ["train_loss", "val_loss", "val_accuracy", "train_accuracy", "lr", *(diag.names() if diag else [])]
     metrics = {name: np.full((len(logged), K), np.nan) for name in names}
@@ -330,7 +358,8 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     callback_seconds = 0.0
     t0 = time.perf_counter()
     row = 0
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+    with _block_executor(model, B, threads) as executor, \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for epoch in range(1, epochs + 1):
             lr = schedule(epoch - 1)
             record = epoch == logged[row]
@@ -339,7 +368,7 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                 if diag:
                     diag.reset()
             if B == n:
-                epoch_loss = model.gradients(X, Y, loss)
+                epoch_loss = model.gradients(X, Y, loss, executor)
                 if record:
                     ws = model.workspace(X)
                     correct += _n_correct(ws.logits, y, threshold)
@@ -356,7 +385,7 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                     Xb, Yb = batch_bufs[idx.shape[1]]
                     np.take(X, idx, axis=0, out=Xb)
                     np.take(Y, idx, axis=0, out=Yb)
-                    batch_loss = model.gradients(Xb, Yb, loss)
+                    batch_loss = model.gradients(Xb, Yb, loss, executor)
                     if limit is None and s == 0:  # the loss at initialisation, before any update
                         limit = _divergence_limit(batch_loss, divergence_threshold)
                     epoch_loss += batch_loss * idx.shape[1]
