@@ -17,7 +17,10 @@ trainer
     (``solver="sgd"``, ``batch_size=n``, ``momentum=0``, ``alpha=0``, ``shuffle=False``), PyTorch on the CPU
     when installed, and the GEMM floor: the five matrix products of one training step alone
     (``np.matmul(..., out=)`` into preallocated arrays: two forward, ``dW2``, ``dA1``, ``dW1``; no
-    gradient with respect to the inputs). Digits 64-128-10 tanh with softmax cross-entropy (all 1797
+    gradient with respect to the inputs), BLAS threading them as it will. On digits two more rows: nnexp
+    with ``threads=1`` (its two row blocks in turn, as in a parallel sweep's job), and the GEMM floor as nnexp
+    schedules a batch of 1024 rows or more: the products per row block, the two blocks on two threads with
+    one BLAS thread each. Digits 64-128-10 tanh with softmax cross-entropy (all 1797
     samples, standardised) for 500 epochs and XOR 2-8-1 tanh with a sigmoid output for 2000 epochs,
     in float64 and float32. Each timing is the best of ``--repeats`` rounds, the competitors interleaved.
 replicas
@@ -61,11 +64,20 @@ LR = 0.1
 
 
 # --- helpers -----------------------------------------------------------------------------------
+SETTLE_S = 0.3
+
+
 def best_of(fns: dict, repeats: int) -> dict:
-    """Run every callable once per round, interleaved; return each one's best (smallest) result."""
+    """Run every callable once per round, interleaved; return each one's best (smallest) result.
+
+    Before each call the benchmark sleeps :data:`SETTLE_S`: OpenBLAS's idle worker threads spin for about a
+    tenth of a second after their last product, and would otherwise steal a core from the next competitor
+    (notably from one that runs its own threads with BLAS limited to one).
+    """
     best = {k: float("inf") for k in fns}
     for _ in range(repeats):
         for k, fn in fns.items():
+            time.sleep(SETTLE_S)
             best[k] = min(best[k], fn())
     return best
 
@@ -99,7 +111,7 @@ def blas_info() -> list[dict]:
 
 
 # --- trainer -----------------------------------------------------------------------------------
-def nnexp_runner(X, y, hidden, epochs, dtype, *, log_every, diagnostics, replicas=1):
+def nnexp_runner(X, y, hidden, epochs, dtype, *, log_every, diagnostics, replicas=1, threads=None):
     from nnexp.activations import get_activation
     from nnexp.data import Dataset
     from nnexp.initializers import get_bias_initializer, get_initializer
@@ -122,7 +134,7 @@ def nnexp_runner(X, y, hidden, epochs, dtype, *, log_every, diagnostics, replica
         opt = make_optimizer("sgd", model.params())
         t = time.perf_counter()
         fit(model, loss, opt, lambda e: LR, data, epochs=epochs, rngs=rngs, log_every=log_every,
-            diagnostics=diagnostics)
+            diagnostics=diagnostics, threads=threads)
         return (time.perf_counter() - t) / epochs * 1e3
 
     return run
@@ -194,6 +206,49 @@ def gemm_floor_runner(X, hidden, n_out, epochs):
     return run
 
 
+def gemm_blocks_runner(X, hidden, n_out, epochs, threads):
+    """The GEMM floor as nnexp schedules a large batch: the five products per row block, blocks on threads
+    with one BLAS thread each, then the blocks' weight gradients added (see ``nnexp.model.MLP.gradients``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    from nnexp.model import row_blocks
+
+    rng = np.random.default_rng(0)
+    dt = X.dtype
+    W1, W2 = rng.normal(size=(X.shape[1], hidden)).astype(dt), rng.normal(size=(hidden, n_out)).astype(dt)
+    blocks = []
+    for r0, r1 in row_blocks(X.shape[0]):
+        m = r1 - r0
+        blocks.append((X[r0:r1], np.empty((m, hidden), dt), np.empty((m, n_out), dt), np.empty((m, hidden), dt),
+                       np.empty_like(W1), np.empty_like(W2)))
+    mm = np.matmul
+
+    def block(b):
+        Xb, Z1, Z2, dA, dW1, dW2 = b
+        mm(Xb, W1, out=Z1)
+        mm(Z1, W2, out=Z2)
+        mm(Z1.T, Z2, out=dW2)
+        mm(Z2, W2.T, out=dA)
+        mm(Xb.T, dA, out=dW1)
+
+    def run() -> float:
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(max(1, min(threads, len(blocks)) - 1)) as pool:
+            t = time.perf_counter()
+            for _ in range(epochs):
+                futures = [pool.submit(block, b) for b in blocks[1:]]
+                block(blocks[0])
+                for f in futures:
+                    f.result()
+                for b in blocks[1:]:
+                    blocks[0][4].__iadd__(b[4])
+                    blocks[0][5].__iadd__(b[5])
+            return (time.perf_counter() - t) / epochs * 1e3
+
+    return run
+
+
 def bench_trainer(quick: bool, repeats: int) -> dict:
     try:
         import torch  # noqa: F401
@@ -215,6 +270,10 @@ def bench_trainer(quick: bool, repeats: int) -> dict:
             fns[key, "nnexp logged+diag"] = nnexp_runner(X, y, hidden, epochs, dtype, log_every=1, diagnostics=True)
             fns[key, "sklearn"] = sklearn_runner(X, y, hidden, epochs)
             fns[key, "gemm floor"] = gemm_floor_runner(X, hidden, n_out, epochs)
+            if X.shape[0] >= 1024:  # split into row blocks by nnexp (2 * ROW_BLOCK rows and more)
+                fns[key, "gemm floor, row blocks"] = gemm_blocks_runner(X, hidden, n_out, epochs, threads)
+                fns[key, "nnexp bare, 1 thread"] = nnexp_runner(X, y, hidden, epochs, dtype, log_every=epochs,
+                                                                diagnostics=False, threads=1)
             if have_torch:
                 fns[key, "torch"] = torch_runner(X, y, hidden, epochs, threads)
         for fn in fns.values():  # warm-up: imports, first allocations, BLAS threads

@@ -31,6 +31,18 @@ few arrays of shape ``(n_replicas,)``. Every step writes into those buffers
 with ``out=`` (``np.matmul``, in-place ufuncs); the activation's derivative is
 computed from the cached ``z`` and ``a`` of the forward pass.
 
+Row blocks and threads
+----------------------
+A batch of at least ``2 * ROW_BLOCK`` rows (a full batch of digits, say) is
+split into 2, 4, 8... equal row blocks (:func:`row_blocks`). Each block runs
+its own forward and backward pass over its rows of the workspace, the
+blocks' gradients are added in block order, and with a thread pool the blocks
+run on threads at one BLAS thread each: NumPy releases the GIL inside its
+matrix products and ufuncs, so the elementwise work (the activation, its
+derivative, the softmax), which BLAS threads leave on one core, is shared too.
+Blocks depend on the batch size only, so the result is the same with any
+number of threads. Smaller batches take one block, the code path of old.
+
 Replicas and bit-identity
 -------------------------
 Each replica is computed by the same sequence of operations on arrays of the
