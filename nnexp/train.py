@@ -60,6 +60,9 @@ from .optimizers import Optimizer
 __all__ = ["History", "fit", "accuracy", "decision_threshold", "SATURATION_MARGIN"]
 
 SATURATION_MARGIN = 0.025
+SHUFFLE_COPY_BYTES = 64 * 2**20
+"""Up to this size, mini-batch training shuffles each epoch's data into one array at once (one ``np.take``
+per epoch instead of two per batch); larger data is gathered batch by batch."""
 
 
 @dataclass
@@ -339,7 +342,10 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     B = n if batch_size is None or batch_size >= n else int(batch_size)
     starts = list(range(0, n, B))
     batch_bufs = {}  # per-replica batches, filled with np.take
-    if B < n:
+    shuffled = None  # or the whole epoch's shuffled data, taken at once, batches being its slices
+    if B < n and K * n * (X.shape[1] + n_out) * dtype.itemsize <= SHUFFLE_COPY_BYTES:
+        shuffled = (np.empty((K, n, X.shape[1]), dtype), np.empty((K, n, n_out), dtype))
+    elif B < n:
         for s in starts:
             m = min(B, n - s)
             if m not in batch_bufs:
@@ -380,11 +386,17 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
             else:
                 epoch_loss = np.zeros(K)
                 perms = np.stack([rng.permutation(n) for rng in rngs])
+                if shuffled is not None:
+                    np.take(X, perms, axis=0, out=shuffled[0])
+                    np.take(Y, perms, axis=0, out=shuffled[1])
                 for s in starts:
                     idx = perms[:, s:s + B]
-                    Xb, Yb = batch_bufs[idx.shape[1]]
-                    np.take(X, idx, axis=0, out=Xb)
-                    np.take(Y, idx, axis=0, out=Yb)
+                    if shuffled is not None:
+                        Xb, Yb = shuffled[0][:, s:s + B], shuffled[1][:, s:s + B]
+                    else:
+                        Xb, Yb = batch_bufs[idx.shape[1]]
+                        np.take(X, idx, axis=0, out=Xb)
+                        np.take(Y, idx, axis=0, out=Yb)
                     batch_loss = model.gradients(Xb, Yb, loss, executor)
                     if limit is None and s == 0:  # the loss at initialisation, before any update
                         limit = _divergence_limit(batch_loss, divergence_threshold)

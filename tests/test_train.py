@@ -221,3 +221,22 @@ def test_bad_arguments_are_refused():
         fit(model, get_loss("binary_cross_entropy"), opt, lambda e: 0.1, data, epochs=0, rngs=rngs)
     with pytest.raises(ValueError, match="one generator per replica"):
         fit(model, get_loss("binary_cross_entropy"), opt, lambda e: 0.1, data, epochs=1, rngs=rngs * 2)
+
+
+def test_epoch_shuffle_at_once_or_batch_by_batch_trains_identically(monkeypatch):
+    """Small data is shuffled into one array per epoch, large data gathered per batch: the same batches either way."""
+    import nnexp.train as train_module
+
+    data = load("iris", split_seed=0)
+    runs = []
+    for limit in (train_module.SHUFFLE_COPY_BYTES, 0):
+        monkeypatch.setattr(train_module, "SHUFFLE_COPY_BYTES", limit)
+        model, rngs = make(data, [4, 6, 3], seeds=(0, 1))
+        hist = fit(model, get_loss("cross_entropy"), make_optimizer("momentum", model.params()), lambda e: 0.05,
+                   data, epochs=15, rngs=rngs, batch_size=16, log_every=1)
+        runs.append((model, hist))
+    (m1, h1), (m2, h2) = runs
+    for p, q in zip(m1.params(), m2.params()):
+        np.testing.assert_array_equal(p, q)
+    for name, v in h1.metrics.items():
+        np.testing.assert_array_equal(h2.metrics[name], v, err_msg=name)
