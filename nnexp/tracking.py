@@ -220,9 +220,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 def prepare_store(uri: str, experiment: str):
     """Create the store and the experiment once, before any job starts; return ``(client, experiment_id)``.
 
-    For SQLite this runs MLflow's schema migration under a file lock, so that
-    parallel jobs never race on a fresh database, and switches the database to
-    write-ahead logging, which lets readers and a writer work at once.
+    For SQLite, under a file lock so that parallel jobs never race on a fresh
+    database, a new store is copied from an already migrated template
+    (:func:`store_template`; MLflow's own schema migration takes seconds), and
+    the database is switched to write-ahead logging, which lets readers and a
+    writer work at once.
 
     Raises
     ------
@@ -232,6 +234,8 @@ def prepare_store(uri: str, experiment: str):
     check_store(uri)
     db = sqlite_path(uri)
     with _store_lock(uri):
+        if db is not None and not db.exists():
+            _copy_store_template(db)
         c = client(uri)
         try:
             retry(c.search_experiments, max_results=1)
@@ -245,6 +249,67 @@ def prepare_store(uri: str, experiment: str):
                 con.close()
         exp_id = get_or_create_experiment(c, experiment, artifact_location(uri))
     return c, exp_id
+
+
+def store_template() -> Path:
+    """An empty SQLite store at the installed MLflow's schema head, made once per MLflow version; return its path.
+
+    Lives in the user cache (:mod:`nnexp.cache`, ``stores/mlflow-<version>.db``);
+    made under a file lock, so parallel commands migrate once, and written
+    atomically. It holds no experiment: MLflow creates its ``Default``
+    experiment, with an artifact folder of the process that opens the copy,
+    exactly as it does in a store it migrated itself.
+    """
+    from filelock import FileLock
+
+    from .cache import atomic_write
+
+    path = store_template_path()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=300):
+        if not path.exists():
+            atomic_write(path, _migrate_empty_store)
+    return path
+
+
+def store_template_path() -> Path:
+    """Where :func:`store_template` keeps the template of the installed MLflow version."""
+    from importlib.metadata import version
+
+    from .cache import cache_dir
+
+    return cache_dir("stores") / f"mlflow-{version('mlflow')}.db"
+
+
+def _migrate_empty_store(db: Path) -> None:
+    """Run MLflow's schema migration on the new file ``db``, then drop the ``Default`` experiment it creates."""
+    store = client(f"sqlite:///{db}")._tracking_client.store
+    store.engine.dispose()  # closes MLflow's pooled connections to the file
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            con.execute("DELETE FROM experiments")
+    finally:
+        con.close()
+
+
+def _copy_store_template(db: Path) -> None:
+    """Create the store file ``db`` as a copy of :func:`store_template` (atomically).
+
+    When the template cannot be made or copied (an unwritable cache, say),
+    nothing is created and MLflow migrates the new store itself, as without a cache.
+    """
+    import shutil
+
+    from .cache import atomic_write
+
+    try:
+        template = store_template()
+        atomic_write(db, lambda tmp: shutil.copyfile(template, tmp))
+    except Exception as e:  # noqa: BLE001 - any failure here only costs the migration time
+        log.debug("no store template (%s); MLflow migrates %s", e, db)
 
 
 def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
