@@ -44,8 +44,16 @@ def hydra_main(cfg: DictConfig) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Validate every job of the command, then run it under Hydra; return the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Validate every job of the command, then run it under Hydra; return the exit code.
+
+    With ``argv`` None (the process's own command line) the command's objects are
+    left out of the interpreter's final garbage collection (see :func:`_spare_final_collection`).
+    """
+    if argv is None:
+        code = main(sys.argv[1:])
+        _spare_final_collection()
+        return code
+    argv = list(argv)
     if not any(a.split("=")[0] in _INFO_FLAGS for a in argv):
         from .preflight import preflight
 
@@ -91,6 +99,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
     return 1 if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error") else 0
+
+
+def _spare_final_collection() -> None:
+    """Let the process exit without walking every object once more (about 0.5 s once MLflow and Hydra are loaded).
+
+    At exit the interpreter runs a last garbage collection over everything the
+    loaded libraries hold. By the time a command returns, its work is on disk:
+    runs ended, the store committed, files closed, and the handlers that still
+    matter (logging's flush, MLflow's) run from ``atexit`` as before. The
+    garbage there is now is collected first, so what it holds is released
+    normally; ``gc.freeze()`` then moves the rest out of the collector's view, and
+    the operating system reclaims it with the process.
+    """
+    import gc
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.collect()
+    gc.freeze()
 
 
 if __name__ == "__main__":

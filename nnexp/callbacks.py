@@ -65,6 +65,8 @@ class SweepCallback(Callback):
             sweep_params[f"sweep.{k.lstrip('+~')}"] = v
         if sweep_params:
             tracking.log_params(c, parent, sweep_params)
+        if str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
+            tracking.start_metric_writer(uri)  # jobs run in this process, one core busy: metrics written on another
         (sweep_dir / PARENT_FILE).write_text(parent)
         LAST_SWEEP.clear()
         LAST_SWEEP.update(parent_id=parent, uri=uri, experiment=config.tracking.experiment, experiment_id=exp_id,
@@ -75,6 +77,7 @@ class SweepCallback(Callback):
         if not LAST_SWEEP:
             return
         uri, parent = LAST_SWEEP["uri"], LAST_SWEEP["parent_id"]
+        tracking.stop_metric_writer(uri)  # every job flushed its metrics through it before ending its runs
         c = tracking.client(uri)
         launch = Path(config.hydra.runtime.cwd)
         try:
@@ -124,6 +127,7 @@ def abort_sweep(status: str = "KILLED") -> int:
     if not LAST_SWEEP.get("parent_id") or LAST_SWEEP.get("ended"):
         return 0
     c, parent = tracking.client(LAST_SWEEP["uri"]), LAST_SWEEP["parent_id"]
+    tracking.stop_metric_writer(LAST_SWEEP["uri"])
     running = tracking.retry(c.search_runs, [LAST_SWEEP["experiment_id"]],
                              filter_string=f"attributes.status = 'RUNNING' and tags.`mlflow.parentRunId` = '{parent}'",
                              max_results=5000)

@@ -105,7 +105,7 @@ class Config:
     replicas: int = 1  # train this many seeds (seed, seed+1, ...) as one batch
     divergence_threshold: float = 10000.0  # loss above this multiple of the loss at initialisation: diverged
     study: Optional[str] = None  # name of the study from experiments/, if any
-    blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, else unlimited
+    blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, cores - 1 beside the metric writer, else unlimited
 
 
 def register() -> None:
@@ -136,7 +136,7 @@ ACCEPTS = {
     "batch_size": "an integer >= 1, or null for full batch",
     "seed": "an integer",
     "replicas": "an integer >= 1",
-    "blas_threads": "an integer >= 1, or null (1 under a parallel launcher, else unlimited)",
+    "blas_threads": "an integer >= 1, or null (1 under a parallel launcher, cores - 1 beside the metric writer, else unlimited)",
     "divergence_threshold": "a number > 1",
     "optimizer.lr": "a number > 0",
     "optimizer.weight_decay": "a number >= 0",

@@ -8,15 +8,22 @@ deviation of the *training part only*.
 
 Nothing is downloaded: the real datasets (``digits``, ``breast_cancer``,
 ``iris``, ``wine``) are files inside the installed scikit-learn package.
+``load(..., cache=True)`` (what a job uses) keeps the prepared arrays in nnexp's
+user cache, so that later jobs skip the import of scikit-learn and the split.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Dataset", "DATASETS", "load", "encode_targets"]
 
@@ -231,7 +238,7 @@ GENERATED = {"moons", "circles", "spiral", "gaussian"}
 
 
 def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
-         standardize: bool = True, **params) -> Dataset:
+         standardize: bool = True, cache: bool = False, **params) -> Dataset:
     """Load, split and standardise a dataset.
 
     Parameters
@@ -245,6 +252,10 @@ def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, sp
         of a sweep sees the same split.
     standardize : bool
         Scale features to zero mean and unit variance using training statistics.
+    cache : bool
+        Reuse the prepared arrays from nnexp's user cache (:mod:`nnexp.cache`), and
+        store them there on a miss; see :func:`cache_path` for what the entry is keyed
+        by. The arrays are bit for bit those of a fresh load. CSV files are never cached.
     **params
         Passed to the loader (for example ``noise`` or ``n_samples``).
 
@@ -258,6 +269,76 @@ def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, sp
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError("dataset.val_fraction and dataset.test_fraction must be in (0, 1) and sum to less than 1")
     params = {k: v for k, v in params.items() if v is not None}
+    path = None
+    if cache and name not in UNCACHED:
+        path = cache_path(name, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
+                          standardize=standardize, **params)
+        data = _read_cached(path)
+        if data is not None:
+            return data
+    data = _prepare(name, val_fraction, test_fraction, split_seed, standardize, params)
+    if path is not None:
+        _write_cached(path, data)
+    return data
+
+
+#: Datasets read from a user's file, which may change under the same parameters: never cached.
+UNCACHED = {"csv"}
+
+#: Arrays of a :class:`Dataset` kept in a cache entry.
+_ARRAYS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test", "mean", "scale")
+
+
+def cache_path(name: str, **settings) -> Path:
+    """The cache entry of a prepared dataset: ``<cache>/datasets/<name>-<key>.npz``.
+
+    The key covers ``name`` and ``settings`` (fractions, split seed, standardisation,
+    loader parameters), the versions of NumPy and scikit-learn (the split, and the data
+    files of the real datasets, come from them) and the source of this module, so that
+    any of them changing makes a new entry instead of reusing a stale one.
+    """
+    from importlib.metadata import version
+
+    from .cache import cache_dir, key_of
+
+    key = key_of({"name": name, **settings, "numpy": np.__version__, "scikit-learn": version("scikit-learn"),
+                  "source": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()})
+    return cache_dir("datasets") / f"{name}-{key}.npz"
+
+
+def _read_cached(path: Path) -> Dataset | None:
+    """The dataset stored at ``path``, or None if there is none or it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in _ARRAYS}
+            return Dataset(str(z["name"]), n_classes=int(z["n_classes"]), task=str(z["task"]),
+                           feature_names=[str(f) for f in z["feature_names"]], **arrays)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # made again and replaced
+        log.debug("unreadable dataset cache entry %s: %s", path, e)
+        return None
+
+
+def _write_cached(path: Path, data: Dataset) -> None:
+    """Store ``data`` at ``path`` atomically; a cache that cannot be written is skipped."""
+    from .cache import atomic_write
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a name
+            np.savez(f, name=data.name, n_classes=data.n_classes, task=data.task,
+                     feature_names=np.array(data.feature_names, dtype=str),
+                     **{k: getattr(data, k) for k in _ARRAYS})
+
+    try:
+        atomic_write(path, write)
+    except OSError as e:
+        log.debug("dataset cache not written (%s)", e)
+
+
+def _prepare(name: str, val_fraction: float, test_fraction: float, split_seed: int, standardize: bool,
+             params: dict) -> Dataset:
+    """Load ``name`` with ``params``, split it and standardise it (see :func:`load`)."""
     if name in GENERATED:
         params["rng"] = np.random.default_rng(split_seed)
     out = DATASETS[name](**params)

@@ -43,7 +43,8 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
-           "start_run", "end_run", "MetricBuffer", "mark_orphans_killed", "check_store", "TAG",
+           "start_run", "end_run", "MetricBuffer", "MetricWriter", "start_metric_writer", "metric_writer",
+           "stop_metric_writer", "mark_orphans_killed", "check_store", "TAG",
            "StoreUnavailable", "find_sweep_parent", "end_orphan_children"]
 
 T = TypeVar("T")
@@ -220,9 +221,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 def prepare_store(uri: str, experiment: str):
     """Create the store and the experiment once, before any job starts; return ``(client, experiment_id)``.
 
-    For SQLite this runs MLflow's schema migration under a file lock, so that
-    parallel jobs never race on a fresh database, and switches the database to
-    write-ahead logging, which lets readers and a writer work at once.
+    For SQLite, under a file lock so that parallel jobs never race on a fresh
+    database, a new store is copied from an already migrated template
+    (:func:`store_template`; MLflow's own schema migration takes seconds), and
+    the database is switched to write-ahead logging, which lets readers and a
+    writer work at once.
 
     Raises
     ------
@@ -232,6 +235,8 @@ def prepare_store(uri: str, experiment: str):
     check_store(uri)
     db = sqlite_path(uri)
     with _store_lock(uri):
+        if db is not None and not db.exists():
+            _copy_store_template(db)
         c = client(uri)
         try:
             retry(c.search_experiments, max_results=1)
@@ -245,6 +250,67 @@ def prepare_store(uri: str, experiment: str):
                 con.close()
         exp_id = get_or_create_experiment(c, experiment, artifact_location(uri))
     return c, exp_id
+
+
+def store_template() -> Path:
+    """An empty SQLite store at the installed MLflow's schema head, made once per MLflow version; return its path.
+
+    Lives in the user cache (:mod:`nnexp.cache`, ``stores/mlflow-<version>.db``);
+    made under a file lock, so parallel commands migrate once, and written
+    atomically. It holds no experiment: MLflow creates its ``Default``
+    experiment, with an artifact folder of the process that opens the copy,
+    exactly as it does in a store it migrated itself.
+    """
+    from filelock import FileLock
+
+    from .cache import atomic_write
+
+    path = store_template_path()
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=300):
+        if not path.exists():
+            atomic_write(path, _migrate_empty_store)
+    return path
+
+
+def store_template_path() -> Path:
+    """Where :func:`store_template` keeps the template of the installed MLflow version."""
+    from importlib.metadata import version
+
+    from .cache import cache_dir
+
+    return cache_dir("stores") / f"mlflow-{version('mlflow')}.db"
+
+
+def _migrate_empty_store(db: Path) -> None:
+    """Run MLflow's schema migration on the new file ``db``, then drop the ``Default`` experiment it creates."""
+    store = client(f"sqlite:///{db}")._tracking_client.store
+    store.engine.dispose()  # closes MLflow's pooled connections to the file
+    con = sqlite3.connect(db)
+    try:
+        with con:
+            con.execute("DELETE FROM experiments")
+    finally:
+        con.close()
+
+
+def _copy_store_template(db: Path) -> None:
+    """Create the store file ``db`` as a copy of :func:`store_template` (atomically).
+
+    When the template cannot be made or copied (an unwritable cache, say),
+    nothing is created and MLflow migrates the new store itself, as without a cache.
+    """
+    import shutil
+
+    from .cache import atomic_write
+
+    try:
+        template = store_template()
+        atomic_write(db, lambda tmp: shutil.copyfile(template, tmp))
+    except Exception as e:  # noqa: BLE001 - any failure here only costs the migration time
+        log.debug("no store template (%s); MLflow migrates %s", e, db)
 
 
 def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
@@ -328,35 +394,205 @@ def set_tags(c, run_id: str, tags: dict[str, Any]) -> None:
 class MetricBuffer:
     """Collects metric points and writes them with MLflow's batch API.
 
-    Points are flushed in batches of at most 1000 (MLflow's limit per call)
-    when :meth:`flush` is called, and by :meth:`add` once ``flush_seconds``
-    have passed since the last write, so the MLflow UI shows a long run's
-    curves while it trains. Non-finite values are not logged.
+    Points go out in batches of 1000 (MLflow's limit per call): as soon as a
+    batch is full when a :class:`MetricWriter` is given, else when
+    :meth:`flush` is called or ``flush_seconds`` have passed since the last
+    write (so the MLflow UI shows a long run's curves while it trains).
+    :meth:`flush` returns once every point added so far is in the store.
+    Non-finite values are not logged.
     """
 
-    def __init__(self, c, run_id: str, flush_seconds: float = 15.0):
-        self.c, self.run_id, self.flush_seconds = c, run_id, flush_seconds
+    def __init__(self, c, run_id: str, flush_seconds: float = 15.0, writer: "MetricWriter | None" = None):
+        self.c, self.run_id, self.flush_seconds, self.writer = c, run_id, flush_seconds, writer
         self.points: list = []
         self.last = time.monotonic()
         self.logged = 0
+        self.unconfirmed: list = []  # handed to the writer, not yet confirmed in the store
+
+    #: Wait for the writer's confirmation once this many points are unconfirmed (bounds the memory they hold).
+    CONFIRM_EVERY = 100_000
 
     def add(self, step: int, values: dict[str, float]) -> None:
-        from mlflow.entities import Metric
-
         ts = int(time.time() * 1000)
         for k, v in values.items():
             v = float(v)
             if v == v and abs(v) != float("inf"):
-                self.points.append(Metric(k, v, ts, int(step)))
-        if time.monotonic() - self.last > self.flush_seconds:
-            self.flush()
+                self.points.append((k, v, ts, int(step)))
+        due = time.monotonic() - self.last > self.flush_seconds
+        if self.writer is None:
+            if due:
+                self.flush()
+        elif len(self.points) >= MAX_METRICS_PER_BATCH or due:
+            self._hand_over(self.points)
+            self.points = []
+
+    def _hand_over(self, points: list) -> None:
+        if not self.writer.send(self.run_id, points):
+            self._write(points)  # the writer is gone: write here
+            return
+        self.unconfirmed.extend(points)
+        self.last = time.monotonic()
+        if len(self.unconfirmed) >= self.CONFIRM_EVERY:
+            self._confirm()
+
+    def _write(self, points: list) -> None:
+        from mlflow.entities import Metric
+
+        for i in range(0, len(points), MAX_METRICS_PER_BATCH):
+            retry(self.c.log_batch, self.run_id,
+                  metrics=[Metric(*p) for p in points[i:i + MAX_METRICS_PER_BATCH]])
+        self.logged += len(points)
+
+    def _confirm(self) -> None:
+        if self.writer.sync(self.run_id):
+            self.logged += len(self.unconfirmed)
+        else:  # the writer failed or died: write what it may not have (the store drops duplicate points)
+            log.warning("metric writer lost; writing run %s's metrics in this process", self.run_id)
+            self._write(self.unconfirmed)
+        self.unconfirmed = []
 
     def flush(self) -> None:
-        for i in range(0, len(self.points), 1000):
-            retry(self.c.log_batch, self.run_id, metrics=self.points[i:i + 1000])
-        self.logged += len(self.points)
+        """Write the points not yet in the store, and wait until every point added so far is there."""
+        if self.unconfirmed:
+            self._confirm()
+        self._write(self.points)
         self.points = []
         self.last = time.monotonic()
+
+
+#: MLflow's limit of metrics per ``log_batch`` call.
+MAX_METRICS_PER_BATCH = 1000
+
+
+class MetricWriter:
+    """A child process that writes metric batches into the store while the job trains.
+
+    MLflow's SQLAlchemy store spends about 0.1 ms of Python per metric point;
+    a background thread would take that from the training loop (both hold the
+    GIL), while a process uses a core the training leaves idle: a mini-batch
+    job keeps one core busy. MLflow's own asynchronous logging uses threads,
+    hence this process. It is made for jobs that run one after another in one
+    process (Hydra's basic launcher, a single run); parallel jobs already use
+    every core and write their metrics themselves.
+
+    Nothing is lost: :meth:`MetricBuffer.flush` waits for the writer to confirm
+    a run's points (:meth:`sync`) before the run is ended, and if the writer
+    reports an error or dies, the buffer writes the unconfirmed points itself
+    (the store keeps one copy of a point sent twice: same key, step, timestamp
+    and value). The writer ignores Ctrl-C (the job's own handler marks its runs
+    KILLED; the writer finishes what it was given) and exits with its parent.
+    """
+
+    def __init__(self, uri: str):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the parent's store connections
+        self.requests, self.replies = ctx.Queue(), ctx.Queue()
+        self.proc = ctx.Process(target=_writer_main, args=(uri, self.requests, self.replies, os.getpid()),
+                                name="nnexp-metric-writer", daemon=True)
+        self.proc.start()
+        self._token = 0
+        import atexit
+
+        atexit.register(self.close)
+
+    def send(self, run_id: str, points: list) -> bool:
+        """Queue ``points`` (tuples ``(key, value, timestamp_ms, step)``) for ``run_id``; False if the writer is gone."""
+        if not self.proc.is_alive():
+            return False
+        self.requests.put(("log", run_id, points))
+        return True
+
+    def sync(self, run_id: str, poll: float = 0.5) -> bool:
+        """Wait until the points queued for ``run_id`` are in the store: True, or False if the writer failed or died."""
+        import queue
+
+        if not self.proc.is_alive():
+            return False
+        self._token += 1
+        self.requests.put(("sync", run_id, self._token))
+        while True:
+            try:
+                token, error = self.replies.get(timeout=poll)
+            except queue.Empty:
+                if not self.proc.is_alive():
+                    return False
+                continue
+            if token == self._token:
+                if error:
+                    log.warning("metric writer: run %s: %s", run_id, error)
+                return error is None
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let the writer finish what it was given and stop (also run at exit)."""
+        if self.proc.is_alive():
+            self.requests.put(None)
+            self.proc.join(timeout)
+        self.requests.close()
+        self.replies.close()
+
+
+#: The metric writer of each store URI in this process (see :func:`start_metric_writer`).
+_WRITERS: dict[str, MetricWriter] = {}
+
+
+def start_metric_writer(uri: str) -> MetricWriter:
+    """Start this process's :class:`MetricWriter` for ``uri`` (once; again if it died) and return it.
+
+    Called where jobs will run one after another in this process (a sweep under
+    Hydra's basic launcher), early, so that the writer's imports overlap the
+    sweep's start-up; jobs find it with :func:`metric_writer`.
+    """
+    w = _WRITERS.get(uri)
+    if w is None or not w.proc.is_alive():
+        w = _WRITERS[uri] = MetricWriter(uri)
+    return w
+
+
+def metric_writer(uri: str) -> MetricWriter | None:
+    """The running :class:`MetricWriter` of ``uri`` in this process, else None (the job writes its metrics itself)."""
+    w = _WRITERS.get(uri)
+    return w if w is not None and w.proc.is_alive() else None
+
+
+def stop_metric_writer(uri: str) -> None:
+    """Stop the metric writer of ``uri`` after it wrote what it was given (no-op without one)."""
+    w = _WRITERS.pop(uri, None)
+    if w is not None:
+        w.close()
+
+
+def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
+    """The loop of :class:`MetricWriter`'s process: write each batch, answer each sync; stop on None or when orphaned."""
+    import queue
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from mlflow.entities import Metric
+
+    c = client(uri)
+    errors: dict[str, str] = {}
+    while True:
+        try:
+            msg = requests.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent_pid:  # the parent died (kill -9): nothing will ask for these runs again
+                break
+            continue
+        if msg is None:
+            break
+        kind, run_id, payload = msg
+        if kind == "log" and run_id not in errors:
+            try:
+                retry(c.log_batch, run_id, metrics=[Metric(*p) for p in payload])
+            except Exception as e:  # reported at the run's next sync; the parent then writes the points itself
+                errors[run_id] = f"{type(e).__name__}: {e}"[:500]
+        elif kind == "sync":
+            replies.put((payload, errors.pop(run_id, None)))
+    # every batch is committed: skip the interpreter's teardown (about 0.5 s with MLflow loaded; the parent waits)
+    replies.close()
+    replies.join_thread()
+    os._exit(0)
 
 
 def _process_start(pid: int) -> str:

@@ -24,6 +24,18 @@ def _clean_hydra_and_figures():
         plt.close("all")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_cache(tmp_path_factory):
+    """nnexp's user cache (prepared datasets, store template) in a folder of this session, for the commands it starts too."""
+    before = os.environ.get("NNEXP_CACHE_DIR")
+    os.environ["NNEXP_CACHE_DIR"] = str(tmp_path_factory.mktemp("nnexp-cache"))
+    yield
+    if before is None:
+        os.environ.pop("NNEXP_CACHE_DIR", None)
+    else:
+        os.environ["NNEXP_CACHE_DIR"] = before
+
+
 def run_cli(args: list[str], cwd: Path, *, module: str = "nnexp", timeout: float = 300, env: dict | None = None):
     """Run ``python -m <module> <args>`` in ``cwd`` with a clean MLflow environment; return the CompletedProcess."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}

@@ -1,0 +1,108 @@
+"""The metric writer process: every point reaches the store exactly once, whether the writer works, fails or dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import migrated_store
+
+from nnexp import tracking
+
+
+@pytest.fixture
+def store(tmp_path_factory, tmp_path):
+    uri = migrated_store(tmp_path_factory, tmp_path)
+    c, exp = tracking.prepare_store(uri, "w")
+    yield uri, c, exp
+    tracking.stop_metric_writer(uri)
+
+
+def stored(c, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in c.get_metric_history(run_id, key))
+
+
+def feed(buf, steps: range) -> None:
+    for s in steps:
+        buf.add(s, {"a": s / 7, "b": -s, "nan": float("nan")})
+
+
+def test_points_written_by_the_writer_exactly_once(store):
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    assert tracking.metric_writer(uri) is writer and tracking.start_metric_writer(uri) is writer
+    runs = [tracking.start_run(c, exp, run_name=f"r{i}") for i in range(2)]
+    bufs = [tracking.MetricBuffer(c, r, writer=writer) for r in runs]
+    for b in bufs:
+        feed(b, range(1, 1301))  # 2600 points each: two full batches go to the writer, 600 stay
+    assert all(len(b.unconfirmed) == 2000 and len(b.points) == 600 for b in bufs)
+    for b in bufs:
+        b.flush()
+        assert b.logged == 2600 and not b.unconfirmed and not b.points
+    for r in runs:
+        assert stored(c, r, "a") == [(s, s / 7) for s in range(1, 1301)]
+        assert stored(c, r, "b") == [(s, -s) for s in range(1, 1301)]
+        assert stored(c, r, "nan") == []
+
+
+def test_writer_killed_midway_loses_and_doubles_nothing(store):
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    run = tracking.start_run(c, exp, run_name="r")
+    buf = tracking.MetricBuffer(c, run, writer=writer)
+    feed(buf, range(1, 1001))  # 2000 points handed over
+    writer.sync(run)  # (written by now)
+    feed(buf, range(1001, 1601))  # 1200 more: one batch handed over, perhaps written, perhaps not
+    writer.proc.kill()
+    writer.proc.join()
+    feed(buf, range(1601, 2101))  # handed to nobody: written here
+    buf.flush()
+    assert stored(c, run, "a") == [(s, s / 7) for s in range(1, 2101)]
+    assert stored(c, run, "b") == [(s, -s) for s in range(1, 2101)]
+    assert tracking.metric_writer(uri) is None
+
+
+def test_writer_error_surfaces_at_flush(store):
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    buf = tracking.MetricBuffer(c, "0" * 32, writer=writer)  # no such run
+    feed(buf, range(1, 600))
+    with pytest.raises(Exception, match="(?i)run"):
+        buf.flush()
+    assert writer.proc.is_alive()  # an error of one run does not stop the writer
+
+
+def test_writer_ignores_ctrl_c(store):
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    run = tracking.start_run(c, exp, run_name="r")
+    buf = tracking.MetricBuffer(c, run, writer=writer)
+    assert writer.sync(run)  # the writer is up (its SIGINT handler is set)
+    os.kill(writer.proc.pid, signal.SIGINT)
+    feed(buf, range(1, 501))
+    time.sleep(0.2)
+    buf.flush()
+    assert writer.proc.is_alive() and len(stored(c, run, "a")) == 500
+
+
+def test_stop_waits_for_the_queue(store):
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    run = tracking.start_run(c, exp, run_name="r")
+    writer.send(run, [("k", float(i), 1000 + i, i) for i in range(1000)])
+    tracking.stop_metric_writer(uri)
+    assert writer.proc.exitcode == 0 and len(stored(c, run, "k")) == 1000
+
+
+def test_blas_threads_leave_the_writer_a_core():
+    from omegaconf import OmegaConf
+
+    from nnexp.app import blas_threads
+
+    unset, three = OmegaConf.create({"blas_threads": None}), OmegaConf.create({"blas_threads": 3})
+    assert blas_threads(unset, parallel=False, writer=True) == max(1, os.cpu_count() - 1)
+    assert blas_threads(unset, parallel=True, writer=True) == 1
+    assert blas_threads(three, parallel=False, writer=True) == 3
+    assert blas_threads(unset, parallel=False) is None
