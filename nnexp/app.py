@@ -145,6 +145,18 @@ def blas_threads(cfg: DictConfig, parallel: bool, writer: bool = False) -> int |
     return max(1, (os.cpu_count() or 1) - 1) if writer else None
 
 
+def block_threads(cfg: DictConfig, parallel: bool) -> int:
+    """Threads for the row blocks of large batches (:meth:`nnexp.model.MLP.gradients`): ``cfg.blas_threads`` if
+    set, else 1 under a parallel launcher, else every core.
+
+    Unlike the BLAS limit this ignores the metric writer: row blocks only serve batches of 1024 rows and more,
+    whose epochs outweigh the writer's short bursts (one ``log_batch`` per 1000 points).
+    """
+    if cfg.get("blas_threads") is not None:
+        return int(cfg.blas_threads)
+    return 1 if parallel else max(1, os.cpu_count() or 1)
+
+
 PARENT_FILE = ".nnexp_parent_run"
 
 
@@ -257,7 +269,7 @@ def run_job(cfg: DictConfig) -> float:
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
                        rngs=setup.rngs, batch_size=cfg.batch_size, log_every=log_every(cfg),
                        diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
-                       on_epoch=on_epoch)
+                       on_epoch=on_epoch, threads=block_threads(cfg, paths["parallel"]))
         if progress is not None:
             progress.close()
         hist.info["setup_seconds"] = setup_seconds

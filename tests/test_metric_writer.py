@@ -106,3 +106,14 @@ def test_blas_threads_leave_the_writer_a_core():
     assert blas_threads(unset, parallel=True, writer=True) == 1
     assert blas_threads(three, parallel=False, writer=True) == 3
     assert blas_threads(unset, parallel=False) is None
+
+
+def test_row_block_threads_use_every_core_unless_the_launcher_is_parallel():
+    from omegaconf import OmegaConf
+
+    from nnexp.app import block_threads
+
+    unset, three = OmegaConf.create({"blas_threads": None}), OmegaConf.create({"blas_threads": 3})
+    assert block_threads(unset, parallel=False) == os.cpu_count()  # the writer's bursts do not count here
+    assert block_threads(unset, parallel=True) == 1
+    assert block_threads(three, parallel=True) == 3
