@@ -21,7 +21,7 @@ from nnexp.model import MLP, row_blocks
 from nnexp.optimizers import make_optimizer
 from nnexp.train import fit
 
-from test_gradients import EPS, H, assert_gradients_close, fourth_order_difference, make_problem
+from test_gradients import check_backprop, make_problem
 
 
 @pytest.mark.parametrize("n", [1, 7, 511, 1023, 1024, 1078, 1797, 2048, 5000, 100_003])
@@ -49,22 +49,7 @@ def test_blocked_backprop_matches_central_differences(name, loss_name):
     model, X, Y, loss = make_problem(name, {}, loss_name, depth=2, n=13)
     blocked(model, 3)
     assert len(model.workspace(X).blocks) == 4
-    base = float(model.gradients(X, Y, loss)[0])
-    analytic = [g.copy() for g in model.grads()]
-    noise = 16 * EPS * max(1.0, abs(base)) / H
-    for P, G in zip(model.params(), analytic):
-        numeric = np.empty_like(P)
-        for idx in np.ndindex(P.shape):
-            orig = P[idx]
-
-            def L(v):
-                P[idx] = v
-                logits = model.forward(X)
-                return float(loss.value_and_grad(logits, Y, np.empty_like(logits))[0])
-
-            numeric[idx] = fourth_order_difference(L, orig)
-            P[idx] = orig
-        assert_gradients_close(G, numeric, noise, f"{name} {loss_name} blocked")
+    check_backprop(model, X, Y, loss, f"{name} {loss_name} blocked")
 
 
 def problem(n=300, replicas=3, loss_name="cross_entropy", seed=0):
