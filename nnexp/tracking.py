@@ -54,13 +54,33 @@ TAG = "nnexp."
 
 
 def resolve_uri(uri: str | None, launch_dir: str | os.PathLike) -> str:
-    """The tracking URI: ``uri`` if set, else ``$MLFLOW_TRACKING_URI``, else the launch directory's SQLite file."""
-    if uri:
-        return uri
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
+    """The tracking URI: ``uri`` if set, else ``$MLFLOW_TRACKING_URI``, else the launch directory's SQLite file.
+
+    A local store given by a relative path (``sqlite:///runs.db``, ``file:mlruns``, ``./mlruns``) is made
+    absolute against ``launch_dir``, so that every job of a sweep writes to one store even when Hydra runs
+    each job in its own folder (``hydra.job.chdir=true``).
+
+    Raises
+    ------
+    ConfigError
+        If a SQLite file's absolute path holds ``?``, ``#`` or ``%``, which a URI would read as a query,
+        a fragment or an escape, so that MLflow would open another file.
+    """
+    launch = Path(launch_dir).resolve()
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{launch / 'mlflow.db'}"
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        db = uri[len("sqlite:///"):]
+        if not db.startswith("/"):
+            uri = f"sqlite:///{launch / db}"
+        bad = sorted(set("?#%") & set(uri[len("sqlite:///"):]))
+        if bad:
+            raise ConfigError(f"the store {uri} holds {' and '.join(repr(c) for c in bad)} in its path, which a "
+                              "SQLite URI cannot carry; launch from a folder without them or set tracking.uri")
+    elif uri.startswith("file:") and not uri.startswith("file:///") and not uri.startswith("file://"):
+        uri = (launch / uri[len("file:"):]).as_uri()
+    elif "://" not in uri and not uri.startswith("databricks") and ":" not in uri.split("/")[0]:
+        uri = str(launch / uri)  # a plain local path: MLflow's file store
+    return uri
 
 
 def sqlite_path(uri: str) -> Path | None:
