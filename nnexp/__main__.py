@@ -81,24 +81,34 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:  # raised by a job in a single run
         print(f"nnexp: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if e.errno not in _UNWRITABLE:
-            raise
-        print(f"nnexp: error: {_os_error_line(e)}", file=sys.stderr)
-        return 2
+    except OSError as e:  # e.g. a job's output folder cannot be made: the sweep cannot go on
+        _abort_sweep_quietly(abort_sweep)
+        if e.errno in _UNWRITABLE:
+            print(f"nnexp: error: {_os_error_line(e)}", file=sys.stderr)
+            return 2
+        print(f"nnexp: error: {e}; the sweep stopped, its runs so far are kept", file=sys.stderr)
+        return 1
     except StoreUnavailable as e:
-        try:
-            abort_sweep("FAILED")
-        except Exception:  # the store that failed cannot record it; the next sweep marks the orphans
-            pass
+        _abort_sweep_quietly(abort_sweep)
         print(f"nnexp: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # the interrupted job marked its own run KILLED; mark the sweep's parent too
         abort_sweep("KILLED")
         print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
         return 130
+    except Exception:  # a program error: its traceback follows, but no parent run is left RUNNING
+        _abort_sweep_quietly(abort_sweep)
+        raise
 
     return 1 if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error") else 0
+
+
+def _abort_sweep_quietly(abort_sweep) -> None:
+    """Mark the running sweep's parent and unfinished children FAILED, if the store still answers."""
+    try:
+        abort_sweep("FAILED")
+    except Exception:  # the store that failed cannot record it; the next sweep marks the orphans
+        pass
 
 
 def _spare_final_collection() -> None:

@@ -332,3 +332,20 @@ def test_dead_relu_fraction_is_logged_per_layer(tmp_path, tmp_path_factory, monk
         assert [s for s, _ in h] == list(range(1, 41))
         assert all(0 <= v <= 1 and (v * 16) == int(v * 16) for _, v in h)  # a share of 16 units
     assert max(v for _, v in history(c, run, "layer1.dead_fraction") + history(c, run, "layer2.dead_fraction")) > 0
+
+
+def test_a_job_folder_that_cannot_be_made_stops_the_sweep_without_leaving_it_running(tmp_path):
+    """Hydra makes each job's folder before the job runs; when that fails the sweep ends in one line, parent FAILED."""
+    (tmp_path / "sw").mkdir()
+    (tmp_path / "sw" / "0").write_text("a file where job 0's folder should go")
+    p = run_cli(["-m", "dataset=xor", "epochs=3", "activation=tanh,relu", "seed=0", "hydra.sweep.dir=sw",
+                 "tracking.report=false", "tracking.progress=false"], tmp_path)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    errors = [line for line in p.stderr.splitlines() if line.startswith("nnexp: error:")]
+    assert len(errors) == 1 and "sw/0" in errors[0]
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    try:
+        assert con.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]  # the parent; no job started
+    finally:
+        con.close()
