@@ -300,7 +300,7 @@ def _print_result(cfg, hist: History, runs: dict, uri: str | None) -> None:
             f"val_loss {m['val_loss'][-1]:.4g}, val_accuracy {m['val_accuracy'][-1]:.4g}")
         where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
         print(f"run {run_id} ({cfg.activation.name}, seed {int(cfg.seed) + k}): {outcome}, "
-              f"{hist.seconds:.2f} s of training{where}", file=sys.stderr)
+              f"{hist.seconds:.2f} s of training{where}", flush=True)
 
 
 def _record_failure_before_training(c, exp_id, cfg, parent_id, hashes, paths, exc) -> None:

@@ -89,7 +89,7 @@ class SweepCallback(Callback):
             runs = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)
             counts = summarize_outcomes(runs)
             LAST_SWEEP.update(counts)
-            print(_summary_text(runs, counts), file=sys.stderr)
+            print(_summary_text(runs, counts))
             if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
                 from .report import build_report
 
@@ -107,14 +107,14 @@ class SweepCallback(Callback):
                         if f.is_file():
                             tracking.retry(c.log_artifact, parent, str(f), "report")
                     LAST_SWEEP["report"] = str(index)
-                    print(f"report: {index}", file=sys.stderr)
+                    print(f"report: {index}")
         finally:
             tracking.end_run(c, parent, "FINISHED")
             LAST_SWEEP["ended"] = "FINISHED"
         if uri.startswith(("http://", "https://")):
-            print(f"runs:   {uri}", file=sys.stderr)
+            print(f"runs:   {uri}")
         else:
-            print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1", file=sys.stderr)
+            print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
 
 
 def abort_sweep(status: str = "KILLED") -> int:

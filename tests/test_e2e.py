@@ -99,7 +99,7 @@ def test_report_written_and_logged_to_the_parent(sweep):
     parent = sweep["parents"][0]
     logged = {a.path for a in sweep["client"].list_artifacts(parent.info.run_id, "report")}
     assert "report/index.html" in logged
-    assert f"report: {index[0]}" in sweep["proc"].stderr
+    assert f"report: {index[0]}" in sweep["proc"].stdout
 
 
 def test_no_run_left_running(sweep):
@@ -117,7 +117,7 @@ def test_a_single_run_after_the_sweep_trains_again_and_says_where_it_is(sweep):
     proc = run_cli(["activation=tanh", "dataset=iris", f"epochs={EPOCHS}", "model.hidden_sizes=[5]", "batch_size=32"],
                    cwd)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    line = next(l for l in proc.stderr.splitlines() if l.startswith("run "))
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("run "))
     run_id = line.split()[1]
     run = sweep["client"].get_run(run_id)
     assert run.info.status == "FINISHED" and "mlflow.parentRunId" not in run.data.tags

@@ -87,7 +87,7 @@ def test_parallel_sweep_on_a_fresh_store_records_every_run(parallel):
     (parent,) = parallel["parents"]
     assert parent.info.status == "FINISHED"
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
-    assert "24 finished, 0 diverged, 0 failed" in parallel["proc"].stderr
+    assert "24 finished, 0 diverged, 0 failed" in parallel["proc"].stdout
 
 
 def test_parallel_jobs_log_every_point_of_every_metric(parallel):

@@ -98,7 +98,7 @@ def test_ray_sweep_of_12_jobs_then_resume(server, tmp_path):
     assert {r.data.tags["nnexp.pid"] for r in children} != {parents[0].data.tags["nnexp.pid"]}, "jobs ran in the driver"
     assert_histories_exact(server, children, epochs=4)
     # the report was built from the server and stored with the parent run
-    (index,) = [Path(line.split("report: ", 1)[1]) for line in proc.stderr.splitlines() if line.startswith("report: ")]
+    (index,) = [Path(line.split("report: ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("report: ")]
     assert index.is_file() and index.parent.parent == tmp_path / "reports" / exp
     assert "index.html" in {a.path.split("/")[-1] for a in tracking.client(server.uri).list_artifacts(
         parents[0].info.run_id, "report")}
@@ -111,7 +111,7 @@ def test_ray_sweep_of_12_jobs_then_resume(server, tmp_path):
     # resume against the server: the same sweep again trains nothing and reuses the 12 runs
     again = sweep(tmp_path, server, exp, *grid)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert "12 reused" in again.stderr
+    assert "12 reused" in again.stdout
     parents, children = runs_of(server, exp)
     assert len(parents) == 2 and len(children) == 12
     latest = max(parents, key=lambda r: r.info.start_time)
