@@ -141,11 +141,18 @@ def abort_sweep(status: str = "KILLED") -> int:
 def _summary_text(runs, counts) -> str:
     lines = [f"sweep finished: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
              f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps"]
-    ok = runs[runs["outcome"] == "finished"] if len(runs) else runs
-    if len(ok):
-        keys = [k for k in ("activation", "optimizer.lr", "init") if k in ok and ok[k].nunique() > 1] or ["activation"]
-        cols = [c for c in ("val_loss", "val_accuracy", "test_accuracy") if c in ok]
+    done = runs[runs["outcome"].isin(["finished", "diverged"])] if len(runs) else runs
+    if len(done):
+        # the swept keys, from every run that trained (a configuration whose runs all diverged keeps its row)
+        keys = [k for k in ("activation", "optimizer.lr", "init") if k in done and done[k].nunique() > 1] or ["activation"]
+        ok = done[done["outcome"] == "finished"]
+        cols = [c for c in ("val_loss", "val_accuracy", "test_accuracy") if c in done]
         table = ok.groupby(keys)[cols].agg(["mean", "std"])
         table.columns = [f"{a} {b}" for a, b in table.columns]
-        lines.append(table.sort_values(table.columns[0]).to_string(float_format=lambda x: f"{x:.4f}"))
+        n = done.groupby(keys)["outcome"].agg(runs="size", diverged=lambda o: int((o == "diverged").sum()))
+        table = n.join(table, how="left")
+        if len(table.columns) > 2:
+            table = table.sort_values(table.columns[2], na_position="last")
+        # "-": no value (a std needs two finished runs; a configuration whose runs all diverged has no mean)
+        lines.append(table.to_string(float_format=lambda x: f"{x:.4f}", na_rep="-"))
     return "\n".join(lines)
