@@ -250,6 +250,10 @@ def run_job(cfg: DictConfig) -> float:
             params.pop("replicas", None)
             params["replicas"] = cfg.replicas
             tracking.log_params(c, run_id, params)
+        n_train = len(setup.data.y_train)
+        if cfg.batch_size is not None and cfg.batch_size > n_train:
+            log.warning("batch_size=%d is more than the %d training samples: each epoch is one full batch",
+                        cfg.batch_size, n_train)
         # jobs run one after another here (basic launcher): a writer process started by the sweep stores the metrics
         writer = None if paths["parallel"] else tracking.metric_writer(uri)
         buffers = {k: tracking.MetricBuffer(c, run_id, writer=writer) for k, run_id in runs.items()}
