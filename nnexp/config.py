@@ -9,17 +9,21 @@ that names the key and what it accepts.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 import math
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-__all__ = ["Config", "ConfigError", "register", "validate", "config_hash", "flatten", "SEMANTIC_EXCLUDE", "ACCEPTS"]
+__all__ = ["Config", "ConfigError", "register", "validate", "check_keys", "unknown_key_message", "schema_keys",
+           "config_hash", "flatten", "SEMANTIC_EXCLUDE", "ACCEPTS"]
 
 
 class ConfigError(ValueError):
@@ -144,6 +148,7 @@ ACCEPTS = {
     "optimizer.step_size": "an integer >= 1",
     "model.hidden_sizes": "a non-empty list of integers >= 1, e.g. [64] or [32,32]",
     "tracking.log_every": "an integer >= 1 or null",
+    "dataset.split_seed": "an integer in [0, 2**32 - 1]",
 }
 
 _SAFE_NAME = re.compile(r"^[\w.\- ]+$")  # \w: letters and digits of any script, and _
@@ -153,6 +158,79 @@ MAX_UNITS = 100_000
 MAX_HIDDEN_WEIGHTS = 50_000_000
 #: Tracking URIs nnexp accepts (MLflow's file store is deprecated; a plain path is a mistake).
 URI_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql", "mysql", "mssql", "databricks")
+
+
+def schema_keys(schema: type | None = None, prefix: str = "") -> list[str]:
+    """Every key of the schema, dotted (``optimizer.lr``), sections included (``optimizer``)."""
+    schema = Config if schema is None else schema
+    out = []
+    for name, tp in typing.get_type_hints(schema).items():
+        out.append(prefix + name)
+        if dataclasses.is_dataclass(tp):
+            out.extend(schema_keys(tp, f"{prefix}{name}."))
+    return out
+
+
+def config_groups() -> dict[str, list[str]]:
+    """The config groups a command line chooses from (``activation=relu``): ``{group: [options]}``.
+
+    The folders of ``conf/`` (Hydra's own ``hydra/`` aside) and ``experiment`` (the files of ``experiments/``).
+    """
+    from importlib.resources import files
+
+    out = {f.name: sorted(g.name[:-5] for g in f.iterdir() if g.name.endswith(".yaml"))
+           for f in files("nnexp.conf").iterdir() if f.is_dir() and f.name not in ("hydra", "__pycache__")}
+    out["experiment"] = sorted(studies())
+    return dict(sorted(out.items()))
+
+
+def unknown_key_message(key: str, value: Any = None) -> str:
+    """One line for a key the schema does not have, with the closest known key or group choice (difflib).
+
+    A config group is suggested in its command-line form, ``activation=relu`` (``value`` when it is
+    one of the group's options, else ``activation=<option>``).
+    """
+    groups = config_groups()
+    candidates = {k: k for k in schema_keys()}
+    candidates.update({g: g for g in groups})
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    if not close:
+        return f"{key} is not a key; see python -m nnexp --cfg job for the keys and --help for the config groups"
+    best = close[0]
+    if best in groups:
+        option = value if isinstance(value, str) and value in groups[best] else "<option>"
+        return f"{key} is not a key; did you mean {best}={option}? ({best}: {', '.join(groups[best])})"
+    return f"{key} is not a key; did you mean {best}?"
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Refuse every key of a composed config (``hydra`` aside) that the schema :class:`Config` does not declare.
+
+    Hydra adds keys that ``+key=value`` names without checking them against the schema, so a typo
+    (``+activaton=relu``) would otherwise be stored and ignored.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first unknown key (see :func:`unknown_key_message`).
+    """
+
+    def walk(node: DictConfig, schema: type, prefix: str) -> None:
+        hints = typing.get_type_hints(schema)
+        for k in node.keys():
+            key = f"{prefix}{k}"
+            if not prefix and k == "hydra":
+                continue
+            if k not in hints:
+                try:
+                    value = None if OmegaConf.is_missing(node, k) else node.get(k)
+                except Exception:  # an interpolation that does not resolve: the key is what is wrong
+                    value = None
+                raise ConfigError(unknown_key_message(key, value))
+            if dataclasses.is_dataclass(hints[k]) and not OmegaConf.is_missing(node, k):
+                walk(node[k], hints[k], key + ".")
+
+    walk(cfg, Config, "")
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -191,7 +269,11 @@ def log_every(cfg: DictConfig) -> int:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check ranges and combinations that the schema's types cannot express.
+    """Check keys, ranges and combinations that the schema's types cannot express.
+
+    Keys added with ``+key=value`` that the schema does not declare (:func:`check_keys`),
+    and dataset keys set for a dataset that does not read them (``dataset.path`` without
+    ``dataset=csv``), are refused as well.
 
     Raises
     ------
@@ -199,7 +281,7 @@ def validate(cfg: DictConfig) -> None:
         With a one-line message naming the key and what it accepts.
     """
     from .activations import get_activation
-    from .data import DATASETS
+    from .data import DATASET_KEYS, DATASETS, loader_keys
     from .initializers import INITIALIZERS, auto_initializer, get_bias_initializer, get_initializer
     from .losses import LOSSES
     from .optimizers import SCHEDULES, make_optimizer
@@ -209,6 +291,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(msg)
 
     c = cfg
+    check_keys(c)
     try:
         act = get_activation(c.activation.name, alpha=c.activation.alpha, beta=c.activation.beta,
                              approximate=c.activation.approximate)
@@ -261,6 +344,13 @@ def validate(cfg: DictConfig) -> None:
         v = c.optimizer.get(key)
         need(v is None or 0 <= v < 1, f"optimizer.{key}={v} must be in [0, 1)")
     need(c.optimizer.eps is None or c.optimizer.eps > 0, f"optimizer.eps={c.optimizer.eps} must be > 0")
+    need(0 <= c.dataset.split_seed < 2**32, f"dataset.split_seed={c.dataset.split_seed} must be {ACCEPTS['dataset.split_seed']}")
+    for key in DATASET_KEYS:
+        readers = sorted(n for n in DATASETS if key in loader_keys(n))
+        need(c.dataset.get(key) is None or c.dataset.name in readers,
+             f"dataset.{key} is read only by " + " / ".join(f"dataset={n}" for n in readers)
+             + f", not by dataset={c.dataset.name}; add " + ("dataset=csv" if readers == ["csv"] else "one of them")
+             + f" or drop dataset.{key}")
     need(c.dataset.noise is None or c.dataset.noise >= 0, f"dataset.noise={c.dataset.noise} must be >= 0")
     need(c.dataset.n_samples is None or c.dataset.n_samples >= 10,
          f"dataset.n_samples={c.dataset.n_samples} must be >= 10 (enough to split)")

@@ -25,7 +25,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Dataset", "DATASETS", "load", "encode_targets"]
+__all__ = ["Dataset", "DATASETS", "DATASET_KEYS", "loader_keys", "load", "encode_targets"]
 
 
 @dataclass
@@ -167,13 +167,19 @@ def csv(*, path: str | None = None, target: str | None = None, **_):
     """A CSV file with a header row: ``target`` names the label column, every other column is a feature.
 
     Labels may be numbers or strings (at least two distinct classes); features
-    must be numbers, and no cell may be empty or ``NA``/``NaN``.
+    must be numbers, and no cell may be empty or ``NA``/``NaN``. The file is read
+    as UTF-8; a byte-order mark (as spreadsheet programs write) is ignored.
+
+    nnexp trains classifiers: a numeric target with more distinct values than
+    half its rows (:data:`MAX_CLASSES_SHARE`) is taken for a regression target and
+    refused, rather than treated as hundreds of one-row classes.
 
     Raises
     ------
     ValueError
         Naming ``dataset.path`` or ``dataset.target`` when the file is missing,
-        has no such column, a missing or non-numeric value, or a single class.
+        has no such column, a missing or non-numeric value, a single class, or a
+        continuous target.
     """
     import csv as csv_module
 
@@ -182,7 +188,7 @@ def csv(*, path: str | None = None, target: str | None = None, **_):
     file = Path(path)
     if not file.is_file():
         raise ValueError(f"dataset.path={path!r} does not exist or is not a file")
-    with file.open(newline="", encoding="utf-8") as f:
+    with file.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a byte-order mark is not part of a name
         rows = list(csv_module.reader(f))
     if not rows:
         raise ValueError(f"dataset.path={path!r} is empty; expected a header row and data rows")
@@ -209,9 +215,26 @@ def csv(*, path: str | None = None, target: str | None = None, **_):
     if not np.isfinite(X).all():
         raise ValueError(f"dataset.path={path!r} has an infinite feature value; features must be finite numbers")
     y = np.asarray(labels)
-    if len(np.unique(y)) < 2:
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
         raise ValueError(f"dataset.target={target!r} has a single class ({str(y[0])!r}); a classifier needs at least 2")
+    if len(classes) > MAX_CLASSES_SHARE * len(y) and _all_numbers(classes):
+        raise ValueError(f"dataset.target={target!r} looks continuous ({len(classes)} distinct numbers in {len(y)} rows); "
+                         "nnexp trains classifiers: the target must hold class labels (numbers or strings), "
+                         "each on several rows; bin a continuous target into classes first")
     return X, y, features
+
+
+#: A numeric target with more distinct values than this share of its rows is taken for a regression target.
+MAX_CLASSES_SHARE = 0.5
+
+
+def _all_numbers(values) -> bool:
+    try:
+        [float(v) for v in values]
+    except ValueError:
+        return False
+    return True
 
 
 #: Loader per dataset name: ``(**params) -> (X, y[, feature_names])``.
@@ -227,6 +250,18 @@ DATASETS: dict[str, Callable] = {
     "gaussian": gaussian,
     "csv": csv,
 }
+
+#: Keys of ``dataset.*`` that only some loaders read (the others split and standardise every dataset).
+DATASET_KEYS = ("n_samples", "noise", "path", "target")
+
+
+def loader_keys(name: str) -> set[str]:
+    """The keys of :data:`DATASET_KEYS` that the loader of dataset ``name`` reads: its keyword parameters."""
+    import inspect
+
+    params = inspect.signature(DATASETS[name]).parameters.values()
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY} & set(DATASET_KEYS)
+
 
 #: Datasets too small to split: train, validation and test are the whole set.
 UNSPLIT = {"xor"}
@@ -336,6 +371,29 @@ def _write_cached(path: Path, data: Dataset) -> None:
         log.debug("dataset cache not written (%s)", e)
 
 
+#: Rows per class that a stratified split into train, validation and test needs.
+MIN_CLASS_ROWS = 3
+
+
+def _check_stratifiable(name: str, classes: np.ndarray, counts: np.ndarray, params: dict) -> None:
+    """Refuse a dataset with a class too rare to appear in each of train, validation and test.
+
+    Raises
+    ------
+    ValueError
+        Naming the class (and ``dataset.target`` for a CSV file).
+    """
+    rare = int(np.argmin(counts))
+    if counts[rare] >= MIN_CLASS_ROWS:
+        return
+    key = f"dataset.target={params['target']!r}" if name == "csv" else f"dataset={name}"
+    hint = " (a continuous target? nnexp trains classifiers; bin it into classes first)" if (
+        name == "csv" and _all_numbers(classes)) else ""
+    raise ValueError(f"{key}: class {str(classes[rare])!r} has {counts[rare]} row{'s' if counts[rare] != 1 else ''}; "
+                     f"a stratified split into train, validation and test needs at least {MIN_CLASS_ROWS} per class"
+                     + hint)
+
+
 def _prepare(name: str, val_fraction: float, test_fraction: float, split_seed: int, standardize: bool,
              params: dict) -> Dataset:
     """Load ``name`` with ``params``, split it and standardise it (see :func:`load`)."""
@@ -350,10 +408,17 @@ def _prepare(name: str, val_fraction: float, test_fraction: float, split_seed: i
     else:
         from sklearn.model_selection import train_test_split
 
-        X_rest, X_test, y_rest, y_test = train_test_split(
-            X, y, test_size=test_fraction, random_state=split_seed, stratify=y)
-        X_train, X_val, y_train, y_val = train_test_split(
-            X_rest, y_rest, test_size=val_fraction / (1 - test_fraction), random_state=split_seed, stratify=y_rest)
+        _check_stratifiable(name, classes, np.bincount(y, minlength=len(classes)), params)
+        try:
+            X_rest, X_test, y_rest, y_test = train_test_split(
+                X, y, test_size=test_fraction, random_state=split_seed, stratify=y)
+            X_train, X_val, y_train, y_val = train_test_split(
+                X_rest, y_rest, test_size=val_fraction / (1 - test_fraction), random_state=split_seed,
+                stratify=y_rest)
+        except ValueError:  # a part smaller than the number of classes
+            raise ValueError(f"dataset={name}: {len(y)} rows in {len(classes)} classes are too few for a stratified "
+                             f"split with dataset.val_fraction={val_fraction} and dataset.test_fraction={test_fraction}: "
+                             "validation and test each need at least one row per class") from None
         parts = (X_train, y_train, X_val, y_val, X_test, y_test)
     X_train, y_train, X_val, y_val, X_test, y_test = parts
     mean = np.zeros(X.shape[1])

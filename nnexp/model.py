@@ -144,6 +144,8 @@ class MLP:
     W : list of ndarray of shape (n_replicas, fan_in, fan_out)
     b : list of ndarray of shape (n_replicas, 1, fan_out)
     dW, db : lists like ``W`` and ``b``, the gradients of the last call to :meth:`gradients`.
+    min_block_rows : int
+        The least number of rows of a row block (:data:`ROW_BLOCK`); set before the first pass.
     """
 
     def __init__(self, sizes: Sequence[int], activation: BoundActivation, *, replicas: int = 1, dtype=np.float64):

@@ -10,13 +10,12 @@ problem into one :class:`~nnexp.config.ConfigError` line that names the key.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ACCEPTS, ConfigError, flatten, validate
+from .config import ACCEPTS, ConfigError, config_groups, unknown_key_message, validate
 
 __all__ = ["preflight", "expand_jobs", "JobComposer"]
 
@@ -48,7 +47,7 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
     if m:
         key = m.group(1)
         if "not in struct" in str(cause) or "is not in struct" in text or "To append" in text:
-            return f"{key} is not a config key{_suggest(key)}"
+            return unknown_key_message(key)
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
     if full_key:
@@ -95,15 +94,6 @@ def check_no_targets(overrides: list[str]) -> None:
                               f"pick a launcher or sweeper with hydra/launcher=<name> or hydra/sweeper=<name>")
 
 
-def _suggest(key: str) -> str:
-    try:
-        keys = list(flatten(_compose([], with_hydra=False)))
-    except Exception:
-        return ""
-    close = difflib.get_close_matches(key, keys, n=1)
-    return f" (did you mean {close[0]}?)" if close else "; see python -m nnexp --cfg job"
-
-
 def _compose(overrides: list[str], with_hydra: bool = False, config_name: str = "config") -> DictConfig:
     from hydra import compose
 
@@ -128,7 +118,7 @@ class JobComposer:
 
         self.config_name = config_name
         self.repo = GlobalHydra.instance().config_loader().repository
-        self.parser = OverridesParser.create()
+        self.parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         self.composed: dict[tuple[str, ...], DictConfig] = {}
 
     def _is_group(self, o) -> bool:
@@ -166,22 +156,38 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     their base config only.
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     args = _parse(argv)
     overrides = list(args.overrides)
     check_no_targets(overrides)
-    parser = OverridesParser.create()
+    # with the config loader, glob(*) over a config group expands to its options, as under Hydra itself
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
+    for o in parsed:
+        if o.is_sweep_override() and o.is_hydra_override():  # Hydra's own ConfigCompositionException, as one line
+            key, value = o.input_line.split("=", 1)
+            param = key.lstrip("+~").removeprefix("hydra.sweeper.params.")
+            raise ConfigError(f"{o.input_line}: Hydra cannot sweep its own config"
+                              + (f"; to set the values of {param} write {param}={value}" if param != key.lstrip("+~")
+                                 else "; give it one value"))
     if not args.multirun:
         for o in parsed:
             if o.is_sweep_override():
                 raise ConfigError(f"{o.input_line} is a sweep; add -m to run every value")
         return [overrides], False
     for o in parsed:
-        if o.is_sweep_override() and o.get_key_element().lstrip("+~") in UNSWEPT:
+        key = o.get_key_element().lstrip("+~")
+        if o.is_sweep_override() and key in UNSWEPT:
             raise ConfigError(f"{o.get_key_element()} cannot be swept: one sweep records into one store and experiment; "
                               "run one sweep per value")
+        if o.is_sweep_override() and not list(o.sweep_string_iterator()):
+            groups = config_groups()
+            if key in groups:
+                raise ConfigError(f"{o.input_line} matches no option of {key}; choose from: {', '.join(groups[key])}")
+            raise ConfigError(f"{o.input_line} has no values; glob() selects options of a config group "
+                              f"({', '.join(groups)}), e.g. activation='glob(*)'")
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = _compose(fixed, with_hydra=True)
     n_jobs = base.hydra.launcher.get("n_jobs")

@@ -78,6 +78,39 @@ CASES = [
     ("target in a key", ["+model._target_=os.system"], ["model._target_", "may not set _target_"]),
     ("target in a callback", ["+hydra.callbacks.x._target_=os.system"], ["hydra.callbacks.x._target_", "_target_"]),
     ("target in a value", ["+extra={_target_:os.system}"], ["extra", "_target_"]),
+    # keys the schema does not know, added with +: refused, with the closest key (a group in its command-line form)
+    ("added group typo", ["+activaton=relu"], ["activaton is not a key; did you mean activation=relu?"]),
+    ("added key typo", ["+optimizer.lrr=5"], ["optimizer.lrr is not a key; did you mean optimizer.lr?"]),
+    ("added list key typo", ["+model.hiddn=[8]"], ["model.hiddn is not a key; did you mean model.hidden_sizes?"]),
+    ("added experiment typo", ["+experimnt=xor_tutorial"], ["experimnt is not a key; did you mean experiment=xor_tutorial?"]),
+    ("added group typo, bad option", ["+activaton=swish"], ["did you mean activation=<option>?", "relu"]),
+    ("added unknown key", ["+foo=1"], ["foo is not a key; see python -m nnexp --cfg job"]),
+    ("added key in a sweep", ["-m", "+optimizer.lrr=1,2"], ["optimizer.lrr is not a key; did you mean optimizer.lr?"]),
+    # keys that only some datasets read
+    ("csv keys without dataset=csv", ["dataset.path={good}", "dataset.target=label"],
+     ["dataset.path is read only by dataset=csv", "not by dataset=xor", "add dataset=csv"]),
+    ("csv keys on digits", ["dataset=digits", "dataset.target=label"], ["dataset.target is read only by dataset=csv"]),
+    ("noise on a real dataset", ["dataset=iris", "dataset.noise=0.1"],
+     ["dataset.noise is read only by dataset=circles / dataset=gaussian / dataset=moons / dataset=spiral",
+      "not by dataset=iris"]),
+    ("split seed negative", ["dataset.split_seed=-1"], ["dataset.split_seed=-1 must be an integer in [0, 2**32 - 1]"]),
+    ("split seed too large", ["dataset=iris", "dataset.split_seed=4294967296"], ["dataset.split_seed=4294967296"]),
+    # a regression target: nnexp trains classifiers, and says so instead of scikit-learn's stratification error
+    ("csv continuous target", ["dataset=csv", "dataset.path={reg}", "dataset.target=y"],
+     ["dataset.target='y' looks continuous (30 distinct numbers in 30 rows)", "class labels"]),
+    ("csv continuous target, mse", ["dataset=csv", "dataset.path={reg}", "dataset.target=y", "model.loss=mse"],
+     ["dataset.target='y' looks continuous"]),
+    ("csv rare class", ["dataset=csv", "dataset.path={rare}", "dataset.target=label"],
+     ["dataset.target='label': class 'c' has 1 row", "at least 3 per class"]),
+    ("csv too few rows per part", ["dataset=csv", "dataset.path={few}", "dataset.target=label"],
+     ["dataset=csv: 6 rows in 2 classes are too few", "dataset.test_fraction=0.2"]),
+    # sweeps Hydra cannot run
+    ("sweep of hydra's seeds", ["-m", "hydra.sweeper.params.seed=0,1"],
+     ["hydra.sweeper.params.seed=0,1: Hydra cannot sweep its own config; to set the values of seed write seed=0,1"]),
+    ("sweep of launchers", ["-m", "hydra/launcher=basic,joblib"], ["hydra/launcher=basic,joblib", "give it one value"]),
+    ("glob matching nothing", ["-m", "activation=glob(swi*)"],
+     ["activation=glob(swi*) matches no option of activation; choose from: elu"]),
+    ("glob over a value", ["-m", "optimizer.lr=glob(*)"], ["optimizer.lr=glob(*) has no values", "config group"]),
 ]
 
 CSV = {
@@ -86,6 +119,9 @@ CSV = {
     "one": "a,b,label\n1,2,0\n3,4,0\n",
     "good": "a,b,label\n1,2,0\n3,4,1\n",
     "huge": "a,b,label\n" + "".join(f"{(-1) ** i * 1e308},{i},{i % 2}\n" for i in range(12)),
+    "reg": "a,b,y\n" + "".join(f"{i},{i * i % 7},{0.37 * i + 0.01 * (i % 3):.3f}\n" for i in range(30)),
+    "rare": "a,b,label\n" + "".join(f"{i},{i % 5},{'ab'[i % 2]}\n" for i in range(20)) + "1,1,c\n",
+    "few": "a,b,label\n" + "".join(f"{i},{i % 5},{i % 2}\n" for i in range(6)),
 }
 
 

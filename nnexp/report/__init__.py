@@ -13,7 +13,15 @@ also as PNG and SVG, and the tidy data as CSV:
 ``comparison.csv``
     each activation's best configuration against the best overall (tests, effect sizes);
 ``curves.csv``
-    mean and 95 % CI per (configuration, metric, epoch).
+    mean and 95 % CI per (configuration, metric, epoch);
+``duplicates.csv``
+    only when some were dropped: the runs that repeat a kept run's configuration
+    and seed (same ``nnexp.config_hash``), each with the ``kept_run_id`` counted instead
+    (:func:`nnexp.report.load.drop_duplicates`).
+
+Whatever the selection (a sweep, a filter, the whole experiment), one run per
+configuration hash enters the report: a single run that repeats a sweep's run,
+or two identical sweeps run at once, would otherwise count one seed twice.
 
 The page answers: which activation, at which learning rate and
 initialisation, and why (learning curves, sensitivity, per-layer diagnostics,
@@ -34,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .load import ReportError, check_metric, load_histories, load_runs, run_url, summarize_outcomes
+from .load import ReportError, check_metric, drop_duplicates, load_histories, load_runs, run_url, summarize_outcomes
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
                     metric_range, summary_table)
 
@@ -139,6 +147,10 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
         Experiment name.
     parent_id : str, optional
         Only this sweep's runs.
+
+        Whatever the selection, runs sharing an ``nnexp.config_hash`` count once
+        (:func:`nnexp.report.load.drop_duplicates`); the page says how many were
+        dropped and ``duplicates.csv`` lists them.
     filter_string : str
         MLflow search filter (``params.`dataset.name` = 'moons'``; ``params.dataset``
         is accepted for the flattened ``params.`dataset.name```).
@@ -172,6 +184,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
         raise ReportError(f"no runs in experiment {experiment!r} match"
                           + (f" the filter {filter_string!r}" if filter_string else "")
                           + (f" in sweep {parent_id}" if parent_id else ""))
+    runs, duplicates = drop_duplicates(runs)
     check_metric(runs, metric)
     _check_target(target, metric)
     runs, left_out = _one_dataset(runs)
@@ -179,6 +192,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
 
     set_theme()
     out_dir.mkdir(parents=True, exist_ok=True)
+    _write_duplicates(duplicates, out_dir, metric)
     keys, linked = swept_keys(runs)
     higher = higher_is_better(metric)
     runs["url"] = [run_url(e, r) for e, r in zip(runs["experiment_id"], runs["run_id"])]
@@ -222,7 +236,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
         sections.append(("Statistical comparison with the best activation", _comparison_html(ctx)))
     sections += _figure_sections(ctx, out_dir, uri, boundaries)
     sections.append(("Diverged and failed runs (never averaged in)", _bad_html(runs, keys, metric)))
-    sections.append(("All runs in MLflow", _runs_html(ctx, uri)))
+    sections.append(("All runs in MLflow", _runs_html(ctx, uri) + _duplicates_html(duplicates)))
 
     counts = summarize_outcomes(runs)
     title = title or f"nnexp report: {experiment}"
@@ -236,6 +250,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
             f"{_n(len(seeds), 'configuration')} of {html.escape(', '.join(keys))}, "
             f"{_seed_text(seeds)} each; primary metric <b>{html.escape(metric)}</b> "
             f"({'higher' if higher else 'lower'} is better); store <code>{html.escape(uri)}</code>.")
+    if len(duplicates):
+        meta += _duplicates_note(duplicates)
     if left_out:
         meta += _left_out_note(left_out, datasets, experiment, parent_id, filter_string)
     toc = " · ".join(f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, _) in enumerate(sections))
@@ -246,6 +262,38 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _write_duplicates(duplicates: pd.DataFrame, out_dir: Path, metric: str) -> None:
+    """``duplicates.csv`` when runs were dropped; no file (an earlier build's removed) when none were."""
+    path = out_dir / "duplicates.csv"
+    if not len(duplicates):
+        path.unlink(missing_ok=True)
+        return
+    cols = [c for c in ("run_id", "kept_run_id", "config_hash", "run_name", "status", "outcome", "parent_id",
+                        "activation", "seed", metric, "start_time", "end_time") if c in duplicates]
+    duplicates[cols].to_csv(path, index=False)
+
+
+def _duplicates_note(duplicates: pd.DataFrame) -> str:
+    """The meta line's note: how many duplicate runs were dropped, and why."""
+    n = len(duplicates)
+    return (f" <b>{_n(n, 'duplicate run')} dropped</b>: {'it repeats' if n == 1 else 'each repeats'} the configuration "
+            f"and seed of a run kept here (same <code>nnexp.config_hash</code>, e.g. a single run or a concurrent "
+            f"sweep that trained it again), so no seed counts twice; of each configuration the report keeps the "
+            f"FINISHED run that ended last (<a href='duplicates.csv'>duplicates.csv</a>).")
+
+
+def _duplicates_html(duplicates: pd.DataFrame) -> str:
+    """The dropped duplicates, each with a link to the run kept in its place."""
+    if not len(duplicates):
+        return ""
+    rows = "".join(
+        f"<li><a href='{run_url(e, r)}'><code>{html.escape(str(r))}</code></a> "
+        f"({html.escape(str(s))}) duplicates kept run <a href='{run_url(e, k)}'><code>{html.escape(str(k))}</code></a></li>"
+        for e, r, s, k in zip(duplicates["experiment_id"], duplicates["run_id"], duplicates["status"],
+                              duplicates["kept_run_id"]))
+    return f"<details><summary>{_n(len(duplicates), 'duplicate run')} dropped</summary><ul>{rows}</ul></details>"
 
 
 def _check_target(target: float | None, metric: str) -> None:

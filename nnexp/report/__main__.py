@@ -13,7 +13,10 @@ strings, so quote them); ``params.dataset``, ``params.activation``,
 ``params.init`` and ``params.optimizer`` stand for their ``.name``. Tags
 ``activation``, ``init``, ``optimizer``, ``dataset`` and ``loss`` hold the
 resolved choices (``tags.init = 'he_normal'``). An unknown experiment, sweep,
-metric or filter key ends with one line on stderr and exit status 2.
+metric or filter key ends with one line on stderr and exit status 2. Runs that
+repeat a configuration and seed (same ``nnexp.config_hash``: a single run
+repeating a sweep's, or identical sweeps run at once) count once; stderr says
+how many were dropped.
 """
 
 from __future__ import annotations
@@ -65,8 +68,20 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"nnexp.report: error: {e}", file=sys.stderr)
         return 2
+    _print_duplicates(index.parent / "duplicates.csv")
     print(index)
     return 0
+
+
+def _print_duplicates(path: Path) -> None:
+    """One line on stderr when the report dropped duplicate runs (``duplicates.csv`` lists them)."""
+    if not path.exists():
+        return
+    import pandas as pd
+
+    n = len(pd.read_csv(path))
+    print(f"nnexp.report: {n} duplicate run{'' if n == 1 else 's'} dropped (same nnexp.config_hash as a kept run, "
+          f"counted once): {path}", file=sys.stderr)
 
 
 def _resolve_sweep(uri: str, experiment: str, sweep: str) -> tuple[str, str]:

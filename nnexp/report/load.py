@@ -16,8 +16,8 @@ import pandas as pd
 
 from .. import tracking
 
-__all__ = ["load_runs", "load_histories", "load_weights", "summarize_outcomes", "check_metric", "ReportError",
-           "GROUP_ALIASES", "run_url"]
+__all__ = ["load_runs", "drop_duplicates", "load_histories", "load_weights", "summarize_outcomes", "check_metric",
+           "ReportError", "GROUP_ALIASES", "run_url"]
 
 #: Config groups whose value is their ``name``: a filter may say ``params.dataset``
 #: for the flattened ``params.`dataset.name``` (how the run stores it).
@@ -153,6 +153,52 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
         df = pd.concat([df, r], ignore_index=True)
     df.attrs["metrics"] = sorted({k for r in [*runs, *reused] for k in r.data.metrics})
     return df
+
+
+def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One run per ``config_hash``: ``(kept, dropped)``.
+
+    Runs with the same ``nnexp.config_hash`` tag trained the same configuration
+    with the same seed (the hash covers the resolved config, seed included,
+    without ``tracking.*``, ``study`` and ``blas_threads``): a single run repeating
+    a sweep's, or two sweeps of one grid started at once. Counting both would
+    count one seed twice. Of each hash the kept run is the first by: status
+    ``FINISHED`` before any other, then the latest ``end_time`` (a run still
+    running has none and comes last), then the latest ``start_time``, then the
+    smallest ``run_id`` (so the choice never depends on the store's order).
+    Runs without the tag (older stores) are all kept.
+
+    Parameters
+    ----------
+    runs : DataFrame
+        One row per run, as :func:`load_runs` returns it (columns ``run_id, status, start_time, end_time``
+        and ``config_hash``).
+
+    Returns
+    -------
+    kept : DataFrame
+        ``runs`` without the duplicates, in their original order, with ``runs.attrs``.
+    dropped : DataFrame
+        The duplicates, with a ``kept_run_id`` column: the run kept in their place.
+    """
+    tagged = (runs["config_hash"].notna() & (runs["config_hash"].astype(str) != "")) if "config_hash" in runs \
+        else pd.Series(False, index=runs.index)
+    if not tagged.any():
+        return runs, runs.iloc[:0].assign(kept_run_id=pd.Series(dtype=object))
+    order = pd.DataFrame({
+        "finished": runs["status"].eq("FINISHED"),
+        "end": pd.to_numeric(runs["end_time"], errors="coerce").fillna(-np.inf),
+        "start": pd.to_numeric(runs["start_time"], errors="coerce").fillna(-np.inf),
+        "run_id": runs["run_id"], "config_hash": runs["config_hash"],
+    }, index=runs.index)[tagged]
+    order = order.sort_values(["finished", "end", "start", "run_id"], ascending=[False, False, False, True], kind="stable")
+    winners = order.drop_duplicates("config_hash")
+    dup = tagged & ~runs.index.isin(winners.index)
+    kept = runs[~dup].copy()
+    dropped = runs[dup].copy()
+    dropped["kept_run_id"] = dropped["config_hash"].map(winners.set_index("config_hash")["run_id"])
+    kept.attrs.update(runs.attrs)
+    return kept, dropped
 
 
 def _explain_empty(c, exp_id: str, experiment: str, filter_string: str) -> None:
