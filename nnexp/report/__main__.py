@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from .. import tracking
+from ..config import ConfigError
 from . import ReportError, build_report
 
 
@@ -51,7 +52,11 @@ def main(argv=None) -> int:
                         "in [0, 1] for accuracies)")
     p.add_argument("--no-boundaries", action="store_true", help="skip the decision-boundary figure")
     args = p.parse_args(argv)
-    uri = tracking.resolve_uri(args.uri, Path.cwd())
+    try:
+        uri = tracking.resolve_uri(args.uri, Path.cwd())
+    except ConfigError as e:
+        print(f"nnexp.report: error: {e}", file=sys.stderr)
+        return 2
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
         print(f"nnexp.report: error: no MLflow store at {db}; run a sweep here first or pass --uri", file=sys.stderr)
