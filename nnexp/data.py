@@ -215,7 +215,7 @@ def csv(*, path: str | None = None, target: str | None = None, **_):
     if not np.isfinite(X).all():
         raise ValueError(f"dataset.path={path!r} has an infinite feature value; features must be finite numbers")
     y = np.asarray(labels)
-    classes, counts = np.unique(y, return_counts=True)
+    classes = np.unique(y)
     if len(classes) < 2:
         raise ValueError(f"dataset.target={target!r} has a single class ({str(y[0])!r}); a classifier needs at least 2")
     if len(classes) > MAX_CLASSES_SHARE * len(y) and _all_numbers(classes):
