@@ -22,6 +22,13 @@ register()
 
 log = logging.getLogger("nnexp")
 
+#: Exit status: a job failed (or the report could not be written); the other runs are recorded.
+EXIT_FAILED = 1
+#: Exit status: bad input (one line ``nnexp: error: ...``); nothing ran.
+EXIT_BAD_INPUT = 2
+#: Exit status: the sweep ran but no run finished (every run diverged): its summary and report say so.
+EXIT_NO_RESULT = 3
+
 #: Hydra's own flags after which no job runs (help, printing the config, ...).
 _INFO_FLAGS = ("--help", "-h", "--hydra-help", "--info", "--version", "--shell-completion", "-sc")
 
@@ -45,6 +52,10 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """Validate every job of the command, then run it under Hydra; return the exit code.
+
+    0: done; 1 (:data:`EXIT_FAILED`): a job failed or the report could not be written; 2
+    (:data:`EXIT_BAD_INPUT`): bad input, nothing ran; 3 (:data:`EXIT_NO_RESULT`): a sweep in which no
+    run finished (every run diverged); 130: interrupted.
 
     With ``argv`` None (the process's own command line) the command's objects are
     left out of the interpreter's final garbage collection (see :func:`_spare_final_collection`).
@@ -100,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         _abort_sweep_quietly(abort_sweep)
         raise
 
-    return 1 if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error") else 0
+    if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error"):
+        return EXIT_FAILED
+    return EXIT_NO_RESULT if LAST_SWEEP.get("no_result") else 0
 
 
 def _abort_sweep_quietly(abort_sweep) -> None:

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking
+from . import identity, tracking
 from .activations import get_activation
-from .config import ConfigError, config_hash, flatten, log_every, validate
+from .config import ConfigError, flatten, log_every, validate
 from .data import Dataset, load
 from .initializers import auto_initializer, get_bias_initializer, get_initializer
 from .losses import Loss, get_loss, resolve_loss_name
@@ -159,12 +159,37 @@ def block_threads(cfg: DictConfig, parallel: bool) -> int:
 
 PARENT_FILE = ".nnexp_parent_run"
 
+#: File in the sweep directory with the canonical keys the sweep varies (JSON list), written by the sweep's callback.
+SWEPT_FILE = ".nnexp_swept_keys"
 
-def _replica_config(cfg: DictConfig, seed: int) -> dict:
-    c = OmegaConf.to_container(cfg, resolve=True)
-    c["seed"] = seed
-    c.pop("replicas", None)
-    return c
+
+def swept_keys(paths: dict, c=None, parent_id: str | None = None) -> list[str]:
+    """The canonical keys the running sweep varies (seed aside), for run names and console lines; [] for a single run.
+
+    Read from the sweep directory (:data:`SWEPT_FILE`), else from the parent run's ``nnexp.swept`` tag (a
+    worker that does not share the sweep directory).
+    """
+    import json
+
+    if not paths["multirun"]:
+        return []
+    f = paths["sweep_dir"] / SWEPT_FILE
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        pass
+    if c is not None and parent_id:
+        try:
+            return json.loads(tracking.retry(c.get_run, parent_id).data.tags.get(f"{tracking.TAG}swept", "[]"))
+        except Exception:  # noqa: BLE001 - names only: a run without them is still recorded
+            log.debug("no swept keys on parent run %s", parent_id)
+    return []
+
+
+def job_identity(cfg: DictConfig, data: Dataset) -> dict:
+    """The canonical configuration of a job (:func:`nnexp.identity.canonical`), the data file's digest included."""
+    digest = identity.file_digest(cfg.dataset.path) if cfg.dataset.get("path") else None
+    return identity.canonical(cfg, task=data.task, n_classes=data.n_classes, digest=digest)
 
 
 def _save_weights(path: Path, model: MLP, k: int, data: Dataset) -> None:
@@ -190,7 +215,7 @@ def run_job(cfg: DictConfig) -> float:
     t_job = time.perf_counter()
     paths = job_paths()
     validate(cfg)
-    if cfg.dataset.get("path"):  # absolute, so that the config hash names the file itself
+    if cfg.dataset.get("path"):  # absolute: the job reads the file the user named, wherever its working directory
         cfg.dataset.path = str((paths["launch_dir"] / cfg.dataset.path).resolve())
     uri = tracking.resolve_uri(cfg.tracking.uri, paths["launch_dir"])
     parent_id = None
@@ -205,23 +230,40 @@ def run_job(cfg: DictConfig) -> float:
         c = tracking.client(uri)
         exp_id = tracking.get_or_create_experiment(c, cfg.tracking.experiment, tracking.artifact_location(uri))
 
-    hashes = [config_hash(_replica_config(cfg, int(cfg.seed) + k)) for k in range(cfg.replicas)]
+    seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
+    swept = swept_keys(paths, c, parent_id)
+    try:
+        data, _ = check_data(cfg, paths["launch_dir"])
+        canon = job_identity(cfg, data)
+    except Exception as exc:  # e.g. a data file that changed or vanished since the sweep was checked
+        if not paths["multirun"]:
+            raise
+        _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc)
+        return math.nan
+    id_tags = [identity.tags(canon, s) for s in seeds]
+    keys = [t[identity.TAG_RUN_KEY] for t in id_tags]
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
     resume = cfg.tracking.resume and paths["multirun"]
-    done = {h: tracking.find_finished(c, exp_id, h) for h in hashes} if resume else {}
+    done = {k: tracking.find_finished(c, exp_id, k) for k in keys} if resume else {}
     if done and all(done.values()):
-        for run_id in done.values():
-            if parent_id:
-                tracking.set_tags(c, run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
-        log.info("skip %s: already FINISHED in run %s", paths["override"] or "config", ", ".join(done.values()))
-        return _final_val_loss(c, list(done.values()))
+        for k, run in done.items():
+            if parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
+                # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
+                tracking.set_tags(c, run.info.run_id,
+                                  {f"{tracking.TAG}repeat.{parent_id}.{paths['job_num']}": paths["override"] or "-"})
+                log.info("skip %s: same configuration and seed as run %s of this sweep (%s)",
+                         paths["override"] or "config", run.info.run_id, run.info.run_name)
+            elif parent_id:
+                tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
+                log.info("skip %s: already FINISHED in run %s", paths["override"] or "config", run.info.run_id)
+        return _final_val_loss(c, [r.info.run_id for r in done.values()])
 
     try:
         setup = build(cfg, paths["launch_dir"])
-    except Exception as exc:  # e.g. a dataset that changed since the sweep was checked, or memory
+    except Exception as exc:  # e.g. memory
         if not paths["multirun"]:
             raise
-        _record_failure_before_training(c, exp_id, cfg, parent_id, hashes, paths, exc)
+        _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc, canon)
         return math.nan
     choices = paths["choices"]
     flat = flatten(cfg)
@@ -234,13 +276,12 @@ def run_job(cfg: DictConfig) -> float:
     }
     if cfg.study:
         base_tags[f"{tracking.TAG}study"] = cfg.study
-    todo = [k for k, h in enumerate(hashes) if not done.get(h)]
+    todo = [k for k, rk in enumerate(keys) if not done.get(rk)]
     runs = {}
     for k in todo:
         seed = setup.seeds[k]
-        name = f"{cfg.activation.name}-{cfg.optimizer.name}-lr{cfg.optimizer.lr:g}-{setup.init_name}-s{seed}"
-        run_id = tracking.start_run(c, exp_id, run_name=name, parent_id=parent_id,
-                                    tags={**base_tags, f"{tracking.TAG}config_hash": hashes[k]})
+        run_id = tracking.start_run(c, exp_id, run_name=identity.run_name(canon, swept, seed), parent_id=parent_id,
+                                    tags={**base_tags, **id_tags[k]})
         runs[k] = run_id
     try:
         for k, run_id in runs.items():
@@ -291,31 +332,38 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    _print_result(cfg, hist, runs, None if paths["multirun"] else uri)
+    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, identity.describe(canon, ["activation", *swept]))
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
 
 
-def _print_result(cfg, hist: History, runs: dict, uri: str | None) -> None:
-    """One line per run: how it ended, and (``uri`` given, for a single run) where it is recorded."""
+def _print_result(cfg, hist: History, runs: dict, uri: str | None, label: str) -> None:
+    """One line per run: its swept values (``label``), how it ended, and (``uri`` given, for a single run) where it is recorded."""
     for k, run_id in runs.items():
         m = hist.replica(k)
         diverged = int(hist.diverged_epoch[k])
         outcome = f"diverged at epoch {diverged}" if diverged else (
             f"val_loss {m['val_loss'][-1]:.4g}, val_accuracy {m['val_accuracy'][-1]:.4g}")
         where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
-        print(f"run {run_id} ({cfg.activation.name}, seed {int(cfg.seed) + k}): {outcome}, "
+        print(f"run {run_id} ({label}, seed {int(cfg.seed) + k}): {outcome}, "
               f"{hist.seconds:.2f} s of training{where}", flush=True)
 
 
-def _record_failure_before_training(c, exp_id, cfg, parent_id, hashes, paths, exc) -> None:
-    """Record a job of a sweep that failed before its runs existed as FAILED runs, so no job goes unrecorded."""
+def _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc, canon=None) -> None:
+    """Record a job of a sweep that failed before its runs existed as FAILED runs, so no job goes unrecorded.
+
+    Without a canonical configuration (the data could not be read), the config as composed stands in for it,
+    marked ``unresolved``.
+    """
     error = f"{type(exc).__name__}: {exc}"[:500]
     log.error("job %s failed before training: %s\n%s", paths["override"], error, traceback.format_exc())
-    for k, h in enumerate(hashes):
-        run_id = tracking.start_run(c, exp_id, run_name=f"{cfg.activation.name}-s{int(cfg.seed) + k}-failed",
+    if canon is None:
+        canon = {**{k: v for k, v in identity.canonical_from_params(
+            {k: str(v) for k, v in flatten(cfg).items()}).items() if k != "legacy"}, "unresolved": True}
+    for seed in seeds:
+        run_id = tracking.start_run(c, exp_id, run_name=f"{cfg.activation.name}-s{seed}-failed",
                                     parent_id=parent_id, tags={
                                         "activation": cfg.activation.name, "optimizer": cfg.optimizer.name,
-                                        "dataset": cfg.dataset.name, f"{tracking.TAG}config_hash": h,
+                                        "dataset": cfg.dataset.name, **identity.tags(canon, seed),
                                         f"{tracking.TAG}overrides": paths["override"],
                                         f"{tracking.TAG}outcome": "failed", f"{tracking.TAG}error": error})
         tracking.end_run(c, run_id, "FAILED")

@@ -3,14 +3,22 @@
 ``on_multirun_start`` runs once in the launching process before any job: it
 creates the store and the experiment (so parallel jobs never race on them),
 marks runs orphaned by a killed sweep as KILLED, opens the sweep's parent run
-and writes its id into the sweep directory, where every job (in this process
-or in a launcher's worker) finds it. ``on_multirun_end`` prints a summary,
+and writes its id, and the canonical keys the sweep varies (for run names and
+console lines), into the sweep directory, where every job (in this process or
+in a launcher's worker) finds them. ``on_multirun_end`` prints a summary,
 writes the comparison report and ends the parent run FINISHED: a child that
 failed or diverged never ends its parent.
+
+The summary and the report count configurations the same way: one per
+``nnexp.config_id`` (:mod:`nnexp.identity`), labelled by the keys whose
+canonical values differ across the sweep's runs, one run per ``nnexp.run_key``.
+A sweep in which no run finished (every run diverged, say) still prints its
+table and writes its report; the command then exits 3 (see :mod:`nnexp.__main__`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -19,7 +27,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from . import tracking
+from . import identity, tracking
 
 log = logging.getLogger("nnexp")
 
@@ -41,19 +49,21 @@ class SweepCallback(Callback):
     """Opens and closes the parent run of a multirun; see the module docstring."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from .app import PARENT_FILE
+        from .app import PARENT_FILE, SWEPT_FILE
 
         launch = Path(config.hydra.runtime.cwd)
         sweep_dir = (launch / config.hydra.sweep.dir).resolve()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
         uri = tracking.resolve_uri(config.tracking.uri, launch)
-        c, exp_id = tracking.prepare_store(uri, config.tracking.experiment)
+        c, exp_id = tracking.prepare_store(uri, config.tracking.experiment)  # refuses a deleted experiment
+        sweep_dir.mkdir(parents=True, exist_ok=True)
         killed = tracking.mark_orphans_killed(c, exp_id)
         if killed:
             log.warning("marked %d run(s) left RUNNING by a killed sweep as KILLED", killed)
         overrides = list(config.hydra.overrides.task)
         name = sweep_name(launch, sweep_dir)
+        swept = sweep_keys(overrides, config.hydra.sweeper.get("params") or {})
         parent = tracking.start_run(c, exp_id, run_name=f"sweep {name}", tags={
+            f"{tracking.TAG}swept": json.dumps(swept),
             f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep": name,
             f"{tracking.TAG}sweep_dir": str(sweep_dir), f"{tracking.TAG}overrides": " ".join(overrides),
             f"{tracking.TAG}command": " ".join(["python -m nnexp -m", *overrides]),
@@ -67,6 +77,7 @@ class SweepCallback(Callback):
             tracking.log_params(c, parent, sweep_params)
         if str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
             tracking.start_metric_writer(uri)  # jobs run in this process, one core busy: metrics written on another
+        (sweep_dir / SWEPT_FILE).write_text(json.dumps(swept))
         (sweep_dir / PARENT_FILE).write_text(parent)
         LAST_SWEEP.clear()
         LAST_SWEEP.update(parent_id=parent, uri=uri, experiment=config.tracking.experiment, experiment_id=exp_id,
@@ -81,14 +92,17 @@ class SweepCallback(Callback):
         c = tracking.client(uri)
         launch = Path(config.hydra.runtime.cwd)
         try:
-            from .report.load import load_runs, summarize_outcomes
+            from .report.load import drop_duplicates, load_runs, summarize_outcomes
 
             lost = tracking.end_orphan_children(c, LAST_SWEEP["experiment_id"], parent, "FAILED")
             if lost:
                 log.warning("%d job(s) ended without closing their run (a worker died?): marked FAILED", lost)
-            runs = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)
+            runs, dropped = drop_duplicates(load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent))
             counts = summarize_outcomes(runs)
+            counts["duplicates"] = len(dropped) + (int(runs["repeats"].sum()) if "repeats" in runs else 0)
             LAST_SWEEP.update(counts)
+            # a sweep that trained something but in which no run finished has no usable result (exit status 3)
+            LAST_SWEEP["no_result"] = counts.get("finished", 0) == 0
             print(_summary_text(runs, counts))
             if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
                 from .report import build_report
@@ -138,21 +152,63 @@ def abort_sweep(status: str = "KILLED") -> int:
     return len(running) + 1
 
 
+def sweep_keys(overrides: list[str], sweeper_params) -> list[str]:
+    """The canonical keys (:func:`nnexp.identity.canonical_key`) that a sweep's overrides sweep over, seed aside.
+
+    ``overrides`` are the command line's (``activation=relu,tanh``), ``sweeper_params`` the
+    ``hydra.sweeper.params`` of the config (``{"seed": "0,1,2"}``); a key is swept when Hydra's parser reads
+    its value as a sweep (a list of values, ``range(...)``, ``choice(...)``, ``glob(...)``, ...).
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    texts = [*(f"{k}={v}" for k, v in dict(sweeper_params).items()), *overrides]
+    keys = []
+    parser = OverridesParser.create()
+    for text in texts:
+        try:
+            o = parser.parse_override(text)
+        except Exception:  # noqa: BLE001 - Hydra has parsed these already; a name is no reason to stop
+            continue
+        key = identity.canonical_key(o.key_or_group)
+        if o.is_sweep_override() and key not in (None, "seed"):
+            keys.append(key)
+    return list(dict.fromkeys(keys))
+
+
 def _summary_text(runs, counts) -> str:
-    lines = [f"sweep finished: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
-             f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps"]
+    """The printed summary: outcome counts, then one row per configuration (``config_id``) with its seeds.
+
+    The configuration columns are the keys whose canonical values differ across the sweep's runs
+    (:func:`nnexp.report.swept_keys`), as in the report's ``summary.csv``; ``seeds`` counts the finished runs.
+    """
+    import pandas as pd
+
+    from .report import swept_keys
+
+    line = (f"sweep finished: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
+            f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps")
+    if counts.get("duplicates"):
+        line += f", {counts['duplicates']} duplicate(s) of another job's configuration and seed (counted once)"
+    lines = [line]
     done = runs[runs["outcome"].isin(["finished", "diverged"])] if len(runs) else runs
     if len(done):
-        # the swept keys, from every run that trained (a configuration whose runs all diverged keeps its row)
-        keys = [k for k in ("activation", "optimizer.lr", "init") if k in done and done[k].nunique() > 1] or ["activation"]
-        ok = done[done["outcome"] == "finished"]
+        # every run that trained: a configuration whose runs all diverged keeps its row
+        keys, linked = swept_keys(done)
+        label = list(dict.fromkeys(keys + linked)) or ["activation"]
         cols = [c for c in ("val_loss", "val_accuracy", "test_accuracy") if c in done]
-        table = ok.groupby(keys)[cols].agg(["mean", "std"])
-        table.columns = [f"{a} {b}" for a, b in table.columns]
-        n = done.groupby(keys)["outcome"].agg(runs="size", diverged=lambda o: int((o == "diverged").sum()))
-        table = n.join(table, how="left")
-        if len(table.columns) > 2:
-            table = table.sort_values(table.columns[2], na_position="last")
+        rows = []
+        for _, sub in done.groupby("config_id", sort=False):
+            ok = sub[sub["outcome"] == "finished"]
+            row = {k: identity.format_value(sub[k].iloc[0]) if k in sub else "null" for k in label}
+            row.update(runs=len(sub), seeds=len(ok), diverged=int((sub["outcome"] == "diverged").sum()))
+            for c in cols:
+                v = pd.to_numeric(ok[c], errors="coerce")
+                row[f"{c} mean"] = v.mean() if len(v) else float("nan")
+                row[f"{c} std"] = v.std() if len(v) > 1 else float("nan")
+            rows.append(row)
+        table = pd.DataFrame(rows).set_index(label)
+        if cols:
+            table = table.sort_values(f"{cols[0]} mean", na_position="last")
         # "-": no value (a std needs two finished runs; a configuration whose runs all diverged has no mean)
         lines.append(table.to_string(float_format=lambda x: f"{x:.4f}", na_rep="-"))
     return "\n".join(lines)

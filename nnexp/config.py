@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
-import json
 import math
 import re
 import typing
@@ -23,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 __all__ = ["Config", "ConfigError", "register", "validate", "check_keys", "unknown_key_message", "schema_keys",
-           "config_hash", "flatten", "SEMANTIC_EXCLUDE", "ACCEPTS"]
+           "flatten", "ACCEPTS"]
 
 
 class ConfigError(ValueError):
@@ -130,9 +128,6 @@ def studies() -> dict[str, DictConfig]:
             out[f.name[:-5]] = OmegaConf.create(f.read_text(encoding="utf-8"))
     return out
 
-
-#: Keys that do not change what a run computes: left out of the configuration hash.
-SEMANTIC_EXCLUDE = ("tracking", "study", "blas_threads")
 
 #: What each numeric key accepts, for messages about a value of the wrong type or range.
 ACCEPTS = {
@@ -245,12 +240,6 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def config_hash(cfg: DictConfig | dict) -> str:
-    """SHA-1 (first 16 hex digits) of the semantic config: what identifies a run for resume."""
-    flat = {k: v for k, v in flatten(cfg).items() if k.split(".")[0] not in SEMANTIC_EXCLUDE and k != "hydra"}
-    return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 #: With ``tracking.log_every=null``, a run records metrics at about this many epochs.

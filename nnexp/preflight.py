@@ -226,7 +226,7 @@ def preflight(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from .app import check_data
-    from .tracking import check_store, resolve_uri
+    from .tracking import check_store, deleted_experiment, deleted_experiment_message, resolve_uri
 
     GlobalHydra.instance().clear()
     try:
@@ -249,9 +249,11 @@ def preflight(argv: list[str]) -> int:
                         checked_data.add(key)
                 except (HydraException, OmegaConfBaseException) as e:
                     raise ConfigError(_one_line(e, job)) from None
-                uris.add(resolve_uri(cfg.tracking.uri, Path.cwd()))
-            for uri in uris:
+                uris.add((resolve_uri(cfg.tracking.uri, Path.cwd()), cfg.tracking.experiment))
+            for uri, experiment in sorted(uris):
                 check_store(uri)
+                if (exp_id := deleted_experiment(uri, experiment)) is not None:  # never revived silently
+                    raise ConfigError(deleted_experiment_message(experiment, exp_id))
     finally:
         GlobalHydra.instance().clear()
     return len(jobs)

@@ -336,7 +336,11 @@ def _copy_store_template(db: Path) -> None:
 def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
     """The id of experiment ``name``, created (with ``location`` for artifacts) if missing; race-safe.
 
-    A deleted experiment of that name is restored.
+    Raises
+    ------
+    ConfigError
+        If an experiment of that name was deleted in MLflow: it is never restored (and its runs never
+        reused) without the user saying so; the message says how to restore it or choose another name.
     """
     from mlflow.exceptions import MlflowException
 
@@ -349,8 +353,35 @@ def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
                 raise
             exp = retry(c.get_experiment_by_name, name)
     if exp.lifecycle_stage == "deleted":
-        retry(c.restore_experiment, exp.experiment_id)
+        raise ConfigError(deleted_experiment_message(name, exp.experiment_id))
     return exp.experiment_id
+
+
+def deleted_experiment_message(name: str, experiment_id: str) -> str:
+    """The one line for an experiment deleted in MLflow (see :func:`get_or_create_experiment`)."""
+    return (f"experiment {name!r} was deleted in MLflow; restore it (mlflow experiments restore --experiment-id "
+            f"{experiment_id}) or choose another with tracking.experiment=NAME")
+
+
+def deleted_experiment(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` if the SQLite store at ``uri`` holds it deleted, else None (read only).
+
+    Reads the file with :mod:`sqlite3` (no MLflow import, nothing created): for the check before a command
+    starts. Other stores answer None here; the job's :func:`get_or_create_experiment` refuses them.
+    """
+    db = sqlite_path(uri)
+    if db is None or not db.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("SELECT experiment_id FROM experiments WHERE name = ? AND lifecycle_stage = 'deleted'",
+                              (name,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
 
 
 def start_run(c, experiment_id: str, *, run_name: str, parent_id: str | None = None,
@@ -704,9 +735,12 @@ def find_sweep_parent(c, experiment_id: str, sweep_dir: str | os.PathLike) -> st
     return runs[0].info.run_id if runs else None
 
 
-def find_finished(c, experiment_id: str, config_hash: str) -> str | None:
-    """The id of a FINISHED run in the experiment with this config hash (for resume), else None."""
+def find_finished(c, experiment_id: str, run_key: str):
+    """A FINISHED, not deleted run of the experiment with this ``nnexp.run_key`` (for resume), else None.
+
+    Deleted runs are never reused (MLflow's search sees active runs only); see :mod:`nnexp.identity`.
+    """
     runs = retry(c.search_runs, [experiment_id],
-                 filter_string=f"attributes.status = 'FINISHED' and tags.`{TAG}config_hash` = '{config_hash}'",
-                 max_results=1)
-    return runs[0].info.run_id if runs else None
+                 filter_string=f"attributes.status = 'FINISHED' and tags.`{TAG}run_key` = '{run_key}'",
+                 order_by=["attributes.start_time ASC"], max_results=1)
+    return runs[0] if runs else None

@@ -1,4 +1,4 @@
-"""nnexp.config: what the resume hash includes and leaves out; blas_threads is wired and documented; keys the schema
+"""nnexp.config: what the run key (nnexp.identity) includes and leaves out; blas_threads is wired and documented; keys the schema
 does not know are refused (documented ``+`` additions are not); glob sweeps over a group."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from nnexp.config import ConfigError, check_keys, config_groups, config_hash, register
+from nnexp import identity
+from nnexp.config import ConfigError, check_keys, config_groups, register
 
 register()
 
@@ -17,6 +18,11 @@ register()
 def _cfg(*overrides):
     with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):
         return compose("config", list(overrides))
+
+
+def config_hash(cfg) -> str:
+    """The run key of a composed config (3 classes: every dataset here takes cross-entropy under loss=auto)."""
+    return identity.run_key(identity.config_id(identity.canonical(cfg, n_classes=3)), cfg.seed)
 
 
 

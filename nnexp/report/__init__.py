@@ -16,11 +16,11 @@ also as PNG and SVG, and the tidy data as CSV:
     mean and 95 % CI per (configuration, metric, epoch);
 ``duplicates.csv``
     only when some were dropped: the runs that repeat a kept run's configuration
-    and seed (same ``nnexp.config_hash``), each with the ``kept_run_id`` counted instead
+    and seed (same ``nnexp.run_key``), each with the ``kept_run_id`` counted instead
     (:func:`nnexp.report.load.drop_duplicates`).
 
 Whatever the selection (a sweep, a filter, the whole experiment), one run per
-configuration hash enters the report: a single run that repeats a sweep's run,
+run key (configuration and seed, :mod:`nnexp.identity`) enters the report: a single run that repeats a sweep's run,
 or two identical sweeps run at once, would otherwise count one seed twice.
 
 The page answers: which activation, at which learning rate and
@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .load import ReportError, check_metric, drop_duplicates, load_histories, load_runs, run_url, summarize_outcomes
+from .load import (ReportError, check_metric, drop_duplicates, lists_as_text, load_histories, load_runs, run_url,
+                   summarize_outcomes)
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
                     metric_range, summary_table)
 
@@ -51,28 +52,26 @@ __all__ = ["build_report", "ReportError", "summary_table", "swept_keys", "PRIMAR
 #: The default primary metric: what "best" means.
 PRIMARY = "val_loss"
 
-#: Keys that may be swept, in the order they become facets (columns, then rows).
-CANDIDATE_KEYS = ("optimizer.lr", "init", "optimizer", "dataset", "model.hidden_sizes", "batch_size", "epochs",
-                  "optimizer.weight_decay", "optimizer.momentum", "optimizer.schedule", "dataset.noise",
-                  "dataset.n_samples", "init.gain", "activation.alpha", "model.loss")
-
-
 def swept_keys(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     """``(keys, linked)``: the configuration keys, and the varying keys that are functions of the activation.
 
-    ``keys`` starts with ``activation`` followed by every candidate key that
-    varies *within* some activation (a real sweep axis). A key that varies only
-    together with the activation (``init`` when ``init=auto`` resolves to He for
-    ReLU and Xavier for tanh) is ``linked``: shown in tables, never a facet.
+    The varying keys are the canonical keys whose values differ across ``runs``
+    (:func:`nnexp.identity.varying_keys`: nulls and lists included, ``legacy``
+    when old and new runs mix), never a fixed list. ``keys`` starts with
+    ``activation`` followed by every varying key that varies *within* some
+    activation (a real sweep axis). A key that varies only together with the
+    activation (``init`` when ``init=auto`` resolves to He for ReLU and Xavier
+    for tanh) is ``linked``: shown in tables, never a facet. Grouping by
+    ``keys`` (or ``keys + linked``) gives one group per ``config_id``.
     """
+    from ..identity import _hashable, varying_keys
+
     keys, linked = ["activation"], []
-    for k in CANDIDATE_KEYS:
-        if k not in runs:
+    for k in varying_keys(runs):
+        if k == "activation":
             continue
-        s = runs[k].astype(str)
-        if s.nunique() < 2:
-            continue
-        if (s.groupby(runs["activation"]).nunique() > 1).any():
+        values = runs[k].map(_hashable).map(repr)
+        if (values.groupby(runs["activation"].map(repr)).nunique() > 1).any():
             keys.append(k)
         else:
             linked.append(k)
@@ -105,7 +104,11 @@ def _val(v) -> str:
 
 
 def _cfg(row, keys) -> str:
-    return ", ".join(f"{k}={_val(row[k])}" for k in keys)
+    """``activation=relu, optimizer.lr=0.1, model.hidden_sizes=[4, 4]``: every key as ``key=value``
+    (:func:`nnexp.identity.format_value`: nulls as ``null``, lists as lists)."""
+    from ..identity import format_value
+
+    return ", ".join(f"{k}={format_value(row[k])}" for k in keys)
 
 
 def _fig_html(fig, out_dir: Path, name: str, caption: str, tight: bool = False) -> str:
@@ -148,7 +151,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     parent_id : str, optional
         Only this sweep's runs.
 
-        Whatever the selection, runs sharing an ``nnexp.config_hash`` count once
+        Whatever the selection, runs sharing an ``nnexp.run_key`` count once
         (:func:`nnexp.report.load.drop_duplicates`); the page says how many were
         dropped and ``duplicates.csv`` lists them.
     filter_string : str
@@ -185,6 +188,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
                           + (f" the filter {filter_string!r}" if filter_string else "")
                           + (f" in sweep {parent_id}" if parent_id else ""))
     runs, duplicates = drop_duplicates(runs)
+    runs = lists_as_text(runs)  # model.hidden_sizes=[4, 4] is one value in tables and figures
     check_metric(runs, metric)
     _check_target(target, metric)
     runs, left_out = _one_dataset(runs)
@@ -219,8 +223,9 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     comp = compare_to_best(ok, keys, metric, epochs=epochs, censor_at=(n_epochs or 0) + 1) if len(ok) else pd.DataFrame()
     if len(comp):
         comp.drop(columns=["run_ids"]).to_csv(out_dir / "comparison.csv", index=False)
-    run_cols = [c for c in ("run_id", "run_name", "outcome", "diverged_epoch", "dataset", *keys, *linked, "seed", *final,
-                            "test_loss", "val_accuracy", "reused", "error", "url") if c in runs]
+    run_cols = [c for c in ("run_id", "run_name", "config_id", "run_key", "outcome", "diverged_epoch", "dataset",
+                            *keys, *linked, "seed", *final, "test_loss", "val_accuracy", "reused", "legacy",
+                            "repeated_by", "error", "url") if c in runs]
     runs[list(dict.fromkeys(run_cols))].to_csv(out_dir / "runs.csv", index=False)
 
     hist = hist.merge(ok[["run_id", *keys]], on="run_id")
@@ -270,7 +275,7 @@ def _write_duplicates(duplicates: pd.DataFrame, out_dir: Path, metric: str) -> N
     if not len(duplicates):
         path.unlink(missing_ok=True)
         return
-    cols = [c for c in ("run_id", "kept_run_id", "config_hash", "run_name", "status", "outcome", "parent_id",
+    cols = [c for c in ("run_id", "kept_run_id", "run_key", "config_id", "run_name", "status", "outcome", "parent_id",
                         "activation", "seed", metric, "start_time", "end_time") if c in duplicates]
     duplicates[cols].to_csv(path, index=False)
 
@@ -279,7 +284,7 @@ def _duplicates_note(duplicates: pd.DataFrame) -> str:
     """The meta line's note: how many duplicate runs were dropped, and why."""
     n = len(duplicates)
     return (f" <b>{_n(n, 'duplicate run')} dropped</b>: {'it repeats' if n == 1 else 'each repeats'} the configuration "
-            f"and seed of a run kept here (same <code>nnexp.config_hash</code>, e.g. a single run or a concurrent "
+            f"and seed of a run kept here (same <code>nnexp.run_key</code>, e.g. a single run or a concurrent "
             f"sweep that trained it again), so no seed counts twice; of each configuration the report keeps the "
             f"FINISHED run that ended last (<a href='duplicates.csv'>duplicates.csv</a>).")
 
@@ -473,7 +478,7 @@ def _lr_sentences(ctx) -> list[str]:
         sel = ok["activation"] == c["activation"]
         for k, v in _parse_config(c["config"], ctx["keys"], ok).items():
             if k != "optimizer.lr":
-                sel &= ok[k] == v
+                sel &= ok[k].map(lambda x, v=v: x == v).astype(bool)
         r = ok[sel].groupby("optimizer.lr")[m].mean().dropna()
         if len(r) < 2:
             continue
@@ -493,7 +498,7 @@ def _diagnostic_sentences(ctx) -> list[str]:
     for _, r in comp.iterrows():
         sel = last["activation"] == r["activation"]
         for k, v in _parse_config(r["config"], keys, ctx["ok"]).items():
-            sel &= last[k] == v
+            sel &= last[k].map(lambda x, v=v: x == v).astype(bool)
         sub = last[sel].set_index("metric")["mean"]
         bits = []
         g1 = sub.get("layer1.grad_norm")
@@ -511,14 +516,16 @@ def _diagnostic_sentences(ctx) -> list[str]:
 
 
 def _parse_config(config: str, keys: list[str], ok: pd.DataFrame) -> dict:
+    """The values of a label ``k=v, ...`` (:func:`nnexp.identity.describe`), as they are in ``ok``."""
+    from ..identity import format_value
+
     out = {}
     if not config:
         return out
-    for part in config.split(", "):
-        k, _, v = part.partition("=")
+    text = f", {config}, "
+    for k in keys:
         if k in ok:
-            vals = ok[k].dropna().unique()
-            match = [x for x in vals if str(x) == v]
+            match = [x for x in ok[k].drop_duplicates() if f", {k}={format_value(x)}, " in text]
             if match:
                 out[k] = match[0]
     return out

@@ -14,7 +14,7 @@ strings, so quote them); ``params.dataset``, ``params.activation``,
 ``activation``, ``init``, ``optimizer``, ``dataset`` and ``loss`` hold the
 resolved choices (``tags.init = 'he_normal'``). An unknown experiment, sweep,
 metric or filter key ends with one line on stderr and exit status 2. Runs that
-repeat a configuration and seed (same ``nnexp.config_hash``: a single run
+repeat a configuration and seed (same ``nnexp.run_key``: a single run
 repeating a sweep's, or identical sweeps run at once) count once; stderr says
 how many were dropped.
 """
@@ -85,7 +85,7 @@ def _print_duplicates(path: Path) -> None:
     import pandas as pd
 
     n = len(pd.read_csv(path))
-    print(f"nnexp.report: {n} duplicate run{'' if n == 1 else 's'} dropped (same nnexp.config_hash as a kept run, "
+    print(f"nnexp.report: {n} duplicate run{'' if n == 1 else 's'} dropped (same nnexp.run_key as a kept run, "
           f"counted once): {path}", file=sys.stderr)
 
 

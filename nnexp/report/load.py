@@ -1,8 +1,9 @@
 """Read runs back from MLflow into tidy pandas DataFrames.
 
-:func:`load_runs` gives one row per run (params with real types, final
-metrics, outcome); :func:`load_histories` gives one row per (run, metric,
-step). The report knows MLflow and pandas only, never the trainer's internals.
+:func:`load_runs` gives one row per run (params with real types, its
+identity from :mod:`nnexp.identity`, final metrics, outcome);
+:func:`load_histories` gives one row per (run, metric, step). The report knows
+MLflow and pandas only, never the trainer's internals.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import tracking
+from .. import identity, tracking
 
-__all__ = ["load_runs", "drop_duplicates", "load_histories", "load_weights", "summarize_outcomes", "check_metric",
+__all__ = ["load_runs", "drop_duplicates", "lists_as_text", "load_histories", "load_weights", "summarize_outcomes", "check_metric",
            "ReportError", "GROUP_ALIASES", "run_url"]
 
 #: Config groups whose value is their ``name``: a filter may say ``params.dataset``
@@ -53,8 +54,34 @@ def _typed(value: str):
         return value
 
 
+def _identity_columns(r) -> dict:
+    """``config_id``, ``run_key``, ``legacy``, ``repeats`` and the canonical configuration of a run (lists as tuples).
+
+    A run without the identity tags (recorded before them) is read from its params
+    (:func:`nnexp.identity.canonical_from_params`) and flagged ``legacy``: its
+    ``config_id`` never equals a new run's, and its ``run_key`` is its old
+    ``nnexp.config_hash`` (same configuration and seed), so legacy copies of one
+    run still count once.
+    """
+    tags = r.data.tags
+    if tags.get(identity.TAG_VERSION) and tags.get(identity.TAG_CONFIG):
+        canon = identity.from_json(tags[identity.TAG_CONFIG])
+        cid, key, legacy = tags.get(identity.TAG_CONFIG_ID), tags.get(identity.TAG_RUN_KEY), False
+    else:
+        canon = identity.canonical_from_params(r.data.params, tags)
+        cid, legacy = identity.config_id(canon), True
+        old = tags.get(f"{tracking.TAG}config_hash")
+        key = f"legacy-{old}" if old else None
+    repeats = [v for k, v in sorted(tags.items()) if k.startswith(f"{tracking.TAG}repeat.")]
+    out = {k: tuple(v) if isinstance(v, list) else v for k, v in canon.items()}
+    out.update(config_id=cid, run_key=key, legacy=legacy, repeats=len(repeats),
+               repeated_by="; ".join(repeats) or None)
+    return out
+
+
 def _runs_frame(runs) -> pd.DataFrame:
     rows = []
+    keys: dict[str, None] = {}
     for r in runs:
         tags = r.data.tags
         row = {
@@ -63,7 +90,6 @@ def _runs_frame(runs) -> pd.DataFrame:
             "parent_id": tags.get("mlflow.parentRunId"),
             "outcome": tags.get(f"{tracking.TAG}outcome", "failed" if r.info.status in ("FAILED", "KILLED") else "running"),
             "diverged_epoch": _typed(tags.get(f"{tracking.TAG}diverged_epoch", "0")),
-            "config_hash": tags.get(f"{tracking.TAG}config_hash"),
             "experiment_id": r.info.experiment_id, "artifact_uri": r.info.artifact_uri,
         }
         for k in ("activation", "init", "optimizer", "dataset", "loss"):
@@ -71,6 +97,9 @@ def _runs_frame(runs) -> pd.DataFrame:
         for k, v in r.data.params.items():
             if k not in row:
                 row[k] = _typed(v)
+        ids = _identity_columns(r)
+        keys.update((k, None) for k in ids if k not in ("config_id", "run_key", "repeats", "repeated_by"))
+        row.update(ids)
         for k, v in r.data.metrics.items():
             row[k] = v
         if r.info.status in ("FAILED", "KILLED"):
@@ -79,6 +108,9 @@ def _runs_frame(runs) -> pd.DataFrame:
         row["reused"] = False
         rows.append(row)
     df = pd.DataFrame(rows)
+    for k in keys:  # object columns: None stays None, 32 stays 32, lists stay tuples
+        df[k] = pd.Series([row.get(k) for row in rows], index=df.index, dtype=object)
+    df.attrs["identity_keys"] = list(keys)
     return df
 
 
@@ -118,8 +150,13 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
     Returns
     -------
     DataFrame
-        Columns ``run_id, run_name, status, outcome, reused, activation, init, optimizer, dataset``,
-        every param (``optimizer.lr``, ``seed``, ...) with its real type, and every final metric.
+        Columns ``run_id, run_name, status, outcome, reused``, ``config_id`` and ``run_key``
+        (:mod:`nnexp.identity`), one column per canonical key (``activation``, ``init`` resolved,
+        ``optimizer.lr``, ``model.hidden_sizes`` as a tuple, ``batch_size`` None for full batch, ...;
+        their names in ``attrs["identity_keys"]``), ``legacy`` (a run recorded before the identity tags,
+        read from its params), ``repeats`` (jobs of its sweep that spelled the same configuration and seed
+        and were not trained again), every other param with its real type (``seed``, ...) and every final
+        metric. One row per run: a run of the sweep that the sweep also reused is listed once.
 
     Raises
     ------
@@ -128,17 +165,23 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
     """
     c = tracking.client(uri)
     exp_id = _experiment_id(c, experiment)
-    clauses = [f"tags.`{tracking.TAG}config_hash` != ''"]
+    clauses = []
     filter_string = _ALIAS_RE.sub(lambda m: f"{m.group(1)}.`{m.group(2)}.name`", filter_string.strip())
     if filter_string:
         clauses.append(f"({filter_string})" if " or " in filter_string.lower() else filter_string)
+    # training runs carry the identity tags, or (recorded before them) the old configuration hash
+    kinds = [f"tags.`{identity.TAG_VERSION}` != ''", f"tags.`{tracking.TAG}config_hash` != ''"]
     try:
         if parent_id:
             runs = _search_all(c, exp_id, " and ".join([*clauses, f"tags.mlflow.parentRunId = '{parent_id}'"]))
-            reused = _search_all(c, exp_id, " and ".join([*clauses, f"tags.`{tracking.TAG}reused_by.{parent_id}` = '1'"]))
+            reused = [r for kind in kinds for r in _search_all(c, exp_id, " and ".join(
+                [*clauses, kind, f"tags.`{tracking.TAG}reused_by.{parent_id}` = '1'"]))]
         else:
-            runs = _search_all(c, exp_id, " and ".join(clauses))
+            runs = [r for kind in kinds for r in _search_all(c, exp_id, " and ".join([*clauses, kind]))]
             reused = []
+        seen = {r.info.run_id for r in runs}
+        reused = [r for r in {r.info.run_id: r for r in reused}.values() if r.info.run_id not in seen]
+        runs = list({r.info.run_id: r for r in runs}.values())
     except Exception as e:
         text = str(e).lower()
         if filter_string and any(w in text for w in ("filter", "invalid", "parse", "expected", "quoted")):
@@ -150,29 +193,33 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
     if reused:
         r = _runs_frame(reused)
         r["reused"] = True
+        keys = list(dict.fromkeys([*df.attrs.get("identity_keys", []), *r.attrs["identity_keys"]]))
         df = pd.concat([df, r], ignore_index=True)
+        df.attrs["identity_keys"] = keys
     df.attrs["metrics"] = sorted({k for r in [*runs, *reused] for k in r.data.metrics})
     return df
 
 
 def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One run per ``config_hash``: ``(kept, dropped)``.
+    """One run per ``run_key``: ``(kept, dropped)``.
 
-    Runs with the same ``nnexp.config_hash`` tag trained the same configuration
-    with the same seed (the hash covers the resolved config, seed included,
-    without ``tracking.*``, ``study`` and ``blas_threads``): a single run repeating
-    a sweep's, or two sweeps of one grid started at once. Counting both would
-    count one seed twice. Of each hash the kept run is the first by: status
+    Runs with the same ``nnexp.run_key`` trained the same network: the same
+    canonical configuration (:mod:`nnexp.identity`, every ``auto`` resolved)
+    and the same seed. A single run repeating a sweep's, two spellings of one
+    configuration (``init=auto`` and the initialiser it picks), or two sweeps of
+    one grid started at once. Counting both would count one seed twice. Of each
+    key the kept run is the first by: status
     ``FINISHED`` before any other, then the latest ``end_time`` (a run still
     running has none and comes last), then the latest ``start_time``, then the
     smallest ``run_id`` (so the choice never depends on the store's order).
-    Runs without the tag (older stores) are all kept.
+    Runs without a key are all kept; legacy runs (recorded before the identity
+    tags) have their old ``nnexp.config_hash`` as key, so they never match a new run.
 
     Parameters
     ----------
     runs : DataFrame
         One row per run, as :func:`load_runs` returns it (columns ``run_id, status, start_time, end_time``
-        and ``config_hash``).
+        and ``run_key``).
 
     Returns
     -------
@@ -181,7 +228,7 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     dropped : DataFrame
         The duplicates, with a ``kept_run_id`` column: the run kept in their place.
     """
-    tagged = (runs["config_hash"].notna() & (runs["config_hash"].astype(str) != "")) if "config_hash" in runs \
+    tagged = (runs["run_key"].notna() & (runs["run_key"].astype(str) != "")) if "run_key" in runs \
         else pd.Series(False, index=runs.index)
     if not tagged.any():
         return runs, runs.iloc[:0].assign(kept_run_id=pd.Series(dtype=object))
@@ -189,22 +236,35 @@ def drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         "finished": runs["status"].eq("FINISHED"),
         "end": pd.to_numeric(runs["end_time"], errors="coerce").fillna(-np.inf),
         "start": pd.to_numeric(runs["start_time"], errors="coerce").fillna(-np.inf),
-        "run_id": runs["run_id"], "config_hash": runs["config_hash"],
+        "run_id": runs["run_id"], "run_key": runs["run_key"],
     }, index=runs.index)[tagged]
     order = order.sort_values(["finished", "end", "start", "run_id"], ascending=[False, False, False, True], kind="stable")
-    winners = order.drop_duplicates("config_hash")
+    winners = order.drop_duplicates("run_key")
     dup = tagged & ~runs.index.isin(winners.index)
     kept = runs[~dup].copy()
     dropped = runs[dup].copy()
-    dropped["kept_run_id"] = dropped["config_hash"].map(winners.set_index("config_hash")["run_id"])
+    dropped["kept_run_id"] = dropped["run_key"].map(winners.set_index("run_key")["run_id"])
     kept.attrs.update(runs.attrs)
     return kept, dropped
 
 
+def lists_as_text(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with each list-valued canonical column (tuples) as its text, ``[4, 4]`` (:func:`nnexp.identity.format_value`).
+
+    For tables, figures and CSV files: text groups, compares and plots as one category per value, where a
+    tuple would be read as several values. Nulls stay None; other columns are left alone.
+    """
+    out = runs.copy()
+    for k in runs.attrs.get("identity_keys", []):
+        if k in out and out[k].map(lambda v: isinstance(v, (tuple, list))).any():
+            out[k] = out[k].map(lambda v: None if v is None else identity.format_value(v))
+    return out
+
+
 def _explain_empty(c, exp_id: str, experiment: str, filter_string: str) -> None:
     """Raise a ReportError naming the filter's keys that no run of the experiment has."""
-    some = tracking.retry(c.search_runs, [exp_id], filter_string=f"tags.`{tracking.TAG}config_hash` != ''",
-                          max_results=200)
+    some = [r for kind in (identity.TAG_VERSION, f"{tracking.TAG}config_hash") for r in tracking.retry(
+        c.search_runs, [exp_id], filter_string=f"tags.`{kind}` != ''", max_results=200)]
     known = {"param": set(), "tag": set(), "metric": set()}
     for r in some:
         known["param"].update(r.data.params)

@@ -216,15 +216,15 @@ def compare_to_best(runs: pd.DataFrame, keys: list[str], primary: str, *, epochs
     higher = higher_is_better(primary)
     best_rows = []
     for act, sub in ok.groupby("activation", sort=True):
-        means = sub.groupby(keys[1:], dropna=False)[primary].mean() if len(keys) > 1 else None
-        if means is not None:
-            cfg = means.idxmax() if higher else means.idxmin()
-            cfg = cfg if isinstance(cfg, tuple) else (cfg,)
-            mask = np.ones(len(sub), bool)
-            for k, v in zip(keys[1:], cfg):
-                mask &= (sub[k] == v).to_numpy() if not (isinstance(v, float) and math.isnan(v)) else sub[k].isna().to_numpy()
-            sub = sub[mask]
-            label = ", ".join(f"{k}={v}" for k, v in zip(keys[1:], cfg))
+        if len(keys) > 1:
+            # one group per configuration: values compared by their text, so that lists (tuples) and nulls group
+            from ..identity import describe as _label
+
+            labels = pd.Series([_label(r, keys[1:]) for r in sub[keys[1:]].to_dict("records")],
+                               index=sub.index)
+            means = sub.groupby(labels, sort=True)[primary].mean()
+            label = means.idxmax() if higher else means.idxmin()
+            sub = sub[labels == label]
         else:
             label = ""
         best_rows.append((act, label, sub))
