@@ -245,17 +245,21 @@ def run_job(cfg: DictConfig) -> float:
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
     resume = cfg.tracking.resume and paths["multirun"]
     done = {k: tracking.find_finished(c, exp_id, k) for k in keys} if resume else {}
+    for seed, k in zip(seeds, keys):
+        run = done.get(k)
+        if run is None:
+            continue
+        if parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
+            # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
+            tracking.set_tags(c, run.info.run_id,
+                              {f"{tracking.TAG}repeat.{parent_id}.{paths['job_num']}": paths["override"] or "-"})
+            log.info("skip %s, seed %d: same configuration and seed as run %s of this sweep (%s)",
+                     paths["override"] or "config", seed, run.info.run_id, run.info.run_name)
+        elif parent_id:
+            tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
+            log.info("skip %s, seed %d: already FINISHED in run %s", paths["override"] or "config", seed,
+                     run.info.run_id)
     if done and all(done.values()):
-        for k, run in done.items():
-            if parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
-                # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
-                tracking.set_tags(c, run.info.run_id,
-                                  {f"{tracking.TAG}repeat.{parent_id}.{paths['job_num']}": paths["override"] or "-"})
-                log.info("skip %s: same configuration and seed as run %s of this sweep (%s)",
-                         paths["override"] or "config", run.info.run_id, run.info.run_name)
-            elif parent_id:
-                tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
-                log.info("skip %s: already FINISHED in run %s", paths["override"] or "config", run.info.run_id)
         return _final_val_loss(c, [r.info.run_id for r in done.values()])
 
     try:
@@ -332,7 +336,7 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, identity.describe(canon, ["activation", *swept]))
+    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, identity.describe(canon, identity.order_keys(["activation", *swept])))
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
 
 

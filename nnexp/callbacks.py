@@ -190,6 +190,8 @@ def _summary_text(runs, counts) -> str:
     if counts.get("duplicates"):
         line += f", {counts['duplicates']} duplicate(s) of another job's configuration and seed (counted once)"
     lines = [line]
+    if not counts.get("finished", 0):
+        lines.append("no run finished: the sweep has no usable result (exit status 3)")
     done = runs[runs["outcome"].isin(["finished", "diverged"])] if len(runs) else runs
     if len(done):
         # every run that trained: a configuration whose runs all diverged keeps its row

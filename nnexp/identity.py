@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["file_digest", "canonical", "canonical_from_params", "config_id", "run_key", "tags", "to_json",
-           "from_json", "canonical_key", "varying_keys", "describe", "run_name", "format_value",
+           "from_json", "canonical_key", "varying_keys", "order_keys", "describe", "run_name", "format_value",
            "VERSION", "TAG_CONFIG_ID", "TAG_RUN_KEY", "TAG_CONFIG", "TAG_VERSION", "GROUPS", "EXCLUDED"]
 
 #: Bytes read at a time when hashing a file.
@@ -324,7 +324,9 @@ def _hashable(v: Any) -> Any:
     return v
 
 
-def _order(keys: Iterable[str]) -> list[str]:
+def order_keys(keys: Iterable[str]) -> list[str]:
+    """``keys`` without repeats, in label order: ``activation, optimizer.lr, init, optimizer, model.hidden_sizes,
+    batch_size, epochs, dataset``, then the others sorted."""
     keys = list(dict.fromkeys(keys))
     first = [k for k in _FIRST if k in keys]
     return first + sorted(k for k in keys if k not in first)
@@ -358,7 +360,7 @@ def varying_keys(runs, keys: Iterable[str] | None = None) -> list[str]:
             keys = list(dict.fromkeys(k for r in rows for k in r))
         keys = [k for k in keys if k != "seed"]
     out = [k for k in keys if len({_hashable(r.get(k)) for r in rows}) > 1]
-    return _order(out)
+    return order_keys(out)
 
 
 def format_value(v: Any) -> str:
@@ -394,15 +396,16 @@ def run_name(canon: Mapping[str, Any], keys: Iterable[str], seed: int) -> str:
 
     ``activation`` always comes first; a group (``init``, ``optimizer``, ``dataset``) stands as its value,
     ``optimizer.lr`` as ``lr<v>``, ``model.hidden_sizes`` as ``h<list>``, ``batch_size`` as ``bs<v>``,
-    ``epochs`` as ``e<v>``, any other key as ``<last part>=<v>``; the seed ends it as ``s<seed>``.
+    ``epochs`` as ``e<v>`` (``bs=null`` for a null), any other key as ``<last part>=<v>``; the seed ends it
+    as ``s<seed>``.
     """
     parts = []
-    for k in _order(["activation", *[k for k in keys if k != "seed"]]):
+    for k in order_keys(["activation", *[k for k in keys if k != "seed"]]):
         v = format_value(canon.get(k)).replace(" ", "")
         if k in GROUPS:
             parts.append(v)
         elif k in _SHORT:
-            parts.append(f"{_SHORT[k]}{v}")
+            parts.append(f"{_SHORT[k]}{v}" if v != "null" else f"{_SHORT[k]}=null")
         else:
             parts.append(f"{k.rsplit('.', 1)[-1]}={v}")
     return "-".join([*parts, f"s{int(seed)}"])

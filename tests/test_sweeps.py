@@ -155,7 +155,7 @@ def test_same_config_same_numbers_alone_sequential_or_parallel(parallel, tmp_pat
         mine = {key(r): r for r in children if key(r) in want}
         assert set(mine) == want
         for k in want:
-            assert mine[k].data.tags["nnexp.config_hash"] == par[k].data.tags["nnexp.config_hash"]
+            assert mine[k].data.tags["nnexp.run_key"] == par[k].data.tags["nnexp.run_key"]
             for metric in ("train_loss", "val_loss", "val_accuracy"):
                 assert history(c, mine[k], metric) == history(pc, par[k], metric), (where.name, k, metric)
             a, b = weights(c, mine[k], tmp_path / "dl"), weights(pc, par[k], tmp_path / "dlp")

@@ -94,7 +94,7 @@ def test_ray_sweep_of_12_jobs_then_resume(server, tmp_path):
     assert len(children) == 12
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert Counter(r.info.status for r in children) == {"FINISHED": 12}
-    assert len({r.data.tags["nnexp.config_hash"] for r in children}) == 12
+    assert len({r.data.tags["nnexp.run_key"] for r in children}) == 12
     assert {r.data.tags["nnexp.pid"] for r in children} != {parents[0].data.tags["nnexp.pid"]}, "jobs ran in the driver"
     assert_histories_exact(server, children, epochs=4)
     # the report was built from the server and stored with the parent run
@@ -185,7 +185,7 @@ def test_server_down_past_patience_fails_naming_it_and_a_rerun_completes(server,
     parents, children = runs_of(server, exp)
     assert not [r for r in parents + children if r.info.status == "RUNNING"], "a run was left RUNNING"
     finished = [r for r in children if r.info.status == "FINISHED"]
-    hashes = Counter(r.data.tags["nnexp.config_hash"] for r in finished)
+    hashes = Counter(r.data.tags["nnexp.run_key"] for r in finished)
     assert len(hashes) == 3 and set(hashes.values()) == {1}, hashes
     assert_histories_exact(server, finished, epochs=30)
 

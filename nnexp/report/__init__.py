@@ -190,6 +190,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     runs, duplicates = drop_duplicates(runs)
     runs = lists_as_text(runs)  # model.hidden_sizes=[4, 4] is one value in tables and figures
     check_metric(runs, metric)
+    if metric not in runs:  # no run finished (every run diverged before logging it): the report says so
+        runs[metric] = np.nan
     _check_target(target, metric)
     runs, left_out = _one_dataset(runs)
     from .figures import set_theme
@@ -249,14 +251,22 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     if filter_string:
         selection += f", filter <code>{html.escape(filter_string)}</code>"
     seeds = ok.groupby(keys).size() if len(ok) else pd.Series(dtype=int)
+    # configurations (nnexp.config_id) that trained, finished or not: a sweep in which every run diverged has some
+    trained = runs[runs["outcome"].isin(["finished", "diverged"])]
+    n_configs = trained["config_id"].nunique() if "config_id" in trained else len(seeds)
     datasets = ", ".join(sorted(runs["dataset"].dropna().astype(str).unique())) if "dataset" in runs else "?"
     meta = (f"Experiment <b>{html.escape(experiment)}</b>, {selection}; dataset {html.escape(datasets)}; "
             f"{len(runs)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
-            f"{_n(len(seeds), 'configuration')} of {html.escape(', '.join(keys))}, "
+            f"{_n(n_configs, 'configuration')} of {html.escape(', '.join(keys))}, "
             f"{_seed_text(seeds)} each; primary metric <b>{html.escape(metric)}</b> "
             f"({'higher' if higher else 'lower'} is better); store <code>{html.escape(uri)}</code>.")
     if len(duplicates):
         meta += _duplicates_note(duplicates)
+    repeats = int(runs["repeats"].sum()) if "repeats" in runs else 0
+    if repeats:  # jobs of the sweep that spelled a run's configuration and seed again (init=auto and its pick)
+        meta += (f" <b>{_n(repeats, 'duplicate job')}</b> of the sweep repeated the configuration and seed of a run "
+                 f"here (same <code>nnexp.run_key</code>): trained once, counted once (column repeated_by of "
+                 f"<a href='runs.csv'>runs.csv</a>).")
     if left_out:
         meta += _left_out_note(left_out, datasets, experiment, parent_id, filter_string)
     toc = " · ".join(f'<a href="#s{i}">{html.escape(h)}</a>' for i, (h, _) in enumerate(sections))

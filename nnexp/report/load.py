@@ -289,8 +289,14 @@ def _explain_empty(c, exp_id: str, experiment: str, filter_string: str) -> None:
 
 
 def check_metric(runs: pd.DataFrame, metric: str) -> None:
-    """Raise a ReportError if no run logged ``metric``, listing the metrics that exist."""
+    """Raise a ReportError if no run logged ``metric``, listing the metrics that exist.
+
+    A selection in which no run finished (every run diverged before logging it) passes: its report says
+    that no run finished, whatever the metric.
+    """
     if metric in runs.columns and runs[metric].notna().any():
+        return
+    if "outcome" in runs and not (runs["outcome"] == "finished").any():
         return
     logged = runs.attrs.get("metrics", [])
     raise ReportError(f"metric {metric!r} was not logged by the selected runs; metrics: {', '.join(logged)}")

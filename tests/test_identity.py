@@ -1,0 +1,393 @@
+"""One run identity (issue 14): the same configuration is the same everywhere.
+
+Unit tests of :mod:`nnexp.identity` (canonical configuration, ids, varying keys, labels), then each numbered
+input of the issue end to end in a fresh folder, asserting exact counts of runs, configurations and seeds in the
+store, in the printed summary, in the report's ``summary.csv`` and in its ``runs.csv``. The sweeps run in this
+process (``nnexp.__main__.main``) on a copy of an empty, already migrated store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from conftest import migrated_store
+from nnexp import identity
+
+QUIET = ["tracking.progress=false"]
+
+
+# --- unit: canonical configuration and ids --------------------------------------------------------------------------
+def _canon(compose, *overrides, n_classes=2):
+    return identity.canonical(compose(list(overrides)), n_classes=n_classes)
+
+
+def test_auto_is_resolved_to_what_is_trained(compose):
+    c = _canon(compose, "dataset=moons", "activation=relu", "init=auto")
+    assert c["init"] == "he_normal" and c["init.gain"] == pytest.approx(2 ** 0.5)
+    assert c["model.loss"] == "binary_cross_entropy" and c["model.output"] == "sigmoid"
+    assert identity.config_id(c) == identity.config_id(_canon(compose, "dataset=moons", "activation=relu",
+                                                              "init=he_normal"))
+    # tanh: auto is Xavier, so he_normal is another network
+    assert identity.config_id(_canon(compose, "activation=tanh", "init=auto")) != \
+        identity.config_id(_canon(compose, "activation=tanh", "init=he_normal"))
+    # a default written out is the default
+    assert identity.config_id(_canon(compose, "activation=leaky_relu")) == \
+        identity.config_id(_canon(compose, "activation=leaky_relu", "activation.alpha=0.01"))
+    assert identity.config_id(_canon(compose, "activation=relu", "init=he_normal")) == \
+        identity.config_id(_canon(compose, "activation=relu", "init=he_normal", "init.gain=1.4142135623730951"))
+
+
+def test_loss_auto_follows_the_classes(compose):
+    two, ten = _canon(compose, n_classes=2), _canon(compose, n_classes=10)
+    assert (two["model.loss"], ten["model.loss"]) == ("binary_cross_entropy", "cross_entropy")
+    assert ten["model.output"] == "softmax" and identity.config_id(two) != identity.config_id(ten)
+
+
+@pytest.mark.parametrize("override", [
+    "epochs=61", "optimizer.lr=0.05", "activation=relu", "model.hidden_sizes=[32]", "model.hidden_sizes=[64,64]",
+    "batch_size=null", "batch_size=32", "dataset=iris", "dataset.split_seed=3", "divergence_threshold=100",
+    "init=he_normal", "init.gain=1.0", "optimizer=adam", "optimizer.weight_decay=0.001", "model.dtype=float32",
+    "model.loss=mse", "dataset.val_fraction=0.3", "init.bias=constant", "optimizer.schedule=cosine"])
+def test_every_identity_key_changes_the_config_id(compose, override):
+    base = _canon(compose)
+    assert identity.config_id(_canon(compose, override)) != identity.config_id(base)
+
+
+@pytest.mark.parametrize("override", ["tracking.experiment=other", "tracking.log_every=5", "tracking.resume=false",
+                                      "tracking.report=false", "tracking.uri=sqlite:////tmp/x.db", "blas_threads=2",
+                                      "tracking.progress=false", "tracking.diagnostics=false", "study=mine",
+                                      "replicas=3", "seed=7"])
+def test_where_how_and_seed_leave_the_config_id(compose, override):
+    assert identity.config_id(_canon(compose, override)) == identity.config_id(_canon(compose))
+
+
+def test_seed_changes_the_run_key_only(compose):
+    c0, c1 = compose(["seed=0"]), compose(["seed=1"])
+    t0 = identity.tags(identity.canonical(c0, n_classes=10), c0.seed)
+    t1 = identity.tags(identity.canonical(c1, n_classes=10), c1.seed)
+    assert t0[identity.TAG_CONFIG_ID] == t1[identity.TAG_CONFIG_ID]
+    assert t0[identity.TAG_RUN_KEY] != t1[identity.TAG_RUN_KEY]
+    assert t0[identity.TAG_CONFIG] == t1[identity.TAG_CONFIG] and t0[identity.TAG_VERSION] == "1"
+    assert all(re.fullmatch(r"[0-9a-f]{16}", t0[k]) for k in (identity.TAG_CONFIG_ID, identity.TAG_RUN_KEY))
+
+
+def test_stored_json_gives_back_the_same_ids(compose):
+    c = _canon(compose, "model.hidden_sizes=[4,4]", "batch_size=null")
+    back = identity.from_json(identity.to_json(c))
+    assert back == c and back["model.hidden_sizes"] == [4, 4] and back["batch_size"] is None
+    assert identity.config_id(back) == identity.config_id(c)
+    assert "seed" not in c and "tracking.experiment" not in c and "dataset.path" not in c
+
+
+def test_file_data_is_identified_by_content_not_path(compose, tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("x,label\n1,0\n2,1\n")
+    b.write_text("x,label\n1,0\n2,1\n")
+    assert identity.file_digest(a) == identity.file_digest(b)
+    b.write_text("x,label\n1,1\n2,0\n")
+    assert identity.file_digest(a) != identity.file_digest(b)
+    cfg = compose(["dataset=csv", f"dataset.path={a}", "dataset.target=label"])
+    ca = identity.canonical(cfg, n_classes=2, digest=identity.file_digest(a))
+    cb = identity.canonical(cfg, n_classes=2, digest=identity.file_digest(b))
+    assert identity.config_id(ca) != identity.config_id(cb)
+
+
+def test_legacy_runs_never_share_an_id_with_new_ones(compose):
+    new = _canon(compose, "activation=relu")
+    params = {"activation.name": "relu", "init.name": "auto", "init.resolved": "he_normal", "seed": "0",
+              "model.hidden_sizes": "[64]", "batch_size": "null", "optimizer.lr": "0.1"}
+    old = identity.canonical_from_params(params, {"dataset": "digits"})
+    assert old["legacy"] is True and old["init"] == "he_normal" and old["model.hidden_sizes"] == [64]
+    assert old["batch_size"] is None and old["dataset"] == "digits" and "seed" not in old
+    assert identity.config_id(old) != identity.config_id(new)
+
+
+def test_varying_keys_count_nulls_and_lists():
+    rows = [{"activation": "relu", "batch_size": None, "model.hidden_sizes": [2], "optimizer.lr": 0.1, "seed": 0},
+            {"activation": "relu", "batch_size": 32, "model.hidden_sizes": [2], "optimizer.lr": 0.1, "seed": 1},
+            {"activation": "tanh", "batch_size": None, "model.hidden_sizes": [4, 4], "optimizer.lr": 0.1, "seed": 0}]
+    assert identity.varying_keys(rows) == ["activation", "model.hidden_sizes", "batch_size"]
+    frame = pd.DataFrame(rows)
+    frame["model.hidden_sizes"] = frame["model.hidden_sizes"].map(tuple)
+    frame.attrs["identity_keys"] = ["activation", "batch_size", "model.hidden_sizes", "optimizer.lr"]
+    assert identity.varying_keys(frame) == ["activation", "model.hidden_sizes", "batch_size"]
+    # a key missing from some runs is null there; one value everywhere does not vary
+    assert identity.varying_keys([{"a.b": 1}, {}]) == ["a.b"]
+    assert identity.varying_keys([{"x": [1, 2]}, {"x": (1, 2)}, {"x": [1.0, 2.0]}]) == []
+
+
+def test_labels_and_run_names_carry_every_swept_value():
+    row = {"activation": "relu", "optimizer.lr": 0.1, "model.hidden_sizes": [4, 4], "batch_size": None,
+           "init": "he_normal", "dataset.noise": 0.25}
+    keys = ["activation", "optimizer.lr", "model.hidden_sizes", "batch_size"]
+    assert identity.describe(row, keys) == "relu, optimizer.lr=0.1, model.hidden_sizes=[4, 4], batch_size=null"
+    assert identity.run_name(row, ["optimizer.lr", "model.hidden_sizes"], 2) == "relu-lr0.1-h[4,4]-s2"
+    assert identity.run_name(row, ["init", "dataset.noise", "batch_size"], 0) == "relu-he_normal-bs=null-noise=0.25-s0"
+    assert identity.run_name(row, [], 3) == "relu-s3"
+
+
+def test_swept_keys_come_from_the_sweep_not_a_list():
+    from nnexp.callbacks import sweep_keys
+
+    keys = sweep_keys(["activation=relu,tanh", "dataset=xor", "model.hidden_sizes=[2],[4,4]", "init=auto,he_normal",
+                       "batch_size=null,32", "epochs=range(1,3)", "+dataset.noise=0.1,0.2", "tracking.report=false"],
+                      {"seed": "0,1,2"})
+    assert keys == ["activation", "model.hidden_sizes", "init", "batch_size", "epochs", "dataset.noise"]
+    assert identity.canonical_key("activation.name") == "activation"
+    assert identity.canonical_key("hydra/launcher") is None and identity.canonical_key("tracking.uri") is None
+
+
+# --- end to end ------------------------------------------------------------------------------------------------------
+def run_main(monkeypatch, cwd: Path, argv: list[str]) -> int:
+    from nnexp.__main__ import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["nnexp"])
+    return main(argv)
+
+
+def children(cwd: Path, experiment: str = "activations") -> list:
+    c = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], max_results=5000) if exp else []
+    return [r for r in runs if r.data.tags.get("nnexp.kind") != "sweep"]
+
+
+def store_counts(runs) -> dict:
+    """``{config_id: number of distinct seeds}`` of the FINISHED runs in the store."""
+    seeds: dict[str, set] = {}
+    for r in runs:
+        if r.info.status == "FINISHED" and r.data.tags.get("nnexp.outcome") == "finished":
+            seeds.setdefault(r.data.tags["nnexp.config_id"], set()).add(r.data.params["seed"])
+    return {k: len(v) for k, v in seeds.items()}
+
+
+def printed_table(out: str) -> tuple[str, list[str], list[dict]]:
+    """The printed summary: its first line, the label columns and one dict per row (runs, seeds, diverged)."""
+    lines = out.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("sweep finished:"))
+    head = lines[i]
+    table = []
+    for line in lines[i + 1:]:
+        if line.startswith(("report:", "runs:", "nnexp")):
+            break
+        table.append(line)
+    if table and table[0].startswith("no run finished"):
+        table = table[1:]
+    names = re.split(r"\s{2,}", table[0].strip())
+    labels = table[1].split()
+    rows = []
+    for line in table[2:]:
+        tokens = line.split()[-len(names):]
+        rows.append({"runs": int(tokens[0]), "seeds": int(tokens[1]), "diverged": int(tokens[2])})
+    return head, labels, rows
+
+
+def report_dir(cwd: Path) -> Path:
+    (out,) = [p for p in (cwd / "reports" / "activations").iterdir() if p.is_dir()]
+    return out
+
+
+def sweep(monkeypatch, capsys, cwd, args, code=0):
+    assert run_main(monkeypatch, cwd, ["-m", *args, *QUIET]) == code
+    return capsys.readouterr()
+
+
+@pytest.fixture
+def fresh(tmp_path, tmp_path_factory):
+    migrated_store(tmp_path_factory, tmp_path)
+    return tmp_path
+
+
+def test_input1_list_values_are_three_configurations(fresh, monkeypatch, capsys):
+    """P09: ``model.hidden_sizes=[2],[16],[4,4]`` x 2 seeds: 3 configurations x 2 seeds everywhere, exit 0."""
+    cap = sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=30", "activation=tanh",
+                                              "model.hidden_sizes=[2],[16],[4,4]", "seed=0,1"])
+    runs = children(fresh)
+    assert len(runs) == 6 and sorted(store_counts(runs).values()) == [2, 2, 2]
+    assert sorted(r.info.run_name for r in runs) == sorted(f"tanh-h{h}-s{s}" for h in ("[2]", "[16]", "[4,4]")
+                                                           for s in (0, 1))
+    head, labels, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 6 finished, 0 diverged, 0 failed")
+    assert labels == ["activation", "model.hidden_sizes"] and [r["seeds"] for r in rows] == [2, 2, 2]
+    out = report_dir(fresh)
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["model.hidden_sizes"]) == ["[16]", "[2]", "[4, 4]"] and list(summary["seeds"]) == [2, 2, 2]
+    table = pd.read_csv(out / "runs.csv")
+    assert len(table) == 6 and table["config_id"].nunique() == 3
+    assert (table.groupby("config_id")["seed"].nunique() == 2).all()
+    assert "(tanh, model.hidden_sizes=[4, 4], seed 1)" in cap.out
+    # the report rebuilt from the command line agrees
+    from nnexp.report.__main__ import main as report_main
+
+    monkeypatch.chdir(fresh)
+    assert report_main(["--experiment", "activations", "--sweep", "latest", "--out", str(fresh / "again"),
+                        "--no-boundaries"]) == 0
+    assert list(pd.read_csv(fresh / "again" / "summary.csv")["seeds"]) == [2, 2, 2]
+
+
+def test_input2_null_is_a_value(fresh, monkeypatch, capsys):
+    """P10: ``batch_size=null,32`` x relu, tanh x 2 seeds: 4 configurations x 2 seeds, batch_size in runs.csv."""
+    cap = sweep(monkeypatch, capsys, fresh, ["dataset=moons", "epochs=20", "activation=relu,tanh",
+                                              "batch_size=null,32", "seed=0,1"])
+    runs = children(fresh)
+    assert len(runs) == 8 and sorted(store_counts(runs).values()) == [2, 2, 2, 2]
+    _, labels, rows = printed_table(cap.out)
+    assert labels[:2] == ["activation", "batch_size"] and [r["seeds"] for r in rows] == [2, 2, 2, 2]
+    out = report_dir(fresh)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and list(summary["seeds"]) == [2, 2, 2, 2]
+    assert summary["batch_size"].isna().sum() == 2
+    table = pd.read_csv(out / "runs.csv")
+    assert "batch_size" in table and table["batch_size"].isna().sum() == 4 and table["config_id"].nunique() == 4
+
+
+def test_input3_auto_and_its_pick_are_one_configuration(fresh, monkeypatch, capsys):
+    """P11: ``init=auto,he_normal`` for relu is one network: 1 configuration, 2 seeds, the repeat a duplicate."""
+    cap = sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=30", "activation=relu", "init=auto,he_normal",
+                                              "seed=0,1"])
+    runs = children(fresh)
+    assert len(runs) == 2 and store_counts(runs) == {runs[0].data.tags["nnexp.config_id"]: 2}
+    head, _, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 2 finished, 0 diverged, 0 failed, 0 reused from earlier sweeps, "
+                           "2 duplicate(s)")
+    assert rows == [{"runs": 2, "seeds": 2, "diverged": 0}]
+    out = report_dir(fresh)
+    assert list(pd.read_csv(out / "summary.csv")["seeds"]) == [2]
+    table = pd.read_csv(out / "runs.csv")
+    assert len(table) == 2 and table["repeated_by"].str.contains("init=he_normal").all()
+    assert "2 duplicate jobs" in (out / "index.html").read_text()
+
+
+def test_input3_without_resume_the_copies_are_dropped_as_duplicates(fresh, monkeypatch, capsys):
+    cap = sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=10", "activation=relu", "init=auto,he_normal",
+                                              "seed=0,1", "tracking.resume=false"])
+    assert len(children(fresh)) == 4
+    head, _, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 2 finished") and "2 duplicate(s)" in head and rows[0]["seeds"] == 2
+    out = report_dir(fresh)
+    assert list(pd.read_csv(out / "summary.csv")["seeds"]) == [2] and len(pd.read_csv(out / "duplicates.csv")) == 2
+
+
+def test_input4_names_and_lines_carry_every_swept_value(fresh, monkeypatch, capsys):
+    """Architectures x activations x learning rates: every run name and console line is distinct."""
+    cap = sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=5", "model.hidden_sizes=[4,4],[8]",
+                                              "activation=relu,tanh", "optimizer.lr=0.1,0.5", "seed=2",
+                                              "tracking.report=false"])
+    runs = children(fresh)
+    names = sorted(r.info.run_name for r in runs)
+    assert len(runs) == 8 and len(set(names)) == 8
+    assert "relu-lr0.5-h[4,4]-s2" in names and "tanh-lr0.1-h[8]-s2" in names
+    lines = [line for line in cap.out.splitlines() if line.startswith("run ")]
+    labels = {re.search(r"\((.*)\):", line).group(1) for line in lines}
+    assert len(lines) == 8 and len(labels) == 8
+    assert "relu, optimizer.lr=0.5, model.hidden_sizes=[4, 4], seed 2" in labels
+    _, keys, rows = printed_table(cap.out)
+    assert keys[:3] == ["activation", "optimizer.lr", "model.hidden_sizes"] and len(rows) == 8
+
+
+def _csv(path: Path, flip: bool = False) -> None:
+    lines = ["x1,x2,label"]
+    for i in range(40):
+        label = (i % 2) ^ (flip and i < 10)
+        lines.append(f"{i % 7 - 3 + label},{(i * 3) % 5 - 2},{label}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_input6_edited_data_trains_again(fresh, monkeypatch, capsys):
+    """P16: a CSV study, the file's labels edited, the same command: trained again; unedited: reused."""
+    data = fresh / "data.csv"
+    _csv(data)
+    args = ["dataset=csv", "dataset.path=data.csv", "dataset.target=label", "activation=relu,tanh", "epochs=5",
+            "seed=0", "tracking.report=false"]
+    sweep(monkeypatch, capsys, fresh, args)
+    _csv(data, flip=True)
+    head, _, _ = printed_table(sweep(monkeypatch, capsys, fresh, args).out)
+    assert head.startswith("sweep finished: 2 finished, 0 diverged, 0 failed, 0 reused")
+    head, _, _ = printed_table(sweep(monkeypatch, capsys, fresh, args).out)
+    assert head.startswith("sweep finished: 2 finished, 0 diverged, 0 failed, 2 reused")  # both reused
+    runs = children(fresh)
+    assert len(runs) == 4 and len(store_counts(runs)) == 4
+    digests = {json.loads(r.data.tags["nnexp.config"])["dataset.digest"] for r in runs}
+    assert digests == {identity.file_digest(data), *digests} and len(digests) == 2
+
+
+def test_input7_deleted_experiment_is_never_revived(fresh, monkeypatch, capsys):
+    """P13: a deleted experiment ends the same command with one line (exit 2), nothing created or restored."""
+    args = ["dataset=xor", "epochs=5", "activation=relu,tanh", "seed=0", "tracking.report=false"]
+    sweep(monkeypatch, capsys, fresh, [*args, "hydra.sweep.dir=s1"])
+    c = MlflowClient(tracking_uri=f"sqlite:///{fresh / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("activations")
+    c.delete_experiment(exp.experiment_id)
+    cap = sweep(monkeypatch, capsys, fresh, [*args, "hydra.sweep.dir=s2"], code=2)
+    assert cap.err.strip().splitlines() == [
+        f"nnexp: error: experiment 'activations' was deleted in MLflow; restore it (mlflow experiments restore "
+        f"--experiment-id {exp.experiment_id}) or choose another with tracking.experiment=NAME"]
+    assert not (fresh / "s2").exists()
+    assert run_main(monkeypatch, fresh, ["dataset=xor", "epochs=5", *QUIET]) == 2  # a single run too
+    assert c.get_experiment(exp.experiment_id).lifecycle_stage == "deleted"
+    assert len(c.search_experiments()) == 1  # no experiment created
+    # another experiment trains from scratch; the deleted runs are not reused there either
+    head, _, _ = printed_table(sweep(monkeypatch, capsys, fresh, [*args, "tracking.experiment=fresh"]).out)
+    assert head.startswith("sweep finished: 2 finished, 0 diverged, 0 failed, 0 reused")
+    # restored on purpose: its runs are reused; a deleted run is not, it trains again
+    c.restore_experiment(exp.experiment_id)
+    deleted = children(fresh)[0]
+    c.delete_run(deleted.info.run_id)
+    head, _, _ = printed_table(sweep(monkeypatch, capsys, fresh, [*args, "hydra.sweep.dir=s3"]).out)
+    assert head.startswith("sweep finished: 2 finished, 0 diverged, 0 failed, 1 reused")
+    assert c.get_run(deleted.info.run_id).info.lifecycle_stage == "deleted"
+    assert len(children(fresh)) == 2
+
+
+def test_input8_every_run_diverged(fresh, monkeypatch, capsys):
+    """P14: the summary keeps the row (0 finished, 1 diverged), a report says so, exit status 3."""
+    cap = sweep(monkeypatch, capsys, fresh, ["optimizer.lr=50", "activation=relu", "dataset=moons", "epochs=100",
+                                              "seed=0"], code=3)
+    head, _, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 0 finished, 1 diverged, 0 failed")
+    assert "no run finished: the sweep has no usable result (exit status 3)" in cap.out
+    assert rows == [{"runs": 1, "seeds": 0, "diverged": 1}]
+    out = report_dir(fresh)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 1 and list(summary["seeds"]) == [0] and list(summary["diverged"]) == [1]
+    assert "No finished run" in (out / "index.html").read_text()
+    assert "callback" not in cap.err.lower()
+    (run,) = children(fresh)
+    assert run.info.status == "FINISHED" and run.data.tags["nnexp.outcome"] == "diverged"
+
+
+def test_every_kind_of_key_agrees_everywhere(fresh, monkeypatch, capsys):
+    """One sweep over a float that may be null (init.gain), a list, a choice with ``auto`` and an int dataset
+    option, 2 seeds as replicas: the printed summary, summary.csv and runs.csv count the same configurations and
+    seeds as the store."""
+    cap = sweep(monkeypatch, capsys, fresh, [
+        "dataset=moons", "epochs=5", "activation=tanh", "init=auto,xavier_uniform", "init.gain=null,1.0",
+        "model.hidden_sizes=[2],[3,2]", "dataset.n_samples=40,60", "seed=0", "replicas=2"])
+    runs = children(fresh)
+    store = store_counts(runs)
+    # init=auto is xavier_uniform for tanh: 8 configurations, each trained once with seeds 0 and 1
+    assert len(runs) == 16 and len(store) == 8 and set(store.values()) == {2}
+    head, labels, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 16 finished, 0 diverged, 0 failed, 0 reused from earlier sweeps, "
+                           "16 duplicate(s)")
+    assert labels == ["activation", "model.hidden_sizes", "dataset.n_samples", "init.gain"]
+    assert len(rows) == 8 and {r["seeds"] for r in rows} == {2}
+    out = report_dir(fresh)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 8 and set(summary["seeds"]) == {2}
+    assert {"model.hidden_sizes", "dataset.n_samples", "init.gain"} <= set(summary.columns)
+    # init.gain=null is the gain used, tanh's 5/3
+    assert sorted(summary["init.gain"].round(4)) == [1.0] * 4 + [1.6667] * 4
+    assert set(summary["model.hidden_sizes"]) == {"[2]", "[3, 2]"}
+    table = pd.read_csv(out / "runs.csv")
+    assert len(table) == 16 and table["config_id"].nunique() == 8
+    assert Counter(table.groupby("config_id")["seed"].nunique()) == Counter({2: 8})
