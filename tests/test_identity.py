@@ -202,8 +202,12 @@ def sweep(monkeypatch, capsys, cwd, args, code=0):
 
 
 @pytest.fixture
-def fresh(tmp_path, tmp_path_factory):
+def fresh(tmp_path, tmp_path_factory, monkeypatch):
+    """An empty migrated store in ``tmp_path``; jobs write their metrics themselves (no writer process to start)."""
+    import nnexp.tracking
+
     migrated_store(tmp_path_factory, tmp_path)
+    monkeypatch.setattr(nnexp.tracking, "start_metric_writer", lambda uri: None)
     return tmp_path
 
 
@@ -391,3 +395,38 @@ def test_every_kind_of_key_agrees_everywhere(fresh, monkeypatch, capsys):
     table = pd.read_csv(out / "runs.csv")
     assert len(table) == 16 and table["config_id"].nunique() == 8
     assert Counter(table.groupby("config_id")["seed"].nunique()) == Counter({2: 8})
+
+
+def test_legacy_runs_are_read_flagged_and_kept_apart(fresh, compose):
+    """Runs from before the identity tags: read from their params, flagged ``legacy``, never merged with new runs."""
+    from mlflow.entities import Metric, Param
+
+    from nnexp import tracking
+    from nnexp.report import swept_keys
+    from nnexp.report.load import drop_duplicates, load_runs
+
+    uri = f"sqlite:///{fresh / 'mlflow.db'}"
+    c, exp_id = tracking.prepare_store(uri, "mix")
+    cfg = compose(["dataset=moons", "activation=relu", "model.hidden_sizes=[4,4]", "batch_size=null"])
+    canon = identity.canonical(cfg, n_classes=2)
+    params = {"activation.name": "relu", "init.name": "auto", "init.resolved": "he_normal", "dataset.name": "moons",
+              "model.hidden_sizes": "[4, 4]", "batch_size": "null", "optimizer.lr": "0.1"}
+
+    def run(seed, tags):
+        rid = c.create_run(exp_id, run_name=f"r{seed}", tags={"nnexp.outcome": "finished", **tags}).info.run_id
+        c.log_batch(rid, metrics=[Metric("val_loss", 0.1 * seed, 0, 1)],
+                    params=[Param(k, v) for k, v in {**params, "seed": str(seed)}.items()])
+        c.set_terminated(rid, "FINISHED")
+
+    for seed in (0, 1):
+        run(seed, identity.tags(canon, seed))
+        run(seed, {"nnexp.config_hash": f"old{seed}"})  # the same training, recorded by an earlier version
+    run(1, {"nnexp.config_hash": "old1"})  # a legacy copy of a legacy run
+    runs, dropped = drop_duplicates(load_runs(uri, "mix"))
+    assert len(runs) == 4 and len(dropped) == 1 and runs["legacy"].sum() == 2
+    assert runs.groupby("config_id")["seed"].nunique().to_dict() == {
+        identity.config_id(canon): 2, runs.loc[runs["legacy"], "config_id"].iloc[0]: 2}
+    legacy = runs[runs["legacy"]].iloc[0]
+    assert legacy["init"] == "he_normal" and legacy["model.hidden_sizes"] == (4, 4) and legacy["batch_size"] is None
+    keys, linked = swept_keys(runs)
+    assert "legacy" in keys + linked and runs.groupby(keys + linked, dropna=False).ngroups == 2
