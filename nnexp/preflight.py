@@ -191,7 +191,8 @@ def check_forms(parsed: list, repo) -> None:
     ``~key`` and ``~key=value`` delete a key: the schema's keys (``~model.loss``)
     and Hydra's own config cannot go (every job reads them; set a value
     instead), nor a config group every run needs (``~activation``). A config
-    group takes an option's name, not ``null`` or a number; an override needs a key.
+    group takes one option's name, not ``null``, a number or a list (Hydra would merge a
+    list's options into one config: ``activation=[relu,tanh]`` trains tanh); an override needs a key.
 
     Raises
     ------
@@ -216,8 +217,19 @@ def check_forms(parsed: list, repo) -> None:
             if key in keys:
                 raise ConfigError(f"{o.input_line}: {key} cannot be removed (every run reads it); set a value "
                                   f"with {key}=<value> (python -m nnexp --cfg job shows the current one)")
-        elif is_group and not o.is_sweep_override() and not isinstance(o.value(), (str, list)):
-            raise ConfigError(f"{o.input_line}: {key} takes the name of an option; choose one of: {options}")
+        elif is_group and not all(isinstance(v, str) for v in _values(o)):
+            raise ConfigError(f"{o.input_line}: {key} takes the name of one option (a list would merge several "
+                              f"into one config; -m {key}=a,b runs each); choose from: {options}")
+
+
+def _values(o) -> list:
+    """The values of override ``o``: its one value, or a sweep's values (none if the sweep cannot be expanded)."""
+    if not o.is_sweep_override():
+        return [o.value()]
+    try:
+        return list(itertools.islice(o.sweep_iterator(), MAX_SWEEP_VALUES))
+    except Exception:  # a sweep Hydra cannot expand: check_sweep says why, naming the key
+        return []
 
 
 #: The most values one sweep function may give, and the most jobs one command may launch.
@@ -297,10 +309,12 @@ def check_sweep(o, reference) -> list[str]:
         want_override = reference.parse_overrides([o.input_line])[0]
         want = list(want_override.sweep_string_iterator())
     except (ValueError, TypeError, HydraException) as e:
-        raise ConfigError(f"{o.input_line}: {str(e).strip().splitlines()[0]}") from None
+        raise ConfigError(f"{o.input_line}: {_reason(e, o.input_line).split(': ', 1)[-1]}") from None
     if len(got) > MAX_SWEEP_VALUES:
         raise ConfigError(f"{o.input_line}: more than {MAX_SWEEP_VALUES:,} values; at most that many per sweep")
     shuffled = getattr(want_override.value(), "shuffle", False)
+    if shuffled:  # the values in the order written, not in this draw's order
+        want = [want_override._get_value_element_as_str(v) for v in want_override.value().list]
     if (sorted(got) != sorted(want)) if shuffled else (got != want):
         why = ("Hydra's sort() of a range() counts from the range's exclusive end, Hydra issue #3228"
                if "sort(" in o.input_line and "range(" in o.input_line else "steps added in binary floating point")
@@ -311,6 +325,13 @@ def check_sweep(o, reference) -> list[str]:
 
 #: Keys one sweep cannot vary: its parent run, store and report are one.
 UNSWEPT = ("tracking.experiment", "tracking.uri", "tracking")
+
+
+def _reason(e: BaseException, line: str) -> str:
+    """The line of a Hydra parser error that says what is wrong (not its header, caret or link)."""
+    said = [t for t in str(e).splitlines() if t.strip() and t.strip() != "^"
+            and not t.startswith(("Error parsing override", "See https"))]
+    return said[0].replace(f"LexerNoViableAltException: {line}", "a character it cannot read") if said else type(e).__name__
 
 
 def parse_each(parser, lines: list[str]) -> list:
@@ -328,9 +349,7 @@ def parse_each(parser, lines: list[str]) -> list:
         try:
             parsed.extend(parser.parse_overrides([line]))
         except (HydraException, ValueError, TypeError) as e:
-            said = [t for t in str(e).splitlines() if t.strip() and not t.startswith(("Error parsing override", "See https"))
-                    and t.strip() != "^"]
-            reason = said[0].replace(f"LexerNoViableAltException: {line}", "a character it cannot read") if said else type(e).__name__
+            reason = _reason(e, line)
             if " while evaluating " in reason:  # a sweep function given arguments it does not take
                 raise ConfigError(f"{line}: {reason.split(': ', 1)[-1]}") from None
             raise ConfigError(f"{line}: not an override Hydra can read ({reason}); write key=value, quoting a value "
@@ -387,19 +406,21 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
     everything = parse_each(parser, params) + parsed
     reference = _reference_parser(loader)
-    n = 1
+    counts = {}  # the basic sweeper keeps a key's last override (seed=0,1 over hydra.sweeper.params' seed)
     for o in everything:
         if not o.is_sweep_override():
+            counts.pop(o.get_key_element(), None)
             continue
         values = check_sweep(o, reference)
         key = o.get_key_element().lstrip("+~")
+        counts[o.get_key_element()] = len(values)
         if not values:
             groups = config_groups()
             if key in groups:
                 raise ConfigError(f"{o.input_line} matches no option of {key}; choose from: {', '.join(groups[key])}")
             raise ConfigError(f"{o.input_line} has no values; glob() selects options of a config group "
                               f"({', '.join(groups)}), e.g. activation='glob(*)'")
-        n *= len(values)
+    n = math.prod(counts.values())
     if n > MAX_JOBS:
         raise ConfigError(f"{' '.join(o.input_line for o in parsed if o.is_sweep_override())}: {n:,} jobs; "
                           f"one command launches at most {MAX_JOBS:,}")
