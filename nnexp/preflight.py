@@ -182,7 +182,7 @@ class JobComposer:
 
 def _required_groups() -> tuple[str, ...]:
     """The config groups every run needs a choice of: the schema's sections without a default (activation, ...)."""
-    return tuple(f.name for f in dataclasses.fields(Config) if f.default is MISSING)
+    return tuple(f.name for f in dataclasses.fields(Config) if f.default == MISSING)
 
 
 def check_forms(parsed: list, repo) -> None:
@@ -212,7 +212,7 @@ def check_forms(parsed: list, repo) -> None:
                                   + (f"choose another option with {key}=<option> ({options})" if is_group
                                      else f"set a value with {key}=<value>"))
             if is_group and key in _required_groups():
-                raise ConfigError(f"{o.input_line}: every run needs an {key} option; "
+                raise ConfigError(f"{o.input_line}: every run needs a choice of {key}; "
                                   f"choose one with {key}=<option> ({options})")
             if key in keys:
                 raise ConfigError(f"{o.input_line}: {key} cannot be removed (every run reads it); set a value "
@@ -418,6 +418,9 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
             groups = config_groups()
             if key in groups:
                 raise ConfigError(f"{o.input_line} matches no option of {key}; choose from: {', '.join(groups[key])}")
+            if "glob(" not in o.input_line:
+                raise ConfigError(f"{o.input_line} has no values; give it at least one "
+                                  "(range(start,stop,step) stops before stop and steps towards it)")
             raise ConfigError(f"{o.input_line} has no values; glob() selects options of a config group "
                               f"({', '.join(groups)}), e.g. activation='glob(*)'")
     n = math.prod(counts.values())

@@ -117,8 +117,8 @@ CASES = [
     ("delete a key with its value", ["~epochs=1"], ["~epochs=1: epochs cannot be removed"]),
     ("delete a null key", ["~tracking.uri"], ["~tracking.uri: tracking.uri cannot be removed"]),
     ("delete a section", ["~model"], ["~model: model cannot be removed"]),
-    ("delete a required group", ["~activation"], ["~activation: every run needs an activation option", "relu, selu"]),
-    ("delete a group's option", ["~dataset=xor"], ["~dataset=xor: every run needs a", "moons"]),
+    ("delete a required group", ["~activation"], ["~activation: every run needs a choice of activation", "relu, selu"]),
+    ("delete a group's option", ["~dataset=xor"], ["~dataset=xor: every run needs a choice of dataset", "moons"]),
     ("delete hydra's launcher", ["-m", "~hydra/launcher"], ["~hydra/launcher: Hydra's own config cannot be removed",
                                                           "hydra/launcher=<option> (basic, joblib"]),
     ("delete a hydra key", ["~hydra.job.chdir"], ["~hydra.job.chdir: Hydra's own config cannot be removed"]),
@@ -153,6 +153,7 @@ CASES = [
     ("int of a fractional step", ["-m", "epochs=int(range(0,2,0.5))"], ["epochs=int(range(0,2,0.5))", "zero"]),
     ("str of a range", ["-m", "epochs=str(range(1,3))"], ["epochs=str(range(1,3)): Range can only be cast"]),
     ("choice of a range", ["-m", "epochs=choice(range(1,3))"], ["epochs=choice(range(1,3)): mismatch type"]),
+    ("empty range", ["-m", "epochs=range(3,3)"], ["epochs=range(3,3) has no values", "stops before stop"]),
     ("too many values", ["-m", "seed=range(0,1000000)"], ["seed=range(0,1000000)", "at most 100,000"]),
     ("too many jobs", ["-m", "seed=range(0,2000)", "epochs=range(1,1000)"], ["1,998,000 jobs", "at most 1,000,000"]),
 ]
