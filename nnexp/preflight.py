@@ -62,6 +62,7 @@ _HYDRA_FORMS = (
 def _one_line(exc: BaseException, overrides: list[str]) -> str:
     """Turn a Hydra or OmegaConf error into one line naming the key."""
     from hydra.errors import MissingConfigException
+    from omegaconf.errors import InterpolationResolutionError
 
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
@@ -85,6 +86,9 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
             # a dict value (model={a: 1}) names its section; the key it lacks is the cause's
             return unknown_key_message(full_key if full_key and full_key.startswith(key) else key)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if full_key and isinstance(cause, InterpolationResolutionError):  # ${oc.env:UNSET}, ${nope}
+        value = _value_of(full_key, overrides)
+        return f"{full_key}{f'={value!r}' if value is not None else ''}: {first}"
     if full_key:
         m = re.match(r"Value '(.*)' (?:of type|is not)", first)  # the value OmegaConf refused, else the last override
         value = m.group(1) if m else _value_of(full_key, overrides)
@@ -192,7 +196,8 @@ def check_forms(parsed: list, repo) -> None:
     and Hydra's own config cannot go (every job reads them; set a value
     instead), nor a config group every run needs (``~activation``). A config
     group takes one option's name, not ``null``, a number or a list (Hydra would merge a
-    list's options into one config: ``activation=[relu,tanh]`` trains tanh); an override needs a key.
+    list's options into one config: ``activation=[relu,tanh]`` trains tanh), at its own place
+    (no ``@package``); an override needs a key.
 
     Raises
     ------
@@ -204,6 +209,9 @@ def check_forms(parsed: list, repo) -> None:
         key = o.key_or_group
         if not key:
             raise ConfigError(f"{o.input_line!r} has no key before '='; write key=value, e.g. epochs=30")
+        if o.package is not None and not o.is_hydra_override():
+            raise ConfigError(f"{o.input_line}: nnexp reads {key} at its own place in the config; "
+                              f"drop @{o.package} (e.g. {key}=<option>)")
         is_group = repo.group_exists(key) and not isinstance(o.value(), dict)
         options = ", ".join(sorted(repo.get_group_options(key))) if repo.group_exists(key) else ""
         if o.is_delete():
@@ -472,6 +480,7 @@ def preflight(argv: list[str]) -> int:
             for job in todo:
                 try:
                     cfg = compose_job(job)
+                    OmegaConf.to_container(cfg, resolve=True)  # ${oc.env:UNSET} in a value fails here, not in the job
                     validate(cfg)
                     key = OmegaConf.to_yaml(cfg.dataset) + cfg.model.loss + cfg.model.dtype
                     if key not in checked_data:

@@ -138,6 +138,10 @@ CASES = [
     ("section given a number", ["model=3"], ["model='3' is not valid", "its keys set one by one"]),
     ("null for a key that takes a value", ["model.loss=null"], ["model.loss='null' is not valid: expected a value, not null"]),
     ("null inside a list", ["model.hidden_sizes=[4,null]"], ["model.hidden_sizes[1] is not valid: expected an integer"]),
+    ("group at another package", ["+activation@foo=relu"], ["+activation@foo=relu: nnexp reads activation at its own place"]),
+    ("unset environment variable", ["study=${oc.env:NNEXP_TEST_UNSET}"],
+     ["study='${oc.env:NNEXP_TEST_UNSET}'", "Environment variable 'NNEXP_TEST_UNSET' not found"]),
+    ("interpolation of no key", ["study=${nope}"], ["study='${nope}'", "Interpolation key 'nope' not found"]),
     # P12: a sweep whose values Hydra would change, or cannot run, is refused with what to write
     ("sort of a range", ["-m", "activation=tanh", "epochs=sort(range(100,301,100),reverse=true)", "seed=0"],
      ["Hydra would run 201, 101, 1, not 300, 200, 100 as written", "write epochs=300,200,100"]),

@@ -46,7 +46,7 @@ ident = st.text(string.ascii_lowercase + "_", min_size=1, max_size=8)
 ints = st.integers(-3, 300).map(str)
 floats = st.sampled_from(["0.1", "0.01", "1e-3", "1.5", "-1.0", "0.0", "1e300", "nan", "inf", "-inf", "100.0"])
 specials = st.sampled_from(["true", "false", "null", "''", '""', "'a b'", '"x,y"', "'[1]'", "'${seed}'", "${seed}",
-                            "é", "'a=b'", "\\,", "'null'", "'3'"])
+                            "é", "'a=b'", "\\,", "'null'", "'3'", "${oc.env:NNEXP_FUZZ_UNSET}", "${nope}"])
 lists = st.sampled_from(["[1,2]", "[]", "[8]", "[4,4]", "[a]", "[1,null]", "[1.5]", "[[1]]", "[0]", "[2,3,4]"])
 dicts = st.sampled_from(["{a:1}", "{name:relu}", "{}", "{lr:0.1}", "{uri:null}", "{hidden_sizes:[2]}"])
 uris = st.sampled_from(["sqlite:///fuzz.db", "sqlite:///no/such/dir/x.db", "http://127.0.0.1:9", "foo://bar",
@@ -84,7 +84,7 @@ def _typo(word: str) -> st.SearchStrategy[str]:
 
 
 keys = st.one_of(st.sampled_from(KEYS), st.sampled_from(KEYS).flatmap(_typo), st.sampled_from(HYDRA_KEYS),
-                 ident, st.sampled_from(["model._target_", "", "activation@foo"]))
+                 ident, st.sampled_from(["model._target_", "", "activation@foo", "init@activation", "activation@_global_"]))
 group_names = st.sampled_from([*GROUPS, *HYDRA])
 
 
