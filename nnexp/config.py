@@ -186,7 +186,7 @@ def unknown_key_message(key: str, value: Any = None) -> str:
     one of the group's options, else ``activation=<option>``).
     """
     groups = config_groups()
-    candidates = {k: k for k in schema_keys()}
+    candidates = {k: k for k in schema_keys() if not key.startswith(k + ".")}  # model.a: not "model"
     candidates.update({g: g for g in groups})
     close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
     if not close:

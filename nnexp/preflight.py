@@ -10,12 +10,19 @@ problem into one :class:`~nnexp.config.ConfigError` line that names the key.
 
 from __future__ import annotations
 
+import builtins
+import dataclasses
+import decimal
+import functools
+import inspect
+import itertools
+import math
 import re
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from .config import ACCEPTS, ConfigError, config_groups, unknown_key_message, validate
+from .config import ACCEPTS, Config, ConfigError, config_groups, schema_keys, unknown_key_message, validate
 
 __all__ = ["preflight", "expand_jobs", "JobComposer"]
 
@@ -29,9 +36,33 @@ def _parse(argv: list[str]):
     return get_args_parser().parse_args(argv)
 
 
+def _value_of(key: str, overrides: list[str]) -> str | None:
+    """The value the last override of ``key`` gives it (``None`` for ``~key`` or no override)."""
+    for o in reversed(overrides):
+        k, eq, v = o.partition("=")
+        if eq and k.lstrip("+~") == key:
+            return v
+    return None
+
+
+#: Hydra's messages about an override form, and the one line nnexp says instead.
+_HYDRA_FORMS = (
+    (r"Multiple values for ([\w/]+)\. To override a value use 'override [\w/]+: (.*)'",
+     lambda m: f"+{m[1]}={m[2]}: {m[1]} is already chosen; write {m[1]}={m[2]} "
+               "(+ adds a group or key that is not there yet)"),
+    (r"Could not append to config\. An item is already at '([^']+)'",
+     lambda m: f"+{m[1]}: {m[1]} already has a value; set it without + ({m[1]}=<value>); "
+               "+ adds a key that is not there yet"),
+    (r"Could not delete from config\. '([^']+)' does not exist", lambda m: unknown_key_message(m[1])),
+    (r"force-add of config groups is not supported: '\+\+([^=']+)=?([^']*)'",
+     lambda m: f"++{m[1]}: ++ does not apply to config groups; write {m[1]}={m[2] or '<option>'}"),
+)
+
+
 def _one_line(exc: BaseException, overrides: list[str]) -> str:
     """Turn a Hydra or OmegaConf error into one line naming the key."""
     from hydra.errors import MissingConfigException
+    from omegaconf.errors import InterpolationResolutionError
 
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
@@ -43,17 +74,24 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
     while cause.__cause__ is not None and not getattr(cause, "full_key", None):
         cause = cause.__cause__
     text = str(exc)
+    for pattern, say in _HYDRA_FORMS:
+        m = re.search(pattern, text)
+        if m:
+            return say(m)
+    full_key = getattr(cause, "full_key", None)
     m = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' (?:is not in struct|not in)", text)
     if m:
         key = m.group(1)
         if "not in struct" in str(cause) or "is not in struct" in text or "To append" in text:
-            return unknown_key_message(key)
-    full_key = getattr(cause, "full_key", None)
+            # a dict value (model={a: 1}) names its section; the key it lacks is the cause's
+            return unknown_key_message(full_key if full_key and full_key.startswith(key) else key)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if full_key and isinstance(cause, InterpolationResolutionError):  # ${oc.env:UNSET}, ${nope}
+        value = _value_of(full_key, overrides)
+        return f"{full_key}{f'={value!r}' if value is not None else ''}: {first}"
     if full_key:
         m = re.match(r"Value '(.*)' (?:of type|is not)", first)  # the value OmegaConf refused, else the last override
-        value = m.group(1) if m else next(
-            (o.split("=", 1)[1] for o in reversed(overrides) if o.split("=", 1)[0].lstrip("+~") == full_key), None)
+        value = m.group(1) if m else _value_of(full_key, overrides)
         shown = f"={value!r}" if value is not None else ""
         return f"{full_key}{shown} is not valid: expected {_expected(full_key, first)}"
     return first
@@ -61,7 +99,9 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
 
 #: Phrases of OmegaConf's conversion errors, and what they mean for a user.
 _TYPE_WORDS = (("to Integer", "an integer"), ("to Float", "a number"), ("valid bool", "true or false"),
-               ("ListConfig", "a list, e.g. [64]"), ("DictConfig", "a mapping"))
+               ("ListConfig", "a list, e.g. [64]"), ("DictConfig", "a mapping"), ("is not Optional", "a value, not null"),
+               ("is not a subclass of int", "an integer"), ("is not a subclass of float", "a number"),
+               ("Config. value:", "its keys set one by one (python -m nnexp --cfg job lists them)"))
 
 
 def _expected(key: str, error: str) -> str:
@@ -144,16 +184,195 @@ class JobComposer:
         return cfg
 
 
+def _required_groups() -> tuple[str, ...]:
+    """The config groups every run needs a choice of: the schema's sections without a default (activation, ...)."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.default == MISSING)
+
+
+def check_forms(parsed: list, repo) -> None:
+    """Refuse the override forms that Hydra accepts but that leave a job without a key it reads.
+
+    ``~key`` and ``~key=value`` delete a key: the schema's keys (``~model.loss``)
+    and Hydra's own config cannot go (every job reads them; set a value
+    instead), nor a config group every run needs (``~activation``). A config
+    group takes one option's name, not ``null``, a number or a list (Hydra would merge a
+    list's options into one config: ``activation=[relu,tanh]`` trains tanh), at its own place
+    (no ``@package``); an override needs a key.
+
+    Raises
+    ------
+    ConfigError
+        Naming the override and how to write it.
+    """
+    keys = set(schema_keys())
+    for o in parsed:
+        key = o.key_or_group
+        if not key:
+            raise ConfigError(f"{o.input_line!r} has no key before '='; write key=value, e.g. epochs=30")
+        if o.package is not None and not o.is_hydra_override():
+            raise ConfigError(f"{o.input_line}: nnexp reads {key} at its own place in the config; "
+                              f"drop @{o.package} (e.g. {key}=<option>)")
+        is_group = repo.group_exists(key) and not isinstance(o.value(), dict)
+        options = ", ".join(sorted(repo.get_group_options(key))) if repo.group_exists(key) else ""
+        if o.is_delete():
+            if key.startswith(("hydra.", "hydra/")) or key == "hydra":
+                raise ConfigError(f"{o.input_line}: Hydra's own config cannot be removed (nnexp's jobs need it); "
+                                  + (f"choose another option with {key}=<option> ({options})" if is_group
+                                     else f"set a value with {key}=<value>"))
+            if is_group and key in _required_groups():
+                raise ConfigError(f"{o.input_line}: every run needs a choice of {key}; "
+                                  f"choose one with {key}=<option> ({options})")
+            if key in keys:
+                raise ConfigError(f"{o.input_line}: {key} cannot be removed (every run reads it); set a value "
+                                  f"with {key}=<value> (python -m nnexp --cfg job shows the current one)")
+        elif is_group and not all(isinstance(v, str) for v in _values(o)):
+            raise ConfigError(f"{o.input_line}: {key} takes the name of one option (a list would merge several "
+                              f"into one config; -m {key}=a,b runs each); choose from: {options}")
+
+
+def _values(o) -> list:
+    """The values of override ``o``: its one value, or a sweep's values (none if the sweep cannot be expanded)."""
+    if not o.is_sweep_override():
+        return [o.value()]
+    try:
+        return list(itertools.islice(o.sweep_iterator(), MAX_SWEEP_VALUES))
+    except Exception:  # a sweep Hydra cannot expand: check_sweep says why, naming the key
+        return []
+
+
+#: The most values one sweep function may give, and the most jobs one command may launch.
+MAX_SWEEP_VALUES = 100_000
+MAX_JOBS = 1_000_000
+
+
+def _range_as_written(*args, **kwargs):
+    """``range()`` as its arguments are written: ``r[i] = start + i * step`` with ``r[i]`` before ``stop``.
+
+    In decimal arithmetic on the numbers as typed (``range(0.1,0.5,0.1)`` gives
+    0.1, 0.2, 0.3, 0.4), as a list that Hydra's own ``sort``, ``shuffle``, casts and
+    ``tag`` then work on. Its signature is Hydra's ``range`` (set below).
+    """
+    from hydra._internal.grammar import grammar_functions
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    sweep = grammar_functions.range(*args, **kwargs)
+    start, stop, step = sweep.start, sweep.stop, sweep.step
+    if all(type(v) is int for v in (start, stop, step)):
+        values = builtins.range(start, stop, step)  # a zero step raises ValueError, as in Hydra
+    else:
+        d0, d1, ds = (decimal.Decimal(repr(float(v))) for v in (start, stop, step))
+        if ds == 0:
+            raise ValueError("range() arg 3 must not be zero")
+        values = [float(d0 + i * ds) for i in builtins.range(max(0, math.ceil((d1 - d0) / ds)))]
+    if len(values) > MAX_SWEEP_VALUES:
+        raise ValueError(f"{len(values)} values; at most {MAX_SWEEP_VALUES:,} per sweep")
+    return ChoiceSweep(list=list(values), simple_form=False)
+
+
+def _reference_parser(config_loader):
+    """Hydra's override parser with :func:`_range_as_written` for ``range``: the sweep as the user wrote it."""
+    from hydra._internal.grammar import grammar_functions
+    from hydra._internal.grammar.functions import Functions
+    from hydra.core.override_parser.overrides_parser import OverridesParser, create_functions
+
+    hydra_functions = create_functions()
+    functions = Functions()
+    for name, func in hydra_functions.functions.items():
+        if name == "range":
+            func = functools.wraps(grammar_functions.range)(_range_as_written)
+            func.__signature__ = inspect.signature(grammar_functions.range)
+        functions.register(name=name, func=func)
+    return OverridesParser(functions, config_loader=config_loader)
+
+
+def _listed(values: list[str], most: int = 6) -> str:
+    return ", ".join(values) if len(values) <= most else ", ".join(values[:most - 1]) + f", ... ({len(values)} values)"
+
+
+def check_sweep(o, reference) -> list[str]:
+    """The values Hydra will run for the sweep override ``o``, checked against the sweep as written.
+
+    Hydra 1.3's ``sort()`` of a ``range()`` rebuilds the range from its exclusive
+    end (``sort(range(100,301,100),reverse=true)`` runs 201, 101, 1; Hydra issue
+    #3228) and its float ranges add binary steps (``range(0.1,0.5,0.1)`` runs
+    0.30000000000000004). ``reference`` (:func:`_reference_parser`) expands the
+    same text with a ``range`` that keeps the values as written; any difference
+    (as multisets for ``shuffle``) is refused with the explicit list to write.
+
+    Raises
+    ------
+    ConfigError
+        For a sweep whose values differ, an ``interval()`` (which the basic sweeper cannot run),
+        a sweep Hydra cannot expand (a zero step), or one with more than :data:`MAX_SWEEP_VALUES` values.
+    """
+    from hydra.errors import HydraException
+
+    key = o.get_key_element()
+    if not o.is_discrete_sweep():
+        raise ConfigError(f"{o.input_line}: interval() is a continuous range that only a sampling sweeper draws "
+                          f"from; the basic sweeper runs listed values: write {key.lstrip('+~')}=a,b,c or "
+                          f"{key.lstrip('+~')}=range(start,stop,step)")
+    try:
+        got = list(itertools.islice(o.sweep_string_iterator(), MAX_SWEEP_VALUES + 1))
+        want_override = reference.parse_overrides([o.input_line])[0]
+        want = list(want_override.sweep_string_iterator())
+    except (ValueError, TypeError, HydraException) as e:
+        raise ConfigError(f"{o.input_line}: {_reason(e, o.input_line).split(': ', 1)[-1]}") from None
+    if len(got) > MAX_SWEEP_VALUES:
+        raise ConfigError(f"{o.input_line}: more than {MAX_SWEEP_VALUES:,} values; at most that many per sweep")
+    shuffled = getattr(want_override.value(), "shuffle", False)
+    if shuffled:  # the values in the order written, not in this draw's order
+        want = [want_override._get_value_element_as_str(v) for v in want_override.value().list]
+    if (sorted(got) != sorted(want)) if shuffled else (got != want):
+        why = ("Hydra's sort() of a range() counts from the range's exclusive end, Hydra issue #3228"
+               if "sort(" in o.input_line and "range(" in o.input_line else "steps added in binary floating point")
+        raise ConfigError(f"{o.input_line}: Hydra would run {_listed(got)}, not {_listed(want)} as written ({why}); "
+                          f"write {key}=" + (f"shuffle({','.join(want)})" if shuffled else ",".join(want)))
+    return got
+
+
 #: Keys one sweep cannot vary: its parent run, store and report are one.
 UNSWEPT = ("tracking.experiment", "tracking.uri", "tracking")
+
+
+def _reason(e: BaseException, line: str) -> str:
+    """The line of a Hydra parser error that says what is wrong (not its header, caret or link)."""
+    said = [t for t in str(e).splitlines() if t.strip() and t.strip() != "^"
+            and not t.startswith(("Error parsing override", "See https"))]
+    return said[0].replace(f"LexerNoViableAltException: {line}", "a character it cannot read") if said else type(e).__name__
+
+
+def parse_each(parser, lines: list[str]) -> list:
+    """Parse override ``lines`` with Hydra's ``parser``; a line its grammar refuses ends in one line naming it.
+
+    Raises
+    ------
+    ConfigError
+        ``<override>: <what the grammar says>``, with how to quote a value.
+    """
+    from hydra.errors import HydraException
+
+    parsed = []
+    for line in lines:
+        try:
+            parsed.extend(parser.parse_overrides([line]))
+        except (HydraException, ValueError, TypeError) as e:
+            reason = _reason(e, line)
+            if " while evaluating " in reason:  # a sweep function given arguments it does not take
+                raise ConfigError(f"{line}: {reason.split(': ', 1)[-1]}") from None
+            raise ConfigError(f"{line}: not an override Hydra can read ({reason}); write key=value, quoting a value "
+                              "with spaces or special characters, e.g. 'key=\"a b\"'") from None
+    return parsed
 
 
 def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     """The override list of every job the command would launch, and whether it is a multirun.
 
     Uses the basic sweeper's expansion (cartesian product of comma-separated
-    values, ``hydra.sweeper.params`` included); other sweepers are checked on
-    their base config only.
+    values, ``hydra.sweeper.params`` included), after checking each sweep's values
+    against the sweep as written (:func:`check_sweep`); other sweepers are checked on
+    their base config only. Override forms that leave a job without a key it reads
+    are refused first (:func:`check_forms`).
     """
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
@@ -163,8 +382,10 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     overrides = list(args.overrides)
     check_no_targets(overrides)
     # with the config loader, glob(*) over a config group expands to its options, as under Hydra itself
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    parsed = parser.parse_overrides(overrides)
+    loader = GlobalHydra.instance().config_loader()
+    parser = OverridesParser.create(config_loader=loader)
+    parsed = parse_each(parser, overrides)
+    check_forms(parsed, loader.repository)
     for o in parsed:
         if o.is_sweep_override() and o.is_hydra_override():  # Hydra's own ConfigCompositionException, as one line
             key, value = o.input_line.split("=", 1)
@@ -182,12 +403,6 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
         if o.is_sweep_override() and key in UNSWEPT:
             raise ConfigError(f"{o.get_key_element()} cannot be swept: one sweep records into one store and experiment; "
                               "run one sweep per value")
-        if o.is_sweep_override() and not list(o.sweep_string_iterator()):
-            groups = config_groups()
-            if key in groups:
-                raise ConfigError(f"{o.input_line} matches no option of {key}; choose from: {', '.join(groups[key])}")
-            raise ConfigError(f"{o.input_line} has no values; glob() selects options of a config group "
-                              f"({', '.join(groups)}), e.g. activation='glob(*)'")
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = _compose(fixed, with_hydra=True)
     n_jobs = base.hydra.launcher.get("n_jobs")
@@ -197,7 +412,30 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     if "BasicSweeper" not in sweeper:
         return [fixed], True
     params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
-    jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), None)[0]
+    everything = parse_each(parser, params) + parsed
+    reference = _reference_parser(loader)
+    counts = {}  # the basic sweeper keeps a key's last override (seed=0,1 over hydra.sweeper.params' seed)
+    for o in everything:
+        if not o.is_sweep_override():
+            counts.pop(o.get_key_element(), None)
+            continue
+        values = check_sweep(o, reference)
+        key = o.get_key_element().lstrip("+~")
+        counts[o.get_key_element()] = len(values)
+        if not values:
+            groups = config_groups()
+            if key in groups:
+                raise ConfigError(f"{o.input_line} matches no option of {key}; choose from: {', '.join(groups[key])}")
+            if "glob(" not in o.input_line:
+                raise ConfigError(f"{o.input_line} has no values; give it at least one "
+                                  "(range(start,stop,step) stops before stop and steps towards it)")
+            raise ConfigError(f"{o.input_line} has no values; glob() selects options of a config group "
+                              f"({', '.join(groups)}), e.g. activation='glob(*)'")
+    n = math.prod(counts.values())
+    if n > MAX_JOBS:
+        raise ConfigError(f"{' '.join(o.input_line for o in parsed if o.is_sweep_override())}: {n:,} jobs; "
+                          f"one command launches at most {MAX_JOBS:,}")
+    jobs = BasicSweeper.split_arguments(everything, None)[0]
     return [list(j) for j in jobs], True
 
 
@@ -242,6 +480,7 @@ def preflight(argv: list[str]) -> int:
             for job in todo:
                 try:
                     cfg = compose_job(job)
+                    OmegaConf.to_container(cfg, resolve=True)  # ${oc.env:UNSET} in a value fails here, not in the job
                     validate(cfg)
                     key = OmegaConf.to_yaml(cfg.dataset) + cfg.model.loss + cfg.model.dtype
                     if key not in checked_data:

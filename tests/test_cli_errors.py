@@ -111,6 +111,55 @@ CASES = [
     ("glob matching nothing", ["-m", "activation=glob(swi*)"],
      ["activation=glob(swi*) matches no option of activation; choose from: elu"]),
     ("glob over a value", ["-m", "optimizer.lr=glob(*)"], ["optimizer.lr=glob(*) has no values", "config group"]),
+    # P15: every override form Hydra accepts (+, ++, ~, with and without a value), in single runs and sweeps
+    ("delete a key", ["~model.loss"], ["~model.loss: model.loss cannot be removed", "set a value with model.loss="]),
+    ("delete a key in a sweep", ["-m", "~model.loss"], ["~model.loss: model.loss cannot be removed"]),
+    ("delete a key with its value", ["~epochs=1"], ["~epochs=1: epochs cannot be removed"]),
+    ("delete a null key", ["~tracking.uri"], ["~tracking.uri: tracking.uri cannot be removed"]),
+    ("delete a section", ["~model"], ["~model: model cannot be removed"]),
+    ("delete a required group", ["~activation"], ["~activation: every run needs a choice of activation", "relu, selu"]),
+    ("delete a group's option", ["~dataset=xor"], ["~dataset=xor: every run needs a choice of dataset", "moons"]),
+    ("delete hydra's launcher", ["-m", "~hydra/launcher"], ["~hydra/launcher: Hydra's own config cannot be removed",
+                                                          "hydra/launcher=<option> (basic, joblib"]),
+    ("delete a hydra key", ["~hydra.job.chdir"], ["~hydra.job.chdir: Hydra's own config cannot be removed"]),
+    ("delete an unknown key", ["~optimizer.lrr"], ["optimizer.lrr is not a key; did you mean optimizer.lr?"]),
+    ("add a key that exists", ["+epochs=3"], ["+epochs: epochs already has a value; set it without +"]),
+    ("add a group already chosen", ["+activation=relu"], ["+activation=relu: activation is already chosen; "
+                                                           "write activation=relu"]),
+    ("force-add a group", ["++activation=relu"], ["++activation: ++ does not apply to config groups; "
+                                                   "write activation=relu"]),
+    ("group set to null", ["activation=null"], ["activation=null: activation takes the name of one option", "relu"]),
+    ("group given a list", ["activation=[relu,tanh]"], ["activation=[relu,tanh]", "-m activation=a,b runs each"]),
+    ("group sweep with a null", ["-m", "activation=null,elu"], ["activation=null,elu", "name of one option"]),
+    ("launcher set to null", ["hydra/launcher=null"], ["hydra/launcher=null", "joblib"]),
+    ("no key", ["=3"], ["'=3' has no key before '='"]),
+    ("unreadable override", ["epochs=[1"], ["epochs=[1: not an override Hydra can read", "quoting a value"]),
+    ("unknown key inside a dict value", ["model={a:1}"], ["model.a is not a key"]),
+    ("section given a number", ["model=3"], ["model='3' is not valid", "its keys set one by one"]),
+    ("null for a key that takes a value", ["model.loss=null"], ["model.loss='null' is not valid: expected a value, not null"]),
+    ("null inside a list", ["model.hidden_sizes=[4,null]"], ["model.hidden_sizes[1] is not valid: expected an integer"]),
+    ("group at another package", ["+activation@foo=relu"], ["+activation@foo=relu: nnexp reads activation at its own place"]),
+    ("unset environment variable", ["study=${oc.env:NNEXP_TEST_UNSET}"],
+     ["study='${oc.env:NNEXP_TEST_UNSET}'", "Environment variable 'NNEXP_TEST_UNSET' not found"]),
+    ("interpolation of no key", ["study=${nope}"], ["study='${nope}'", "Interpolation key 'nope' not found"]),
+    # P12: a sweep whose values Hydra would change, or cannot run, is refused with what to write
+    ("sort of a range", ["-m", "activation=tanh", "epochs=sort(range(100,301,100),reverse=true)", "seed=0"],
+     ["Hydra would run 201, 101, 1, not 300, 200, 100 as written", "write epochs=300,200,100"]),
+    ("ascending sort of a descending range", ["-m", "epochs=sort(range(10,0,-3))"], ["write epochs=1,4,7,10"]),
+    ("float range", ["-m", "optimizer.lr=range(0.1,0.5,0.1)"],
+     ["0.30000000000000004", "write optimizer.lr=0.1,0.2,0.3,0.4"]),
+    ("shuffled sort of a range", ["-m", "epochs=shuffle(sort(range(1,10,4),reverse=true))"],
+     ["write epochs=shuffle(9,5,1)"]),
+    ("interval", ["-m", "optimizer.lr=interval(0.01,0.1)"], ["optimizer.lr=interval(0.01,0.1): interval()",
+                                                             "sampling sweeper"]),
+    ("tagged interval", ["-m", "optimizer.lr=tag(a,interval(0.01,0.1))"], ["optimizer.lr=tag(a,interval(0.01,0.1))"]),
+    ("zero step", ["-m", "epochs=range(1,3,0)"], ["epochs=range(1,3,0): range() arg 3 must not be zero"]),
+    ("int of a fractional step", ["-m", "epochs=int(range(0,2,0.5))"], ["epochs=int(range(0,2,0.5))", "zero"]),
+    ("str of a range", ["-m", "epochs=str(range(1,3))"], ["epochs=str(range(1,3)): Range can only be cast"]),
+    ("choice of a range", ["-m", "epochs=choice(range(1,3))"], ["epochs=choice(range(1,3)): mismatch type"]),
+    ("empty range", ["-m", "epochs=range(3,3)"], ["epochs=range(3,3) has no values", "stops before stop"]),
+    ("too many values", ["-m", "seed=range(0,1000000)"], ["seed=range(0,1000000)", "at most 100,000"]),
+    ("too many jobs", ["-m", "seed=range(0,2000)", "epochs=range(1,1000)"], ["1,998,000 jobs", "at most 1,000,000"]),
 ]
 
 CSV = {
@@ -166,6 +215,9 @@ def test_bad_input_is_one_line_naming_the_key(overrides, words, tmp_path, monkey
 
 
 @pytest.mark.parametrize("args,key", [(["epochs=abc"], "epochs='abc'"),
+                                      (["~model.loss"], "~model.loss: model.loss cannot be removed"),
+                                      (["-m", "activation=tanh", "epochs=sort(range(100,301,100),reverse=true)",
+                                        "seed=0"], "write epochs=300,200,100"),
                                       (["-m", "tracking.uri=http://127.0.0.1:9", "activation=relu,tanh"],
                                        "tracking.uri='http://127.0.0.1:9'")])
 def test_subprocess_exit_code_and_no_traceback(args, key, tmp_path, cli):

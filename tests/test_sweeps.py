@@ -349,3 +349,29 @@ def test_a_job_folder_that_cannot_be_made_stops_the_sweep_without_leaving_it_run
         assert con.execute("SELECT status FROM runs").fetchall() == [("FAILED",)]  # the parent; no job started
     finally:
         con.close()
+
+
+# --- P12: a sweep function trains the values it says, or the command is refused before anything runs ---------
+@pytest.mark.parametrize("sweep,epochs", [("sort(range(1,4),reverse=true)", ["3", "2", "1"]),
+                                          ("shuffle(range(1,4))", ["1", "2", "3"]),
+                                          ("tag(short,sort(3,1,2))", ["1", "2", "3"])])
+def test_sweep_functions_train_the_values_written(sweep, epochs, tmp_path, tmp_path_factory, monkeypatch):
+    migrated_store(tmp_path_factory, tmp_path)
+    rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "activation=tanh", f"epochs={sweep}", "seed=0",
+                                          "hydra.sweep.dir=s"])
+    assert rc == 0
+    c, _, children = all_runs(tmp_path)
+    trained = [r.data.params["epochs"] for r in sorted(children, key=lambda r: r.info.start_time)]
+    assert (sorted(trained) if sweep.startswith("shuffle") else trained) == epochs
+    for r in children:  # every epoch of the run was trained and recorded
+        assert [s for s, _ in history(c, r, "train_loss")][-1] == int(r.data.params["epochs"])
+
+
+def test_a_sweep_hydra_expands_to_other_values_is_refused_before_any_run(tmp_path, monkeypatch, capsys):
+    """Hydra 1.3 runs sort(range(100,301,100),reverse=true) as 201, 101, 1 (hydra issue #3228)."""
+    rc = run_main(monkeypatch, tmp_path, ["-m", "dataset=xor", "activation=tanh",
+                                          "epochs=sort(range(100,301,100),reverse=true)", "seed=0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "would run 201, 101, 1, not 300, 200, 100" in err and "write epochs=300,200,100" in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
