@@ -124,7 +124,7 @@ def test_speed_sentence_lists_every_activation_with_seeds_reached(store):
 
 def test_lr_sentence_uses_the_best_configuration():
     """Averaged over init, lr = 1 looks best; at relu's best configuration (init a) lr = 0.1 is: say 0.1."""
-    from nnexp.report import _lr_sentences
+    from nnexp.report.sections import lr_sentences as _lr_sentences
     from nnexp.report.stats import compare_to_best
 
     vals = {(0.1, "a"): 0.1, (1.0, "a"): 0.2, (0.1, "b"): 0.9, (1.0, "b"): 0.3}
@@ -172,8 +172,8 @@ def _cli(store, *args):
     (["--filter", "params.`dataset.name` = 'digits'"], "param dataset.name takes 'moons'"),
     (["--filter", "params.x ==== 3"], "invalid filter"),
     (["--sweep", "nope"], "--sweep 'nope' not found"),
-    (["--target-loss", "-1"], "--target-loss -1: a target of val_loss must be a finite number ≥ 0"),
-    (["--target-loss", "nan"], "--target-loss nan: a target of val_loss must be a finite number ≥ 0"),
+    (["--target-loss", "-1"], "--target -1: a target of val_loss must be a finite number ≥ 0"),
+    (["--target", "nan"], "--target nan: a target of val_loss must be a finite number ≥ 0"),
 ])
 def test_cli_errors_one_line_exit_2(store, capsys, args, message):
     assert _cli(store, *args) == 2
@@ -194,12 +194,15 @@ def test_mixed_datasets_compared_within_the_largest_one(store, capsys):
     text = build_report(store["uri"], "mixed", out_dir=out, boundaries=False).read_text()
     assert set(pd.read_csv(out / "runs.csv")["dataset"]) == {"moons"}
     assert list(pd.read_csv(out / "summary.csv")["activation"]) == ["relu", "tanh"]
-    assert "Best: relu" in text and "Only dataset moons is compared here" in text
-    cmd = "python -m nnexp.report --experiment mixed --filter &quot;tags.dataset = &#x27;xor&#x27;&quot;"
-    assert cmd in text
-    # the command in the note builds the xor report
-    assert report_main(["--uri", store["uri"], "--experiment", "mixed", "--filter", "tags.dataset = 'xor'",
-                        "--out", str(out / "xor")]) == 0
+    assert "No single winner: relu, tanh" in text and "Only dataset moons is compared here" in text
+    # the command in the note, pasted into a shell (quoted with shlex), builds the xor report
+    import html
+    import shlex
+
+    [code] = re.findall(r"<li>xor \(1 run\): <code>(.*?)</code></li>", text)
+    argv = shlex.split(html.unescape(code))
+    assert argv == ["python", "-m", "nnexp.report", "--experiment", "mixed", "--filter", "tags.dataset = 'xor'"]
+    assert report_main(["--uri", store["uri"], *argv[3:], "--out", str(out / "xor")]) == 0
     runs = pd.read_csv(out / "xor" / "runs.csv")
     assert list(runs["dataset"]) == ["xor"]
     xor = (out / "xor" / "index.html").read_text()
