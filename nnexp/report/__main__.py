@@ -89,6 +89,10 @@ def main(argv=None) -> int:
         return 2
     _print_duplicates(index.parent / "duplicates.csv")
     print(index)
+    if not uri.startswith(("http://", "https://")):  # the UI the page's links point to
+        from .build import ui_command, ui_url
+
+        print(f"runs:   {ui_command(uri, ui_url(args.ui_url))}")
     return 0
 
 

@@ -160,6 +160,9 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
 
     ctx = dict(runs=runs, ok=ok, keys=keys, linked=linked, metric=metric, higher=higher, target=target,
                target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs)
+    from .sections import config_group
+
+    ctx["group"] = config_group(ctx)
     commands, sweep_names = _sweep_commands(uri, runs, parents)
     command = _report_command(experiment, sweep_names or parents, filter_string, metric, None if target_auto else target)
     sections = [("Conclusion", conclusion(ctx)),

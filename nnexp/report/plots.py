@@ -170,7 +170,7 @@ def _boundaries(ctx, uri: str, save) -> list[dict]:
         if others:
             means = sub.groupby([sub[k].map(fmt.val) for k in others])[m].mean()
             best = means.idxmax() if ctx["higher"] else means.idxmin()
-            best = best if isinstance(best, tuple) else (best,)
+            best = best if len(others) > 1 else (best,)
             for k, v in zip(others, best):
                 sub = sub[sub[k].map(fmt.val) == v]
         sub = sub.sort_values(m)

@@ -33,7 +33,8 @@ from . import fmt
 
 __all__ = ["ALPHA", "OVERFIT_RISE", "conclusion", "setup_blocks", "best_sentences", "disagreement_sentences",
            "overfitting_sentences", "edge_sentences", "speed_sentences", "lr_sentences", "diagnostic_sentences",
-           "target_text", "best_run", "fixed_keys", "dataset_facts", "indistinguishable"]
+           "target_text", "best_run", "fixed_keys", "dataset_facts", "indistinguishable", "config_group",
+           "config_sentences"]
 
 #: Significance level of the comparisons (Holm-adjusted Welch p below it: a real difference).
 ALPHA = 0.05
@@ -65,6 +66,53 @@ def _select(frame: pd.DataFrame, row, keys) -> np.ndarray:
     return mask
 
 
+def config_group(ctx) -> tuple[list[int], int]:
+    """``(rows, tested)``: the summary-table rows not shown to differ from the best configuration (row 0 first).
+
+    Each configuration's final primary metric against the best one's: two-sided
+    Welch t-test (scipy.stats), Holm-corrected over the ``tested`` comparisons
+    (:func:`nnexp.report.stats.holm`). A configuration with fewer than two
+    finished seeds cannot be tested and stays in the group.
+    """
+    from scipy import stats as st
+
+    from .stats import holm
+
+    table, ok, keys, m = ctx["table"], ctx["ok"], ctx["keys"] + ctx["linked"], ctx["metric"]
+    if not len(table) or not len(ok):
+        return [], 0
+    values = [ok.loc[_select(ok, r, keys), m].to_numpy(float) for _, r in table.iterrows()]
+    best = values[0]
+    pvals = np.full(len(values), np.nan)
+    for i, v in enumerate(values[1:], start=1):
+        if len(v) > 1 and len(best) > 1 and (np.ptp(v) > 0 or np.ptp(best) > 0):
+            pvals[i] = st.ttest_ind(v, best, equal_var=False).pvalue
+        elif len(v) > 1 and len(best) > 1:
+            pvals[i] = 0.0 if v[0] != best[0] else 1.0
+    tested = np.isfinite(pvals)
+    adj = np.full(len(values), np.nan)
+    if tested.any():
+        adj[tested] = holm(pvals[tested])
+    rows = [0] + [i for i in range(1, len(values)) if len(values[i]) and not (adj[i] < ALPHA)]
+    return rows, int(tested.sum())
+
+
+def config_sentences(ctx) -> list[Markup]:
+    """When configurations (not only activations) were compared: which of them cannot be told from the best."""
+    table, keys = ctx["table"], ctx["keys"] + ctx["linked"]
+    rows, tested = ctx.get("group", ([0], 0))
+    if len(table) < 2 or len(table) == len(ctx["comp"]):
+        return []
+    labels = [fmt.cfg(table.iloc[i], keys) for i in rows[1:9]]
+    more = f" and {len(rows) - 9} more" if len(rows) > 9 else ""
+    if len(rows) > 1:
+        return [_m("<b>{} of {} configurations cannot be told apart from the best</b> ({}; Holm-adjusted Welch "
+                   "p ≥ {} over {}, or fewer than 2 seeds): {}{}.", len(rows), len(table), fmt.cfg(table.iloc[0], keys),
+                   ALPHA, fmt.n(tested, "comparison"), "; ".join(labels), more)]
+    return [_m("The best configuration, {}, is significantly better than each of the other {} (Holm-adjusted Welch "
+               "p < {}).", fmt.cfg(table.iloc[0], keys), len(table) - 1, ALPHA)]
+
+
 def indistinguishable(comp: pd.DataFrame) -> pd.DataFrame:
     """The rows of ``comp`` not shown to differ from the best: the best, and each with Holm p ≥ α or no p at all."""
     if not len(comp):
@@ -82,6 +130,7 @@ def conclusion(ctx) -> list[dict]:
     if not len(comp):
         return [{"kind": "p", "text": "No finished run: nothing to compare. See the diverged and failed runs below."}]
     items = best_sentences(ctx)
+    items += config_sentences(ctx)
     items += disagreement_sentences(ctx)
     items += overfitting_sentences(ctx)
     items += edge_sentences(ctx)
@@ -121,9 +170,10 @@ def best_sentences(ctx) -> list[Markup]:
                         names, m, ALPHA, best["activation"], where, linked, fmt.g(best["mean"], 4),
                         fmt.g(best["std"], 2), fmt.n(n, "seed")))
     else:
-        items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); every other activation is "
-                        "worse at Holm-adjusted α = {}.", best["activation"], where, linked, m, fmt.g(best["mean"], 4),
-                        fmt.g(best["std"], 2), fmt.n(n, "seed"), ALPHA))
+        items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); {}.", best["activation"], where,
+                        linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed"),
+                        "the only activation in this selection" if len(comp) == 1
+                        else f"every other activation is worse at Holm-adjusted α = {ALPHA}"))
     for _, r in comp.iloc[1:].iterrows():
         sig = math.isfinite(r["welch_p_holm"]) and r["welch_p_holm"] < ALPHA
         word = "worse" if (r["diff"] < 0) == higher else "better"
@@ -322,14 +372,15 @@ def _uniform(col: pd.Series):
 
 def fixed_keys(runs: pd.DataFrame, varying: list[str]) -> dict:
     """``{key: value}`` of the configuration keys held fixed across ``runs`` (params only, not metrics or tags
-    about the run), dataset keys apart; ``tracking.*`` and ``sweep.*`` left out."""
+    about the run), dataset keys apart; ``tracking.*`` and ``sweep.*`` left out. A key that is null in every run
+    (``batch_size=null``, ``activation.alpha`` of an activation without one) is listed as ``null``."""
     metrics = set(runs.attrs.get("metrics", []))
     out = {}
     for k in sorted(runs.columns):
         if (k in NOT_CONFIG or k in metrics or k in varying or k.startswith(("tracking.", "sweep.", "dataset", "loss.",
                                                                                "init.resolved"))
-                or runs[k].map(fmt.is_missing).all()):
-            continue
+                or (k.endswith(".name") and k[:-5] in runs)):
+            continue  # `optimizer.name` is the `optimizer` column already
         same, v = _uniform(runs[k])
         if same:
             out[k] = v

@@ -12,7 +12,6 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import fmt
-from .sections import indistinguishable, _select, best_run
 
 __all__ = ["summary_blocks", "comparison_blocks", "bad_blocks", "runs_blocks", "duplicates_blocks", "link"]
 
@@ -23,8 +22,10 @@ def link(url: str, text: str) -> Markup:
     return Markup('<a class="ui" href="{}" data-ui-path="{}">{}</a>').format(url, path, text)
 
 
-def _table(df: pd.DataFrame, best=()) -> dict:
-    rows = [[c if isinstance(c, Markup) else ("–" if fmt.is_missing(c) else str(c)) for c in r]
+def _table(df: pd.DataFrame, best=(), html_cols=("run",)) -> dict:
+    """A table block; the cells of ``html_cols`` hold HTML built by :func:`link` (pandas keeps them as plain str)."""
+    marked = [c in html_cols for c in df.columns]
+    rows = [[Markup(c) if m else ("–" if fmt.is_missing(c) else str(c)) for c, m in zip(r, marked)]
             for r in df.itertuples(index=False)]
     return {"kind": "table", "columns": [str(c) for c in df.columns], "rows": rows, "best": list(best)}
 
@@ -53,19 +54,15 @@ def summary_blocks(ctx) -> list[dict]:
     if "train_seconds mean" in t:
         out["wall time (s)"] = [f"{fmt.g(a, 3)} ± {fmt.g(b, 2)}"
                                 for a, b in zip(t["train_seconds mean"], t["train_seconds std"])]
-    best = [0] if len(t) else []
-    group = indistinguishable(ctx["comp"])
-    if len(group) > 1:
-        best = sorted({int(np.flatnonzero(_select(t, best_run(ctx, r), keys))[0])
-                       for _, r in group.iterrows() if _select(t, best_run(ctx, r), keys).any()})
+    best = ctx.get("group", ([0] if len(t) else [], 0))[0]
     intro = Markup(
         "One row per configuration, ranked by mean final <b>{}</b>; highlighted: {}. Means, standard deviations "
         "(ddof = 1) and 95 % Student-t intervals over the finished seeds (non-finite values and diverged runs excluded; "
         "intervals clipped to the metric's range: losses ≥ 0, accuracies in [0, 1]); epochs to target: mean first "
         "epoch at which {}, over the seeds that reached it. Divergence rate = diverged / (finished + diverged). Data: "
         "<a href='summary.csv'>summary.csv</a>, <a href='runs.csv'>runs.csv</a>.").format(
-        m, "the best configuration" if len(best) < 2 else "the best configuration of each activation that is "
-        "statistically indistinguishable from the best", target_text(ctx))
+        m, "the best configuration" if len(best) < 2 else "the configurations that cannot be told apart from the "
+        "best (Holm-adjusted Welch p ≥ 0.05)", target_text(ctx))
     return [{"kind": "p", "text": intro}, _table(out, best)]
 
 
