@@ -240,7 +240,7 @@ def sweep(tmp_path_factory):
     return {"cwd": cwd, "index": index, "out": index.parent}
 
 
-SECTIONS = ("Conclusion", "Summary", "Statistical comparison with the best activation", "Learning curves",
+SECTIONS = ("Conclusion", "Setup", "Summary", "Statistical comparison with the best activation", "Learning curves",
             "Sensitivity to the learning rate and initialisation", "Per-layer diagnostics", "Decision boundaries",
             "Diverged and failed runs (never averaged in)", "All runs in MLflow")
 
@@ -289,6 +289,32 @@ def test_decision_boundary_matches_model_accuracy(sweep):
     X = (pts[["x1", "x2"]].to_numpy() - w["feature_mean"]) / w["feature_scale"]
     acc = ((net.predict_logits(X)[0, :, 0] > 0) == pts["y"].to_numpy()).mean()
     assert acc == pytest.approx(r["test_accuracy"])
+
+
+def test_every_figure_of_a_real_sweep_fits_and_boundary_panels_are_labelled(sweep, tmp_path, monkeypatch):
+    """Each figure as drawn: no title or label outside the figure or over a legend; axis labels on the boundary
+    panels (bottom row: x1, left column: x2); the activations in their fixed colours."""
+    from test_report_evidence import _figure_checks
+
+    from nnexp.report import plots
+    from nnexp.report.figures import ACTIVATION_COLORS
+
+    seen, original = {}, plots.figure_block
+
+    def spy(fig, out_dir, name, caption, tight=False, written=None):
+        seen[name] = _figure_checks(fig, name, tight)
+        return original(fig, out_dir, name, caption, tight, written)
+
+    monkeypatch.setattr(plots, "figure_block", spy)
+    build_report(f"sqlite:///{sweep['cwd'] / 'mlflow.db'}", "activations", out_dir=tmp_path / "r")
+    assert {"curves_val_loss", "lr_sensitivity", "layer_diagnostics", "decision_boundaries",
+            "activation_gallery"} <= set(seen)
+    assert {k: (v["outside"], v["over"]) for k, v in seen.items() if v["outside"] or v["over"]} == {}
+    labels = seen["decision_boundaries"]["labels"]
+    assert sum(x == "feature x1 (raw units)" for x, _ in labels) == 2  # one per learning rate (columns)
+    assert sum(y == "feature x2 (raw units)" for _, y in labels) == len(ACTS)  # one per activation (rows)
+    for name in ("curves_val_loss", "layer_diagnostics"):
+        assert seen[name]["legend_colours"] == {a: ACTIVATION_COLORS[a].lower() for a in ACTS}
 
 
 # -- the page in a real browser ---------------------------------------------------------------
@@ -386,6 +412,11 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
                      session=s)["result"]["value"]
         height = dt.send("Runtime.evaluate", {"returnByValue": True, "expression": "document.body.scrollHeight"},
                          session=s)["result"]["value"]
+        # every table scrolls in its own box; none is wider than the page
+        boxes = dt.send("Runtime.evaluate", {"returnByValue": True, "expression": """
+            [...document.querySelectorAll('table')].map(t => [getComputedStyle(t.parentElement).overflowX,
+                t.parentElement.getBoundingClientRect().right <= document.documentElement.clientWidth + 1])"""},
+                        session=s)["result"]["value"]
         shot = dt.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
                                                   "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 12000),
                                                            "scale": 1}}, session=s)
@@ -399,6 +430,7 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
     bad = [i for i in images if not (i[1] and i[2] > 0 and i[3] > 0)]
     assert not bad, f"images that did not decode: {bad}"
     assert set(SECTIONS) <= set(h2)
+    assert boxes and all(b == ["auto", True] for b in boxes), boxes
     errors = [m for m in dt.events
               if (m.get("method") == "Runtime.consoleAPICalled" and m["params"]["type"] in ("error", "assert"))
               or m.get("method") == "Runtime.exceptionThrown"

@@ -412,3 +412,19 @@ def test_list_and_null_values_in_every_sentence_table_and_figure(stores, tmp_pat
     assert fixed["batch_size"] == "null"
     assert "model.hidden_sizes ∈ {[16], [2], [4, 4]}" in _plain(_section(text, "Setup"))
     assert drawn[("lists", "curves_val_loss")]["outside"] == []
+
+
+# -- packaging ---------------------------------------------------------------------------------
+def test_template_is_package_data():
+    """pyproject's package-data for nnexp.report matches the template the page loads (a wheel ships it)."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import nnexp.report
+    from nnexp.report import page
+
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["nnexp.report"]
+    assert any(fnmatch.fnmatch(f"templates/{page.TEMPLATE}", pattern) for pattern in data)
+    assert (Path(nnexp.report.__file__).parent / "templates" / page.TEMPLATE).is_file()
