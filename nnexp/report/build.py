@@ -22,8 +22,8 @@ from markupsafe import Markup
 
 from . import fmt
 from .load import ReportError, check_metric, drop_duplicates, load_histories, load_runs, run_url, summarize_outcomes
-from .stats import aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better, metric_range, \
-    summary_table
+from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
+                    metric_range, summary_table)
 
 __all__ = ["build_report", "PRIMARY", "DEFAULT_UI_URL", "ui_url", "ui_command", "MANIFEST"]
 
@@ -164,7 +164,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
 
     ctx["group"] = config_group(ctx)
     commands, sweep_names = _sweep_commands(uri, runs, parents)
-    command = _report_command(experiment, sweep_names or parents, filter_string, metric, None if target_auto else target)
+    command = _report_command(experiment, sweep_names or parents, filter_string, metric,
+                              None if target_auto else target)
     sections = [("Conclusion", conclusion(ctx)),
                 ("Setup", setup_blocks(ctx, commands=commands, report_command=command)),
                 ("Summary", summary_blocks(ctx))]
@@ -172,7 +173,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
     sections += figure_sections(ctx, out_dir, uri, boundaries, written)
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
-    sections.append(("All runs in MLflow", runs_blocks(ctx, ui_command(uri, base)) + duplicates_blocks(duplicates, url)))
+    sections.append(("All runs in MLflow",
+                     runs_blocks(ctx, ui_command(uri, base)) + duplicates_blocks(duplicates, url)))
 
     counts = summarize_outcomes(runs)
     selection = _selection(uri, runs, parents, sweep_names, url)

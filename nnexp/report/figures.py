@@ -18,7 +18,8 @@ import pandas as pd
 from .fmt import is_number, matches, val
 from .stats import clip_interval, higher_is_better, t_interval
 
-__all__ = ["set_theme", "palette_for", "fit_suptitle", "ACTIVATION_COLORS", "t_interval", "learning_curves", "final_metric", "lr_sensitivity",
+__all__ = ["set_theme", "palette_for", "fit_suptitle", "ACTIVATION_COLORS", "t_interval", "learning_curves",
+           "final_metric", "lr_sensitivity",
            "heatmap", "layer_diagnostics", "decision_boundaries", "label"]
 
 #: Readable names of the metrics and keys used on axes.

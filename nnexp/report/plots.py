@@ -59,7 +59,10 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
     if not len(ok):
         return []
     sections = []
-    save = lambda fig, name, caption, tight=False: figure_block(fig, out_dir, name, caption, tight, written)  # noqa: E731
+
+    def save(fig, name, caption, tight=False):
+        return figure_block(fig, out_dir, name, caption, tight, written)
+
     palette = F.palette_for(ctx["runs"]["activation"].dropna())
     facets = keys[1:]
     col = facets[0] if facets else None

@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from . import fmt
 
@@ -169,6 +169,10 @@ def best_sentences(ctx) -> list[Markup]:
                         "{} ± {} (mean ± std over {}); more seeds would be needed to separate them.",
                         names, m, ALPHA, best["activation"], where, linked, fmt.g(best["mean"], 4),
                         fmt.g(best["std"], 2), fmt.n(n, "seed")))
+    elif len(comp) == 1 and len(ctx.get("group", ([0], 0))[0]) > 1:  # one activation, configurations not separated
+        items.append(_m("<b>No clear winner</b>: lowest mean {}{}{}, final {} {} ± {} (mean ± std over {}), but other "
+                        "configurations cannot be told apart from it (below).", best["activation"], where, linked, m,
+                        fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed")))
     else:
         items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); {}.", best["activation"], where,
                         linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed"),
