@@ -81,7 +81,9 @@ def config_group(ctx) -> tuple[list[int], int]:
     table, ok, keys, m = ctx["table"], ctx["ok"], ctx["keys"] + ctx["linked"], ctx["metric"]
     if not len(table) or not len(ok):
         return [], 0
-    values = [ok.loc[_select(ok, r, keys), m].to_numpy(float) for _, r in table.iterrows()]
+    by = ok.groupby(_labels(ok, keys))[m]
+    groups = {k: v.to_numpy(float) for k, v in by}
+    values = [groups.get(label, np.array([])) for label in _labels(table, keys)]
     best = values[0]
     pvals = np.full(len(values), np.nan)
     for i, v in enumerate(values[1:], start=1):
@@ -236,28 +238,42 @@ def overfitting_sentences(ctx) -> list[Markup]:
     curves, keys = ctx["curves"], ctx["keys"]
     if not len(curves) or not {"val_loss", "train_loss"} <= set(curves["metric"].astype(str)):
         return []
-    found = []
-    c = curves[curves["metric"].isin(["val_loss", "train_loss"])]
-    for _, sub in c.groupby([k for k in keys if k in c], dropna=False, sort=False, observed=True):
-        v = sub[sub["metric"] == "val_loss"].set_index("step")["mean"].sort_index()
-        t = sub[sub["metric"] == "train_loss"].set_index("step")["mean"].sort_index()
-        v = v[np.isfinite(v.to_numpy(float))]
-        if len(v) < 3 or not len(t):
-            continue
-        e_min, v_min, e_last, v_last = v.idxmin(), v.min(), v.index[-1], v.iloc[-1]
-        t_at = t.reindex([e_min, e_last])
-        if v_min > 0 and v_last > v_min * (1 + OVERFIT_RISE) and t_at.notna().all() and t_at.iloc[1] < t_at.iloc[0]:
-            found.append((v_last / v_min, sub.iloc[0], e_min, v_min, e_last, v_last, t_at.iloc[0], t_at.iloc[1]))
-    if not found:
+    c = curves[curves["metric"].isin(["val_loss", "train_loss"])].copy()
+    c["metric"] = c["metric"].astype(str)
+    c["g"] = _labels(c, keys)
+    v = c[(c["metric"] == "val_loss") & np.isfinite(c["mean"].to_numpy(float))]
+    t = c[c["metric"] == "train_loss"].set_index(["g", "step"])["mean"]
+    if not len(v):
         return []
-    found.sort(key=lambda f: -f[0])
-    parts = [f"{_config_label(r, keys)} (validation loss {fmt.g(vm, 3)} at epoch {int(em)} → {fmt.g(vl, 3)} at epoch "
-             f"{int(el)}; training loss {fmt.g(t0, 3)} → {fmt.g(t1, 3)})"
-             for _, r, em, vm, el, vl, t0, t1 in found[:6]]
-    more = f" and {len(found) - 6} more" if len(found) > 6 else ""
+    lo = v.loc[v.groupby("g")["mean"].idxmin()].set_index("g")
+    last = v.loc[v.groupby("g")["step"].idxmax()].set_index("g")
+    n = v.groupby("g").size()
+    d = pd.DataFrame({"e_min": lo["step"], "v_min": lo["mean"], "e_last": last["step"], "v_last": last["mean"], "n": n})
+    d["t0"] = t.reindex(list(zip(d.index, d["e_min"]))).to_numpy()
+    d["t1"] = t.reindex(list(zip(d.index, d["e_last"]))).to_numpy()
+    hit = d[(d["n"] >= 3) & (d["v_min"] > 0) & (d["v_last"] > d["v_min"] * (1 + OVERFIT_RISE)) & (d["t1"] < d["t0"])]
+    if not len(hit):
+        return []
+    hit = hit.assign(rise=hit["v_last"] / hit["v_min"]).sort_values("rise", ascending=False, kind="stable")
+    parts = [f"{label} (validation loss {fmt.g(r.v_min, 3)} at epoch {int(r.e_min)} → {fmt.g(r.v_last, 3)} at epoch "
+             f"{int(r.e_last)}; training loss {fmt.g(r.t0, 3)} → {fmt.g(r.t1, 3)})"
+             for label, r in hit.head(6).iterrows()]
+    more = f" and {len(hit) - 6} more" if len(hit) > 6 else ""
     return [_m("<b>Overfitting</b> (mean validation loss rising more than {:.0%} above its minimum while the training "
                "loss falls): {}{}. Their final values are past their best epoch; fewer epochs, weight decay or more "
                "data would help.", OVERFIT_RISE, "; ".join(parts), more)]
+
+
+def _labels(frame: pd.DataFrame, keys) -> pd.Series:
+    """The configuration label of each row (``relu`` or ``activation=relu, optimizer.lr=0.1``), as strings."""
+    keys = [k for k in keys if k in frame]
+    if len(keys) == 1:
+        return frame[keys[0]].map(fmt.val)
+    out = None
+    for k in keys:
+        part = k + "=" + frame[k].map(fmt.val).astype(str)
+        out = part if out is None else out + ", " + part
+    return out
 
 
 def edge_sentences(ctx) -> list[Markup]:
