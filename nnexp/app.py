@@ -291,7 +291,8 @@ def run_job(cfg: DictConfig) -> float:
         for k, run_id in runs.items():
             params = {**flat, "seed": setup.seeds[k], "init.resolved": setup.init_name, "loss.resolved": setup.loss.name,
                       "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
-                      "n_train": len(setup.data.y_train)}
+                      "n_train": len(setup.data.y_train), "n_val": len(setup.data.y_val),
+                      "n_test": len(setup.data.y_test)}
             params.pop("replicas", None)
             params["replicas"] = cfg.replicas
             tracking.log_params(c, run_id, params)

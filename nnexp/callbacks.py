@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -66,7 +67,7 @@ class SweepCallback(Callback):
             f"{tracking.TAG}swept": json.dumps(swept),
             f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep": name,
             f"{tracking.TAG}sweep_dir": str(sweep_dir), f"{tracking.TAG}overrides": " ".join(overrides),
-            f"{tracking.TAG}command": " ".join(["python -m nnexp -m", *overrides]),
+            f"{tracking.TAG}command": shlex.join(["python", "-m", "nnexp", "-m", *overrides]),
             **({f"{tracking.TAG}study": config.study} if config.get("study") else {}),
         })
         sweep_params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.get("params") or {}).items()}
@@ -109,13 +110,15 @@ class SweepCallback(Callback):
 
                 out = launch / "reports" / LAST_SWEEP["experiment"] / LAST_SWEEP["sweep"]
                 try:
-                    index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out)
+                    index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out,
+                                         target=config.tracking.get("report_target"), ui=config.tracking.get("ui_url"))
                 except Exception:  # the runs are safe in the store; say so, and how to retry
                     log.exception("the report could not be built")
                     LAST_SWEEP["report_error"] = True
+                    retry = shlex.join(["python", "-m", "nnexp.report", "--experiment", LAST_SWEEP["experiment"],
+                                        "--sweep", LAST_SWEEP["sweep"]])
                     print(f"nnexp: error: the report failed (traceback above); the runs are recorded. Retry with: "
-                          f"python -m nnexp.report --experiment {LAST_SWEEP['experiment']} --sweep {LAST_SWEEP['sweep']}",
-                          file=sys.stderr)
+                          f"{retry}", file=sys.stderr)
                 else:
                     for f in sorted(out.iterdir()):
                         if f.is_file():
@@ -128,7 +131,9 @@ class SweepCallback(Callback):
         if uri.startswith(("http://", "https://")):
             print(f"runs:   {uri}")
         else:
-            print(f"runs:   mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+            from .report.build import ui_command, ui_url
+
+            print(f"runs:   {ui_command(uri, ui_url(config.tracking.get('ui_url')))}")
 
 
 def abort_sweep(status: str = "KILLED") -> int:

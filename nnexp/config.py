@@ -90,6 +90,8 @@ class TrackingConfig:
     save_weights: bool = True  # log final weights as an .npz artifact
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
+    report_target: Optional[float] = None  # the report's "epochs to target" on val_loss; null = median final val_loss
+    ui_url: Optional[str] = None  # MLflow UI address the report links to; null = $NNEXP_UI_URL or http://127.0.0.1:5000
     progress: bool = True  # show a progress bar while training
 
 
@@ -143,6 +145,7 @@ ACCEPTS = {
     "optimizer.step_size": "an integer >= 1",
     "model.hidden_sizes": "a non-empty list of integers >= 1, e.g. [64] or [32,32]",
     "tracking.log_every": "an integer >= 1 or null",
+    "tracking.report_target": "a finite number >= 0 (a val_loss), or null for the median final val_loss",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
 }
 
@@ -312,6 +315,8 @@ def validate(cfg: DictConfig) -> None:
     need(c.replicas >= 1, f"replicas={c.replicas} must be >= 1")
     need(c.tracking.log_every is None or c.tracking.log_every >= 1,
          f"tracking.log_every={c.tracking.log_every} must be >= 1 (or null for about 500 points per run)")
+    need(c.tracking.report_target is None or (math.isfinite(c.tracking.report_target) and c.tracking.report_target >= 0),
+         f"tracking.report_target={c.tracking.report_target} must be {ACCEPTS['tracking.report_target']}")
     need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),
          f"model.hidden_sizes={list(c.model.hidden_sizes)} must be a non-empty list of sizes >= 1")
     need(c.model.loss in {*LOSSES, "auto"},

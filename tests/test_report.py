@@ -124,7 +124,7 @@ def test_speed_sentence_lists_every_activation_with_seeds_reached(store):
 
 def test_lr_sentence_uses_the_best_configuration():
     """Averaged over init, lr = 1 looks best; at relu's best configuration (init a) lr = 0.1 is: say 0.1."""
-    from nnexp.report import _lr_sentences
+    from nnexp.report.sections import lr_sentences as _lr_sentences
     from nnexp.report.stats import compare_to_best
 
     vals = {(0.1, "a"): 0.1, (1.0, "a"): 0.2, (0.1, "b"): 0.9, (1.0, "b"): 0.3}
@@ -172,8 +172,8 @@ def _cli(store, *args):
     (["--filter", "params.`dataset.name` = 'digits'"], "param dataset.name takes 'moons'"),
     (["--filter", "params.x ==== 3"], "invalid filter"),
     (["--sweep", "nope"], "--sweep 'nope' not found"),
-    (["--target-loss", "-1"], "--target-loss -1: a target of val_loss must be a finite number ≥ 0"),
-    (["--target-loss", "nan"], "--target-loss nan: a target of val_loss must be a finite number ≥ 0"),
+    (["--target-loss", "-1"], "--target -1: a target of val_loss must be a finite number ≥ 0"),
+    (["--target", "nan"], "--target nan: a target of val_loss must be a finite number ≥ 0"),
 ])
 def test_cli_errors_one_line_exit_2(store, capsys, args, message):
     assert _cli(store, *args) == 2
@@ -194,12 +194,15 @@ def test_mixed_datasets_compared_within_the_largest_one(store, capsys):
     text = build_report(store["uri"], "mixed", out_dir=out, boundaries=False).read_text()
     assert set(pd.read_csv(out / "runs.csv")["dataset"]) == {"moons"}
     assert list(pd.read_csv(out / "summary.csv")["activation"]) == ["relu", "tanh"]
-    assert "Best: relu" in text and "Only dataset moons is compared here" in text
-    cmd = "python -m nnexp.report --experiment mixed --filter &quot;tags.dataset = &#x27;xor&#x27;&quot;"
-    assert cmd in text
-    # the command in the note builds the xor report
-    assert report_main(["--uri", store["uri"], "--experiment", "mixed", "--filter", "tags.dataset = 'xor'",
-                        "--out", str(out / "xor")]) == 0
+    assert "No single winner: relu, tanh" in text and "Only dataset moons is compared here" in text
+    # the command in the note, pasted into a shell (quoted with shlex), builds the xor report
+    import html
+    import shlex
+
+    [code] = re.findall(r"<li>xor \(1 run\): <code>(.*?)</code></li>", text)
+    argv = shlex.split(html.unescape(code))
+    assert argv == ["python", "-m", "nnexp.report", "--experiment", "mixed", "--filter", "tags.dataset = 'xor'"]
+    assert report_main(["--uri", store["uri"], *argv[3:], "--out", str(out / "xor")]) == 0
     runs = pd.read_csv(out / "xor" / "runs.csv")
     assert list(runs["dataset"]) == ["xor"]
     xor = (out / "xor" / "index.html").read_text()
@@ -237,7 +240,7 @@ def sweep(tmp_path_factory):
     return {"cwd": cwd, "index": index, "out": index.parent}
 
 
-SECTIONS = ("Conclusion", "Summary", "Statistical comparison with the best activation", "Learning curves",
+SECTIONS = ("Conclusion", "Setup", "Summary", "Statistical comparison with the best activation", "Learning curves",
             "Sensitivity to the learning rate and initialisation", "Per-layer diagnostics", "Decision boundaries",
             "Diverged and failed runs (never averaged in)", "All runs in MLflow")
 
@@ -286,6 +289,32 @@ def test_decision_boundary_matches_model_accuracy(sweep):
     X = (pts[["x1", "x2"]].to_numpy() - w["feature_mean"]) / w["feature_scale"]
     acc = ((net.predict_logits(X)[0, :, 0] > 0) == pts["y"].to_numpy()).mean()
     assert acc == pytest.approx(r["test_accuracy"])
+
+
+def test_every_figure_of_a_real_sweep_fits_and_boundary_panels_are_labelled(sweep, tmp_path, monkeypatch):
+    """Each figure as drawn: no title or label outside the figure or over a legend; axis labels on the boundary
+    panels (bottom row: x1, left column: x2); the activations in their fixed colours."""
+    from test_report_evidence import _figure_checks
+
+    from nnexp.report import plots
+    from nnexp.report.figures import ACTIVATION_COLORS
+
+    seen, original = {}, plots.figure_block
+
+    def spy(fig, out_dir, name, caption, tight=False, written=None):
+        seen[name] = _figure_checks(fig, name, tight)
+        return original(fig, out_dir, name, caption, tight, written)
+
+    monkeypatch.setattr(plots, "figure_block", spy)
+    build_report(f"sqlite:///{sweep['cwd'] / 'mlflow.db'}", "activations", out_dir=tmp_path / "r")
+    assert {"curves_val_loss", "lr_sensitivity", "layer_diagnostics", "decision_boundaries",
+            "activation_gallery"} <= set(seen)
+    assert {k: (v["outside"], v["over"]) for k, v in seen.items() if v["outside"] or v["over"]} == {}
+    labels = seen["decision_boundaries"]["labels"]
+    assert sum(x == "feature x1 (raw units)" for x, _ in labels) == 2  # one per learning rate (columns)
+    assert sum(y == "feature x2 (raw units)" for _, y in labels) == len(ACTS)  # one per activation (rows)
+    for name in ("curves_val_loss", "layer_diagnostics"):
+        assert seen[name]["legend_colours"] == {a: ACTIVATION_COLORS[a].lower() for a in ACTS}
 
 
 # -- the page in a real browser ---------------------------------------------------------------
@@ -383,6 +412,11 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
                      session=s)["result"]["value"]
         height = dt.send("Runtime.evaluate", {"returnByValue": True, "expression": "document.body.scrollHeight"},
                          session=s)["result"]["value"]
+        # every table scrolls in its own box; none is wider than the page
+        boxes = dt.send("Runtime.evaluate", {"returnByValue": True, "expression": """
+            [...document.querySelectorAll('table')].map(t => [getComputedStyle(t.parentElement).overflowX,
+                t.parentElement.getBoundingClientRect().right <= document.documentElement.clientWidth + 1])"""},
+                        session=s)["result"]["value"]
         shot = dt.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
                                                   "clip": {"x": 0, "y": 0, "width": 1280, "height": min(height, 12000),
                                                            "scale": 1}}, session=s)
@@ -396,6 +430,7 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
     bad = [i for i in images if not (i[1] and i[2] > 0 and i[3] > 0)]
     assert not bad, f"images that did not decode: {bad}"
     assert set(SECTIONS) <= set(h2)
+    assert boxes and all(b == ["auto", True] for b in boxes), boxes
     errors = [m for m in dt.events
               if (m.get("method") == "Runtime.consoleAPICalled" and m["params"]["type"] in ("error", "assert"))
               or m.get("method") == "Runtime.exceptionThrown"

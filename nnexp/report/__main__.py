@@ -6,7 +6,9 @@ Examples::
     python -m nnexp.report --experiment activations --sweep latest  # the latest sweep
     python -m nnexp.report --experiment activations --filter "params.dataset = 'digits'"
     python -m nnexp.report --filter 'params.`dataset.name` = "moons" and params.`optimizer.lr` = "0.1"'
-    python -m nnexp.report --sweep latest --metric val_accuracy --target-loss 0.9
+    python -m nnexp.report --sweep latest --metric val_accuracy --target 0.9
+    python -m nnexp.report --sweep 2026-11-29_17-40-12 --sweep latest          # two sweeps compared
+    python -m nnexp.report --sweep latest --ui-url http://gpu-box:8080         # links to a UI elsewhere
 
 Params are stored flattened (``dataset.name``, ``optimizer.lr``; values are
 strings, so quote them); ``params.dataset``, ``params.activation``,
@@ -17,6 +19,14 @@ metric or filter key ends with one line on stderr and exit status 2. Runs that
 repeat a configuration and seed (same ``nnexp.run_key``: a single run
 repeating a sweep's, or identical sweeps run at once) count once; stderr says
 how many were dropped.
+
+Output folders (``--out`` overrides): ``reports/<experiment>/<sweep>`` for a
+sweep (the folder the sweep's own report uses), ``<sweep>+<sweep>`` for several,
+``all`` for the experiment; a ``--filter`` report goes to its own folder,
+``<selection>-filter-<8 hex of the filter>``, so it never overwrites a sweep's
+report. A rebuild removes the files its previous build wrote and this one did not.
+Run links point at ``--ui-url`` (default ``$NNEXP_UI_URL``, else
+http://127.0.0.1:5000); the page prints the matching ``mlflow ui`` command.
 """
 
 from __future__ import annotations
@@ -39,17 +49,22 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m nnexp.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", "-e", default="activations", help="MLflow experiment name (default: activations)")
-    p.add_argument("--sweep", "-s", help="a sweep's parent run id or name, or 'latest'")
+    p.add_argument("--sweep", "-s", action="append",
+                   help="a sweep's parent run id or name, or 'latest'; repeat to compare sweeps in one report")
     p.add_argument("--filter", "-f", default="", help="MLflow search filter, e.g. \"params.dataset = 'digits'\"")
     p.add_argument("--uri", help="tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///./mlflow.db)")
-    p.add_argument("--out", help="output folder (default: reports/<experiment>/<sweep or 'all'>, "
-                                    "with '-<metric>' appended for a --metric other than val_loss)")
+    p.add_argument("--out", help="output folder (default: reports/<experiment>/<sweep, sweep+sweep or 'all'>, "
+                                    "'-filter-<hash>' appended for a --filter, '-<metric>' for a --metric "
+                                    "other than val_loss)")
     p.add_argument("--metric", "-m", default="val_loss",
                    help="primary metric that ranks and compares (default: val_loss; *accuracy: higher is better)")
-    p.add_argument("--target-loss", "-t", type=float, default=None,
+    p.add_argument("--target", "--target-loss", "-t", dest="target", type=float, default=None,
                    help="threshold of 'epochs to target' on the primary metric "
                         "(default: the median final value over the finished runs; finite, >= 0 for losses, "
                         "in [0, 1] for accuracies)")
+    p.add_argument("--ui-url", default=None,
+                   help="address of the MLflow UI the run links point to (default: $NNEXP_UI_URL, else "
+                        "http://127.0.0.1:5000)")
     p.add_argument("--no-boundaries", action="store_true", help="skip the decision-boundary figure")
     args = p.parse_args(argv)
     try:
@@ -62,20 +77,40 @@ def main(argv=None) -> int:
         print(f"nnexp.report: error: no MLflow store at {db}; run a sweep here first or pass --uri", file=sys.stderr)
         return 2
     try:
-        parent, name = _resolve_sweep(uri, args.experiment, args.sweep) if args.sweep else (None, "all")
-        if args.filter and not args.sweep:
-            name = "filtered"
-        if args.metric != p.get_default("metric"):  # never overwrite the default metric's report
-            name += f"-{args.metric}"
-        out = Path(args.out) if args.out else Path.cwd() / "reports" / args.experiment / name
-        index = build_report(uri, args.experiment, parent_id=parent, filter_string=args.filter, out_dir=out,
-                             metric=args.metric, target=args.target_loss, boundaries=not args.no_boundaries)
+        sweeps = [_resolve_sweep(uri, args.experiment, s) for s in dict.fromkeys(args.sweep or [])]
+        parents = list(dict.fromkeys(pid for pid, _ in sweeps))
+        out = Path(args.out) if args.out else Path.cwd() / "reports" / args.experiment / folder_name(
+            [n for _, n in sweeps], args.filter, args.metric)
+        index = build_report(uri, args.experiment, parent_id=parents or None, filter_string=args.filter, out_dir=out,
+                             metric=args.metric, target=args.target, boundaries=not args.no_boundaries,
+                             ui=args.ui_url)
     except ReportError as e:
         print(f"nnexp.report: error: {e}", file=sys.stderr)
         return 2
     _print_duplicates(index.parent / "duplicates.csv")
     print(index)
+    if not uri.startswith(("http://", "https://")):  # the UI the page's links point to
+        from .build import ui_command, ui_url
+
+        print(f"runs:   {ui_command(uri, ui_url(args.ui_url))}")
     return 0
+
+
+def folder_name(sweeps: list[str], filter_string: str, metric: str) -> str:
+    """The default report folder's name: never the same for two different selections or metrics.
+
+    ``<sweep>`` (what the sweep's own report uses), ``<a>+<b>`` for several sweeps, ``all`` for the whole
+    experiment; ``-filter-<first 8 hex of the filter's SHA-256>`` for a filter and ``-<metric>`` for a metric
+    other than val_loss are appended.
+    """
+    import hashlib
+
+    name = "+".join(sweeps) if sweeps else "all"
+    if filter_string.strip():
+        name += "-filter-" + hashlib.sha256(filter_string.strip().encode()).hexdigest()[:8]
+    if metric != "val_loss":  # never overwrite the default metric's report
+        name += f"-{metric}"
+    return name
 
 
 def _print_duplicates(path: Path) -> None:

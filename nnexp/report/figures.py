@@ -15,9 +15,11 @@ import math
 import numpy as np
 import pandas as pd
 
+from .fmt import is_number, matches, val
 from .stats import clip_interval, higher_is_better, t_interval
 
-__all__ = ["set_theme", "palette_for", "t_interval", "learning_curves", "final_metric", "lr_sensitivity",
+__all__ = ["set_theme", "palette_for", "fit_suptitle", "ACTIVATION_COLORS", "t_interval", "learning_curves",
+           "final_metric", "lr_sensitivity",
            "heatmap", "layer_diagnostics", "decision_boundaries", "label"]
 
 #: Readable names of the metrics and keys used on axes.
@@ -47,12 +49,46 @@ def set_theme() -> None:
                       "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none"})
 
 
+#: One fixed colour per activation of :data:`nnexp.activations.ACTIVATIONS`, the same in every figure of every
+#: report, so two reports can be compared side by side. Okabe & Ito's colour-blind-safe set (2008) for the most used
+#: eight, Paul Tol's "muted" set (colour-blind safe, https://personal.sron.nl/~pault/) for the rest; relu (blue) and
+#: tanh (vermillion) differ in hue and lightness under every common colour-vision deficiency.
+ACTIVATION_COLORS = {
+    "relu": "#0072B2", "tanh": "#D55E00", "sigmoid": "#009E73", "leaky_relu": "#56B4E9", "elu": "#CC79A7",
+    "selu": "#E69F00", "gelu": "#000000", "identity": "#888888", "silu": "#882255", "mish": "#332288",
+    "softplus": "#117733", "softsign": "#999933", "hard_tanh": "#AA4499", "hard_sigmoid": "#44AA99",
+}
+
+
 def palette_for(values) -> dict:
-    """A fixed colour per value (sorted), so an activation has one colour in every figure."""
+    """A fixed colour per value: :data:`ACTIVATION_COLORS` for activations, else the colorblind palette by sort order.
+
+    Returns ``{str(value): colour}`` (hex string for activations, RGB tuple otherwise).
+    """
     import seaborn as sns
 
     values = sorted({str(v) for v in values})
-    return dict(zip(values, sns.color_palette("colorblind", max(len(values), 3))))
+    others = [v for v in values if v not in ACTIVATION_COLORS]
+    extra = dict(zip(others, sns.color_palette("colorblind", max(len(others), 3))))
+    return {v: ACTIVATION_COLORS.get(v, extra.get(v)) for v in values}
+
+
+def fit_suptitle(fig, text: str, **kw):
+    """``fig.suptitle(text)`` wrapped onto as many lines as the figure's width needs (never clipped at the sides).
+
+    The line length is estimated from the figure width and the title font size
+    (an average glyph is about 0.55 em wide); ``tests/test_report_layout.py``
+    checks the drawn bounding boxes.
+    """
+    import textwrap
+
+    import matplotlib as mpl
+    from matplotlib.font_manager import FontProperties
+
+    size = FontProperties(size=kw.get("fontsize", mpl.rcParams["figure.titlesize"])).get_size_in_points()
+    width = fig.get_figwidth() * 72 * 0.92
+    chars = max(int(width / (0.55 * size)), 20)
+    return fig.suptitle("\n".join(textwrap.wrap(text, chars)) or text, **kw)
 
 
 def _plain_log(ax) -> None:
@@ -68,7 +104,7 @@ def _plain_log(ax) -> None:
 def _levels(data: pd.DataFrame, key: str | None) -> list:
     if key is None or key not in data:
         return [None]
-    return sorted(data[key].dropna().unique().tolist())
+    return sorted(data[key].dropna().unique().tolist(), key=lambda v: (not is_number(v), v if is_number(v) else val(v)))
 
 
 SHORT = {"optimizer.lr": "lr", "init": "init", "optimizer": "opt", "model.hidden_sizes": "hidden"}
@@ -77,8 +113,7 @@ SHORT = {"optimizer.lr": "lr", "init": "init", "optimizer": "opt", "model.hidden
 def _facet_title(row_key, row_val, col_key, col_val) -> str:
     both = row_key is not None and col_key is not None  # two keys: short names, so titles fit the panel
     name = (lambda k: SHORT.get(k, k)) if both else label
-    parts = [f"{name(k)} = {v:g}" if isinstance(v, float) else f"{name(k)} = {v}"
-             for k, v in ((row_key, row_val), (col_key, col_val)) if k is not None]
+    parts = [f"{name(k)} = {val(v)}" for k, v in ((row_key, row_val), (col_key, col_val)) if k is not None]
     return ", ".join(parts)
 
 
@@ -87,7 +122,7 @@ def _subset(data, *pairs):
     mask = np.ones(len(data), bool)
     for k, v in pairs:
         if k is not None:
-            mask &= (data[k] == v).to_numpy()
+            mask &= matches(data[k], v)
     return data[mask]
 
 
@@ -365,6 +400,10 @@ def decision_boundaries(grid: pd.DataFrame, points: pd.DataFrame | None = None, 
             ax.set_aspect("equal")
             ax.grid(False)
             ax.tick_params(labelsize=7)
+            if i == len(rows) - 1:
+                ax.set_xlabel("feature x1 (raw units)", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("feature x2 (raw units)", fontsize=8)
     if im is not None:
         cb = fig.colorbar(im, ax=axes, shrink=0.6, pad=0.02)
         cb.set_label("P(class 1)")

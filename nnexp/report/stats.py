@@ -22,6 +22,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from .fmt import matches, val
+
 __all__ = ["higher_is_better", "metric_range", "clip_interval", "t_interval", "holm", "hedges_g", "describe", "summary_table",
            "epochs_to_target", "default_target", "compare_to_best", "aggregate_curves"]
 
@@ -216,15 +218,15 @@ def compare_to_best(runs: pd.DataFrame, keys: list[str], primary: str, *, epochs
     higher = higher_is_better(primary)
     best_rows = []
     for act, sub in ok.groupby("activation", sort=True):
-        if len(keys) > 1:
-            # one group per configuration: values compared by their text, so that lists (tuples) and nulls group
-            from ..identity import describe as _label
-
-            labels = pd.Series([_label(r, keys[1:]) for r in sub[keys[1:]].to_dict("records")],
-                               index=sub.index)
-            means = sub.groupby(labels, sort=True)[primary].mean()
-            label = means.idxmax() if higher else means.idxmin()
-            sub = sub[labels == label]
+        means = sub.groupby(keys[1:], dropna=False)[primary].mean() if len(keys) > 1 else None
+        if means is not None:
+            cfg = means.idxmax() if higher else means.idxmin()
+            cfg = cfg if len(keys) > 2 else (cfg,)  # one key: its value may itself be a tuple (a list key)
+            mask = np.ones(len(sub), bool)
+            for k, v in zip(keys[1:], cfg):
+                mask &= matches(sub[k], v)  # None, NaN and lists compare as values, never broadcast
+            sub = sub[mask]
+            label = ", ".join(f"{k}={val(v)}" for k, v in zip(keys[1:], cfg))
         else:
             label = ""
         best_rows.append((act, label, sub))
