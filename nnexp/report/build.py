@@ -21,7 +21,8 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import fmt
-from .load import ReportError, check_metric, drop_duplicates, load_histories, load_runs, run_url, summarize_outcomes
+from .load import (ReportError, check_metric, drop_duplicates, lists_as_text, load_histories, load_runs, run_url,
+                   summarize_outcomes)
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
                     metric_range, summary_table)
 
@@ -109,6 +110,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
                           + (f" the filter {filter_string!r}" if filter_string else "")
                           + (f" in sweep {', '.join(parents)}" if parents else ""))
     runs, duplicates = drop_duplicates(runs)
+    runs = lists_as_text(runs)  # model.hidden_sizes=[4, 4] is one value in tables, figures and CSV files
     check_metric(runs, metric)
     if metric not in runs:  # no run finished (every run diverged before logging it): the report says so
         runs[metric] = np.nan
