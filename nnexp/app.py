@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import tracking
 from .activations import get_activation
-from .config import ConfigError, config_hash, flatten, log_every, validate
+from .config import ConfigError, config_hash, flatten, hidden_sizes, log_every, validate
 from .data import Dataset, load
 from .initializers import auto_initializer, get_bias_initializer, get_initializer
 from .losses import Loss, get_loss, resolve_loss_name
@@ -96,7 +96,7 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> Setup:
     gain = act.gain if cfg.init.gain is None else float(cfg.init.gain)
     seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
     rngs = [np.random.default_rng(s) for s in seeds]
-    model = MLP([data.n_features, *cfg.model.hidden_sizes, n_out], act, replicas=cfg.replicas, dtype=dtype)
+    model = MLP([data.n_features, *hidden_sizes(cfg), n_out], act, replicas=cfg.replicas, dtype=dtype)
     model.initialize(weight_init, bias_init, rngs, gain=gain)
     o = cfg.optimizer
     optimizer = make_optimizer(o.name, model.params(), weight_decay=o.weight_decay,

@@ -35,6 +35,7 @@ EXPECTED = {
     "he_normal": ("normal", lambda i, o, g: g**2 / i),
     "lecun_uniform": ("uniform", lambda i, o, g: 1.0 / i),
     "lecun_normal": ("normal", lambda i, o, g: 1.0 / i),
+    "standard": ("uniform", lambda i, o, g: 1.0 / (3.0 * i)),  # U[-1/sqrt(fan_in), 1/sqrt(fan_in)]
 }
 KURTOSIS = {"normal": 3.0, "uniform": 9.0 / 5.0}
 
