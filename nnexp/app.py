@@ -262,7 +262,7 @@ def run_job(cfg: DictConfig) -> float:
         def on_epoch(epoch, values):
             for k, buf in buffers.items():
                 buf.add(epoch, {m: v[k] for m, v in values.items() if m != "lr"})
-            if progress is not None:
+            if progress is not None and "train_loss" in values:  # not for the distribution probes' calls
                 progress.update(epoch - progress.n)
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
 
@@ -273,7 +273,9 @@ def run_job(cfg: DictConfig) -> float:
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
                        rngs=setup.rngs, batch_size=cfg.batch_size, log_every=log_every(cfg),
                        diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
-                       on_epoch=on_epoch, threads=block_threads(cfg, paths["parallel"]))
+                       on_epoch=on_epoch, threads=block_threads(cfg, paths["parallel"]),
+                       percentiles_every=cfg.tracking.percentiles_every,
+                       histogram_epochs=list(cfg.tracking.histogram_epochs))
         if progress is not None:
             progress.close()
         hist.info["setup_seconds"] = setup_seconds
@@ -376,6 +378,12 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             wpath = out_dir / f"weights{suffix}.npz"
             _save_weights(wpath, setup.model, k, setup.data)
             tracking.retry(c.log_artifact, run_id, str(wpath))
+        if hist.histograms:
+            from .distributions import save_histograms
+
+            save_histograms(hpath := out_dir / f"histograms{suffix}.npz", hist.histograms["epochs"],
+                            hist.histograms["per_epoch"], k)
+            tracking.retry(c.log_artifact, run_id, str(hpath))
         tracking.end_run(c, run_id, "FINISHED")
 
 

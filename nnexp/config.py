@@ -91,6 +91,8 @@ class TrackingConfig:
     experiment: str = "activations"  # MLflow experiment (one per study)
     log_every: Optional[int] = None  # record metrics every this many epochs; null = 1 up to 500 epochs, else epochs/500
     diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
+    percentiles_every: Optional[int] = None  # per-layer activation / back-propagated gradient percentiles every this many epochs (and at 0); null = off
+    histogram_epochs: list[int] = field(default_factory=list)  # epochs (0 = initialisation) of per-layer histograms, one histograms.npz per run
     save_weights: bool = True  # log final weights as an .npz artifact
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
@@ -152,6 +154,8 @@ ACCEPTS = {
     "model.depth": "an integer >= 1 together with model.width, or null",
     "model.width": "an integer >= 1 together with model.depth, or null",
     "tracking.log_every": "an integer >= 1 or null",
+    "tracking.percentiles_every": "an integer >= 1 or null (off)",
+    "tracking.histogram_epochs": "a list of epochs in [0, epochs], e.g. [0,10,30]",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
 }
 
@@ -362,6 +366,10 @@ def validate(cfg: DictConfig) -> None:
     need(c.replicas >= 1, f"replicas={c.replicas} must be >= 1")
     need(c.tracking.log_every is None or c.tracking.log_every >= 1,
          f"tracking.log_every={c.tracking.log_every} must be >= 1 (or null for about 500 points per run)")
+    need(c.tracking.percentiles_every is None or c.tracking.percentiles_every >= 1,
+         f"tracking.percentiles_every={c.tracking.percentiles_every} must be {ACCEPTS['tracking.percentiles_every']}")
+    need(all(0 <= e <= c.epochs for e in c.tracking.histogram_epochs),
+         f"tracking.histogram_epochs={list(c.tracking.histogram_epochs)} must be {ACCEPTS['tracking.histogram_epochs']}")
     need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),
          f"model.hidden_sizes={list(c.model.hidden_sizes)} must be a non-empty list of sizes >= 1")
     sizes = hidden_sizes(c)

@@ -123,8 +123,10 @@ def test_depth_changes_the_hash():
     (["model.width=8"], "model.depth=None and model.width=8 go together"),
     (["model.depth=0", "model.width=8"], "must both be integers >= 1"),
     (["model.depth=2", "model.width=8", "model.hidden_sizes=[4]"], "model.hidden_sizes=[4] conflicts with model.depth=2"),
+    (["tracking.percentiles_every=0"], "tracking.percentiles_every=0 must be an integer >= 1 or null"),
+    (["epochs=5", "tracking.histogram_epochs=[0,6]"], "tracking.histogram_epochs=[0, 6] must be a list of epochs in"),
 ])
-def test_depth_and_width_mistakes_are_one_line(overrides, words):
+def test_config_mistakes_are_one_line(overrides, words):
     from nnexp.config import validate
 
     with pytest.raises(ConfigError) as e:
