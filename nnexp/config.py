@@ -113,6 +113,7 @@ class Config:
     replicas: int = 1  # train this many seeds (seed, seed+1, ...) as one batch
     divergence_threshold: float = 10000.0  # loss above this multiple of the loss at initialisation: diverged
     study: Optional[str] = None  # name of the study from experiments/, if any
+    claims: Optional[Any] = None  # the study's claims, checked by the report (nnexp.report.claims); not a training key
     blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, cores - 1 beside the metric writer, else unlimited
 
 
@@ -136,7 +137,7 @@ def studies() -> dict[str, DictConfig]:
 
 
 #: Keys that do not change what a run computes: left out of the configuration hash.
-SEMANTIC_EXCLUDE = ("tracking", "study", "blas_threads")
+SEMANTIC_EXCLUDE = ("tracking", "study", "blas_threads", "claims")
 
 #: What each numeric key accepts, for messages about a value of the wrong type or range.
 ACCEPTS = {

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import claims
 from .load import ReportError, check_metric, drop_duplicates, load_histories, load_runs, run_url, summarize_outcomes
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
                     metric_range, summary_table)
@@ -231,6 +232,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | None = None, fil
     ctx = dict(runs=runs, ok=ok, keys=keys, linked=linked, metric=metric, higher=higher, target=target,
                target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs)
     sections.append(("Conclusion", _conclusion(ctx)))
+    sections[:0] = claims.sections(runs, uri, out_dir)  # a study's claim check and paper figure open the page
     sections.append(("Summary", _summary_html(ctx)))
     if len(comp) > 1:
         sections.append(("Statistical comparison with the best activation", _comparison_html(ctx)))

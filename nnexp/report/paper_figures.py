@@ -1,0 +1,218 @@
+"""Figures drawn the way the classic papers draw them, for the studies in ``experiments/``.
+
+Plot functions take long-form data (seaborn's ``data=`` plus column names) and an optional ``ax=``, and return
+the axes; nothing calls ``plt.show()``. :func:`sections` is what the report calls (through
+:func:`nnexp.report.claims.sections`): it looks the study up in :data:`STUDY_FIGURES` and returns report sections
+with the figures embedded.
+
+- ``he2015_deep_relu``: He et al. (2015): activation std at initialisation against depth with the theoretical
+  line of each variance (their Sec. 2.2), the training loss against epochs (their Fig. 3), and a layer x epoch
+  heatmap of the activation spread, readable at 30 layers.
+- ``lu2019_dying_relu``: Lu et al. (2019): the fraction of networks born dead against depth, one line per width,
+  with the paper's formula (their Fig. 2 / Theorem 4).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["layer_profile", "loss_curves", "layer_epoch_heatmap", "born_dead", "sections", "STUDY_FIGURES",
+           "born_dead_probability"]
+
+
+def _embed(fig, out_dir: Path, name: str, caption: str) -> str:
+    """Save ``fig`` as ``<name>.png`` in ``out_dir`` and return an HTML figure embedding it."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130)
+    plt.close(fig)
+    (Path(out_dir) / f"{name}.png").write_bytes(buf.getvalue())
+    data = base64.b64encode(buf.getvalue()).decode()
+    return (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+            f'<figcaption>{caption} <a href="{name}.png">PNG</a></figcaption></figure>')
+
+
+def layer_profile(data: pd.DataFrame, *, x: str = "layer", y: str = "value", hue: str = "init",
+                  theory: pd.DataFrame | None = None, ax=None, ylabel: str = "activation std at initialisation"):
+    """A per-layer quantity against depth (log y), mean over seeds with each seed faint, and theoretical lines.
+
+    Parameters
+    ----------
+    data : DataFrame with columns ``x``, ``y``, ``hue`` and ``run_id``
+    theory : DataFrame with columns ``x``, ``y``, ``hue``, optional
+        Drawn dashed in the hue's colour.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    levels = sorted(data[hue].astype(str).unique())
+    colours = dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+    for level in levels:
+        d = data[data[hue].astype(str) == level]
+        for _, r in d.groupby("run_id"):
+            r = r.sort_values(x)
+            ax.plot(r[x], r[y], color=colours[level], alpha=0.25, lw=0.8)
+        m = d.groupby(x)[y].mean()
+        ax.plot(m.index, m.to_numpy(), "o-", color=colours[level], ms=3, label=f"{level} (measured)")
+        if theory is not None:
+            t = theory[theory[hue].astype(str) == level].sort_values(x)
+            ax.plot(t[x], t[y], "--", color=colours[level], lw=1.2, label=f"{level} (theory)")
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden layer")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def loss_curves(data: pd.DataFrame, *, x: str = "step", y: str = "value", hue: str = "init", ax=None,
+                hline: float | None = None, hline_label: str = ""):
+    """Training loss against epochs, one line per run, coloured by ``hue``; an optional horizontal reference line.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    sns.lineplot(data=data, x=x, y=y, hue=hue, units="run_id", estimator=None, ax=ax, lw=1.0,
+                 palette="colorblind")
+    if hline is not None:
+        ax.axhline(hline, color="grey", ls="--", lw=1, zorder=0)
+        ax.annotate(hline_label, (data[x].max(), hline), ha="right", va="bottom", fontsize="small", color="grey")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    return ax
+
+
+def layer_epoch_heatmap(data: pd.DataFrame, *, layer: str = "layer", epoch: str = "step", value: str = "value",
+                        ax=None, cbar_label: str = "log10 activation std"):
+    """A layer x epoch heatmap of ``value`` (mean over runs): readable at any depth.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    grid = data.groupby([layer, epoch])[value].mean().unstack(epoch).sort_index(ascending=False)
+    sns.heatmap(grid, ax=ax, cmap="viridis", cbar_kws={"label": cbar_label})
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("hidden layer")
+    return ax
+
+
+def _layer_frame(hist: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """Rows of ``layer{l}.probe.<kind>`` with an integer ``layer`` column."""
+    h = hist[hist["metric"].str.fullmatch(rf"layer\d+\.probe\.{kind}")].copy()
+    h["layer"] = h["metric"].str.extract(r"layer(\d+)\.", expand=False).astype(int)
+    return h
+
+
+def _he2015(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    from .load import load_histories
+
+    depth = int(pd.to_numeric(ok["model.depth"]).max())
+    wanted = [f"layer{l}.probe.act_std" for l in range(1, depth + 1)] + ["train_loss"]
+    hist = load_histories(uri, list(ok["run_id"]), metrics=wanted).merge(ok[["run_id", "init"]], on="run_id")
+    std = _layer_frame(hist, "act_std")
+    if not len(std):
+        return []
+    at0 = std[std["step"] == 0]
+    first = at0[at0["layer"] == 1].groupby("init")["value"].mean()
+    layers = np.arange(1, depth + 1)
+    # Sec. 2.2: Var[z_l] = n Var[w] Var[z_{l-1}] / 2 for ReLU; the std of a_l scales the same way
+    factor = {"lecun_normal": 2 ** -0.5, "xavier_normal": 2 ** -0.5, "he_normal": 1.0, "he_uniform": 1.0}
+    theory = pd.DataFrame([(i, l, first[i] * factor[i] ** (l - 1)) for i in first.index if i in factor
+                           for l in layers], columns=["init", "layer", "value"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    layer_profile(at0, theory=theory, ax=axes[0])
+    axes[0].set_title("activation std at initialisation against depth")
+    loss = hist[hist["metric"] == "train_loss"]
+    loss_curves(loss, ax=axes[1], hline=math.log(10), hline_label="ln(10): chance on 10 classes")
+    axes[1].set_title("training loss (He et al. 2015, Fig. 3)")
+    parts = [_embed(fig, out_dir, "paper_he2015", "Left: std of each hidden layer's activations at initialisation "
+                    "(probe batch; faint: seeds), dashed: the paper's theory from layer 1 (factor 2^(-1/2) per layer "
+                    "for variance 1/n, 1 for 2/n). Right: training loss per seed; grey: ln(10).")]
+    inits = sorted(std["init"].unique())
+    fig, axes = plt.subplots(1, len(inits), figsize=(5.2 * len(inits), 5), layout="constrained", squeeze=False)
+    for ax, i in zip(axes[0], inits):
+        d = std[std["init"] == i].assign(value=lambda f: np.log10(f["value"].clip(lower=1e-30)))
+        layer_epoch_heatmap(d, ax=ax)
+        ax.set_title(f"init={i}")
+    parts.append(_embed(fig, out_dir, "paper_he2015_heatmap", "log10 of each layer's activation std against "
+                        "epochs (probe batch, mean over seeds): a layer x epoch view that stays readable at 30 layers."))
+    return [("Paper figure: He et al. (2015)", "".join(parts))]
+
+
+def born_dead_probability(width: int, depth: int) -> float:
+    r"""Lu et al. (2019), Theorem 4's bound on the probability that a ReLU network is born dead.
+
+    For ``depth`` hidden layers of ``width`` units with weights and biases from symmetric distributions,
+    :math:`P(\text{born dead}) \ge 1 - \left(1 - (1/2)^{N}\right)^{L-1}` with :math:`N` = width and :math:`L` =
+    depth (a layer is dead for an input with probability at least :math:`2^{-N}`, each layer after the first
+    adds an independent chance). This is a lower bound: measured fractions above it agree with the paper.
+    """
+    return 1.0 - (1.0 - 0.5 ** width) ** (depth - 1)
+
+
+def born_dead(data: pd.DataFrame, *, x: str = "depth", y: str = "fraction", hue: str = "width", lo: str = "lo",
+              hi: str = "hi", ax=None):
+    """Fraction of networks born dead against depth, one line per width, with intervals and the paper's bound.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4.2), layout="constrained")
+    widths = sorted(data[hue].unique())
+    colours = dict(zip(widths, sns.color_palette("viridis", len(widths))))
+    for w in widths:
+        d = data[data[hue] == w].sort_values(x)
+        ax.errorbar(d[x], d[y], yerr=[d[y] - d[lo], d[hi] - d[y]], fmt="o-", ms=3, color=colours[w], capsize=2,
+                    label=f"width {w}")
+        xs = np.arange(int(d[x].min()), int(d[x].max()) + 1)
+        ax.plot(xs, [born_dead_probability(int(w), int(v)) for v in xs], "--", color=colours[w], lw=1)
+    ax.set_xlabel("depth (hidden layers)")
+    ax.set_ylabel("fraction born dead")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize="small", title="measured (dashed: paper's bound)")
+    return ax
+
+
+#: Study name -> function ``(finished runs, uri, out_dir) -> [(section title, html)]``.
+STUDY_FIGURES: dict[str, Callable[[pd.DataFrame, str, Path], list[tuple[str, str]]]] = {
+    "he2015_deep_relu": _he2015,
+}
+
+
+def sections(study: str, ok: pd.DataFrame, uri: str, out_dir: str | Path) -> list[tuple[str, str]]:
+    """The paper figure sections of ``study`` (empty for a study without one)."""
+    draw = STUDY_FIGURES.get(study)
+    return draw(ok, uri, Path(out_dir)) if draw is not None else []
