@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking
+from . import population, tracking
 from .activations import get_activation
 from .config import ConfigError, config_hash, flatten, hidden_sizes, log_every, validate
 from .data import Dataset, load
@@ -206,6 +206,8 @@ def run_job(cfg: DictConfig) -> float:
         exp_id = tracking.get_or_create_experiment(c, cfg.tracking.experiment, tracking.artifact_location(uri))
 
     hashes = [config_hash(_replica_config(cfg, int(cfg.seed) + k)) for k in range(cfg.replicas)]
+    if not cfg.tracking.replica_runs:  # one run for the population of replicas (nnexp.population)
+        hashes = [config_hash(cfg)]
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
     resume = cfg.tracking.resume and paths["multirun"]
     done = {h: tracking.find_finished(c, exp_id, h) for h in hashes} if resume else {}
@@ -261,7 +263,8 @@ def run_job(cfg: DictConfig) -> float:
 
         def on_epoch(epoch, values):
             for k, buf in buffers.items():
-                buf.add(epoch, {m: v[k] for m, v in values.items() if m != "lr"})
+                buf.add(epoch, population.summarise({m: v for m, v in values.items() if m != "lr"})
+                        if not cfg.tracking.replica_runs else {m: v[k] for m, v in values.items() if m != "lr"})
             if progress is not None and "train_loss" in values:  # not for the distribution probes' calls
                 progress.update(epoch - progress.n)
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
@@ -360,6 +363,10 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
     for k, run_id in runs.items():
         buf = buffers[k]
         diverged = int(hist.diverged_epoch[k])
+        if not cfg.tracking.replica_runs:  # the population's means (nnexp.population)
+            diverged, share = population.outcome(hist.diverged_epoch)
+            test_loss, test_acc = [np.full(1, population.summarise({"m": v})["m"]) for v in (test_loss, test_acc)]
+            buf.add(int(cfg.epochs), {"diverged_fraction": share})
         final = {"train_seconds": hist.seconds / max(1, len(runs)), "epochs_run": int(hist.epochs[-1]) if len(hist.epochs) else 0}
         if not diverged:
             final.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))

@@ -94,6 +94,7 @@ class TrackingConfig:
     percentiles_every: Optional[int] = None  # per-layer activation / back-propagated gradient percentiles every this many epochs (and at 0); null = off
     histogram_epochs: list[int] = field(default_factory=list)  # epochs (0 = initialisation) of per-layer histograms, one histograms.npz per run
     save_weights: bool = True  # log final weights as an .npz artifact
+    replica_runs: bool = True  # one run per replica; false: one run for all replicas, metrics their means (nnexp.population)
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
     progress: bool = True  # show a progress bar while training

@@ -30,6 +30,11 @@ Metrics recorded every ``log_every`` epochs (and at the last epoch), each an
 ``layer{l}.dead_fraction`` (hidden layers of the ReLU family)
     Fraction of units whose pre-activation is ``<= 0`` for every training
     sample in the epoch: units that no longer learn.
+``dead_network`` (ReLU family)
+    1 if some hidden layer has every unit dead (``dead_fraction == 1``), else 0:
+    the network's output is then the same for every training sample, and no
+    gradient reaches the layers below. At epoch 1 of full-batch training it is
+    measured before any update: the network was *born dead* (Lu et al., 2019).
 
 Distributions (``percentiles_every``, ``histogram_epochs``): per-layer percentiles of the activations and
 back-propagated gradients on a fixed probe batch, at epoch 0 (initialisation) and every few epochs, passed to
@@ -174,6 +179,8 @@ class _Diagnostics:
                 out.append(f"layer{l + 1}.saturation")
             if self.relu_family:
                 out.append(f"layer{l + 1}.dead_fraction")
+        if self.relu_family and self.hidden:
+            out.append("dead_network")
         return out
 
     def reset(self) -> None:
@@ -245,6 +252,8 @@ class _Diagnostics:
                 out[f"layer{l + 1}.saturation"] = self.sat[l] / count
             if self.relu_family:
                 out[f"layer{l + 1}.dead_fraction"] = (self.max_z[l] <= 0).mean(axis=1)
+        if self.relu_family and self.hidden:
+            out["dead_network"] = np.any([(m <= 0).all(axis=1) for m in self.max_z], axis=0).astype(np.float64)
         return out
 
 

@@ -11,6 +11,8 @@ A study (``experiments/<name>.yaml``) lists its paper's measurable claims under 
                                # (a run that never gets there counts as its last epoch + 1: censored)
         where: {init: he_normal}        # the runs measured (column = value; a list means any of the values)
         than: {init: xavier_normal}     # optional: a second group; the claim is then on mean(where) - mean(than)
+        per_replica: false     # true: each run is a population (tracking.replica_runs=false) and the metric the
+                               # fraction of its `replicas` networks with a 0/1 property: counts are pooled
         compare: ">"           # ">", "<" or "between"
         threshold: 0.5         # a number, or [low, high] for "between"
 
@@ -23,7 +25,10 @@ row per claim: the estimate with its 95 % interval and a verdict,
 
 Intervals: for one group, the mean's Student-t interval, or Wilson's score interval when every value is 0 or 1
 (a fraction: ``scipy.stats.binomtest(k, n).proportion_ci``); for two groups, Welch's t interval of the
-difference of means (Welch-Satterthwaite degrees of freedom, as ``scipy.stats.ttest_ind(equal_var=False)``). A claim that does not
+difference of means (Welch-Satterthwaite degrees of freedom, as ``scipy.stats.ttest_ind(equal_var=False)``).
+With ``per_replica``, the runs' fractions and sizes are pooled into counts: Wilson's interval of the pooled
+fraction, or the Wald interval of a difference of two fractions (fine at the 1,000 networks per population that
+such studies use). A claim that does not
 reproduce at the study's scale is reported as such: the threshold is the paper's, never tuned.
 """
 
@@ -47,7 +52,7 @@ __all__ = ["Claim", "ClaimError", "parse_claims", "claims_of", "history_metrics"
 CONFIDENCE = 0.95
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 COMPARISONS = (">", "<", "between")
-_KEYS = {"claim", "paper", "metric", "epoch", "first_below", "where", "than", "compare", "threshold"}
+_KEYS = {"claim", "paper", "metric", "epoch", "first_below", "where", "than", "compare", "threshold", "per_replica"}
 _NAME = re.compile(r"`([^`]+)`")
 
 
@@ -68,6 +73,7 @@ class Claim:
     epoch: int | None = None
     first_below: float | None = None
     paper: str = ""
+    per_replica: bool = False
 
     def metrics(self) -> list[str]:
         """The metric names the claim reads: the backticked names of an expression, or the metric itself."""
@@ -118,7 +124,8 @@ def parse_claims(raw: Any) -> list[Claim]:
         out.append(Claim(str(c["claim"]), str(c["metric"]), compare, threshold, dict(c.get("where") or {}),
                          dict(c["than"]) if c.get("than") is not None else None,
                          None if c.get("epoch") is None else int(c["epoch"]),
-                         None if c.get("first_below") is None else float(c["first_below"]), str(c.get("paper") or "")))
+                         None if c.get("first_below") is None else float(c["first_below"]), str(c.get("paper") or ""),
+                         bool(c.get("per_replica", False))))
     return out
 
 
@@ -217,6 +224,29 @@ def _interval(a: np.ndarray, b: np.ndarray | None) -> tuple[float, float, float]
     return d, d - half, d + half
 
 
+def _pooled(p: np.ndarray, n: np.ndarray) -> tuple[int, int]:
+    """``(successes, trials)`` of populations with fractions ``p`` of sizes ``n``."""
+    return int(np.round(p * n).sum()), int(n.sum())
+
+
+def _interval_pooled(a, na, b, nb) -> tuple[float, float, float]:
+    """``(estimate, low, high)`` for pooled fractions (Wilson) or their difference (Wald)."""
+    from scipy import stats
+
+    ka, Na = _pooled(a, na)
+    if Na == 0:
+        return math.nan, math.nan, math.nan
+    if b is None:
+        ci = stats.binomtest(ka, Na).proportion_ci(CONFIDENCE, method="wilson")
+        return ka / Na, float(ci.low), float(ci.high)
+    kb, Nb = _pooled(b, nb)
+    if Nb == 0:
+        return math.nan, math.nan, math.nan
+    pa, pb = ka / Na, kb / Nb
+    half = float(stats.norm.ppf(0.5 + CONFIDENCE / 2)) * math.sqrt(pa * (1 - pa) / Na + pb * (1 - pb) / Nb)
+    return pa - pb, pa - pb - half, pa - pb + half
+
+
 def verdict(claim: Claim, low: float, high: float) -> str:
     """``reproduced`` / ``not reproduced`` / ``inconclusive`` for an interval ``[low, high]`` (module docstring)."""
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -257,14 +287,20 @@ def evaluate(claims: list[Claim], runs: pd.DataFrame, hist: pd.DataFrame | None 
     rows = []
     for c in claims:
         values = measure(c, runs, hist)
-        a = values.loc[_select(runs, c.where).index].to_numpy(float)
-        a = a[np.isfinite(a)]
-        b = None
-        if c.than is not None:
-            b = values.loc[_select(runs, c.than).index].to_numpy(float)
-            b = b[np.isfinite(b)]
-        est, low, high = _interval(a, b)
-        n = f"{a.size}" if b is None else f"{a.size} vs {b.size}"
+        sizes = pd.to_numeric(runs.get("replicas", pd.Series(1, index=runs.index)), errors="coerce").fillna(1)
+
+        def group(where):
+            idx = _select(runs, where).index
+            v, n = values.loc[idx].to_numpy(float), sizes.loc[idx].to_numpy(float)
+            return v[np.isfinite(v)], n[np.isfinite(v)]
+
+        (a, na), (b, nb) = group(c.where), (group(c.than) if c.than is not None else (None, None))
+        if c.per_replica:
+            est, low, high = _interval_pooled(a, na, b, nb)
+            n = f"{int(na.sum())} networks" if b is None else f"{int(na.sum())} vs {int(nb.sum())} networks"
+        else:
+            est, low, high = _interval(a, b)
+            n = f"{a.size}" if b is None else f"{a.size} vs {b.size}"
         what = "difference " if b is not None else ""
         measured = f"{what}{_g(est)} [{_g(low)}, {_g(high)}]" if math.isfinite(low) else f"{what}{_g(est)} (no interval)"
         t = c.threshold

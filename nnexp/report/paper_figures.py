@@ -9,7 +9,7 @@ with the figures embedded.
   line of each variance (their Sec. 2.2), the training loss against epochs (their Fig. 3), and a layer x epoch
   heatmap of the activation spread, readable at 30 layers.
 - ``lu2019_dying_relu``: Lu et al. (2019): the fraction of networks born dead against depth, one line per width,
-  with the paper's formula (their Fig. 2 / Theorem 4).
+  with Wilson intervals and the probability of being dead at one input (an upper bound).
 """
 
 from __future__ import annotations
@@ -168,14 +168,15 @@ def _he2015(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
 
 
 def born_dead_probability(width: int, depth: int) -> float:
-    r"""Lu et al. (2019), Theorem 4's bound on the probability that a ReLU network is born dead.
+    r"""Probability that a ReLU network with zero biases and symmetric weights is dead at one given input.
 
-    For ``depth`` hidden layers of ``width`` units with weights and biases from symmetric distributions,
-    :math:`P(\text{born dead}) \ge 1 - \left(1 - (1/2)^{N}\right)^{L-1}` with :math:`N` = width and :math:`L` =
-    depth (a layer is dead for an input with probability at least :math:`2^{-N}`, each layer after the first
-    adds an independent chance). This is a lower bound: measured fractions above it agree with the paper.
+    :math:`1 - (1 - 2^{-N})^{L}` for :math:`L` hidden layers of :math:`N` units: a layer whose input is not zero
+    has each unit's pre-activation :math:`w \cdot a` symmetric about 0, so all :math:`N` units are off with
+    probability :math:`2^{-N}`, independently of the layers before. Dead on a whole set of inputs (born dead, in
+    Lu et al. 2019's sense) is rarer: this bounds the measured fraction from above and tends to 1 with depth,
+    as the paper proves the born-dead probability does.
     """
-    return 1.0 - (1.0 - 0.5 ** width) ** (depth - 1)
+    return 1.0 - (1.0 - 0.5 ** width) ** depth
 
 
 def born_dead(data: pd.DataFrame, *, x: str = "depth", y: str = "fraction", hue: str = "width", lo: str = "lo",
@@ -202,13 +203,36 @@ def born_dead(data: pd.DataFrame, *, x: str = "depth", y: str = "fraction", hue:
     ax.set_xlabel("depth (hidden layers)")
     ax.set_ylabel("fraction born dead")
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize="small", title="measured (dashed: paper's bound)")
+    ax.legend(fontsize="small", title="measured (dashed: dead at one input)", loc="lower right")
     return ax
+
+
+def _lu2019(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
+    from scipy import stats
+
+    d = ok.assign(depth=pd.to_numeric(ok["model.depth"]), width=pd.to_numeric(ok["model.width"]),
+                  n=pd.to_numeric(ok["replicas"]), fraction=pd.to_numeric(ok.get("dead_network"), errors="coerce"))
+    d = d.dropna(subset=["fraction"])
+    if not len(d):
+        return []
+    g = d.groupby(["width", "depth"]).apply(lambda f: pd.Series({"k": int(np.round(f["fraction"] * f["n"]).sum()),
+                                                                 "n": int(f["n"].sum())}), include_groups=False)
+    g = g.reset_index()
+    ci = [stats.binomtest(int(k), int(n)).proportion_ci(0.95, method="wilson") for k, n in zip(g["k"], g["n"])]
+    g = g.assign(fraction=g["k"] / g["n"], lo=[c.low for c in ci], hi=[c.high for c in ci])
+    g.to_csv(Path(out_dir) / "born_dead.csv", index=False)
+    ax = born_dead(g)
+    ax.set_title(f"networks born dead, {int(g['n'].median())} initialisations per point")
+    caption = ("Fraction of ReLU networks born dead (some hidden layer off for every input) against depth, one line "
+               "per width, with 95 % Wilson intervals; dashed: probability of being dead at one input, "
+               "1 - (1 - 2^-width)^depth, an upper bound. Table: born_dead.csv.")
+    return [("Paper figure: Lu et al. (2019)", _embed(ax.figure, out_dir, "paper_lu2019", caption))]
 
 
 #: Study name -> function ``(finished runs, uri, out_dir) -> [(section title, html)]``.
 STUDY_FIGURES: dict[str, Callable[[pd.DataFrame, str, Path], list[tuple[str, str]]]] = {
     "he2015_deep_relu": _he2015,
+    "lu2019_dying_relu": _lu2019,
 }
 
 
