@@ -8,6 +8,9 @@ with the figures embedded.
 - ``he2015_deep_relu``: He et al. (2015): activation std at initialisation against depth with the theoretical
   line of each variance (their Sec. 2.2), the training loss against epochs (their Fig. 3), and a layer x epoch
   heatmap of the activation spread, readable at 30 layers.
+- ``glorot2010_saturation``: Glorot & Bengio (2010): per-layer median activation with its 1-99 percentile band
+  against epochs (their Figs. 2-4), and the spreads of activations and back-propagated gradients at
+  initialisation per layer (their Figs. 6-7).
 - ``lu2019_dying_relu``: Lu et al. (2019): the fraction of networks born dead against depth, one line per width,
   with Wilson intervals and the probability of being dead at one input (an upper bound).
 """
@@ -229,10 +232,73 @@ def _lu2019(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
     return [("Paper figure: Lu et al. (2019)", _embed(ax.figure, out_dir, "paper_lu2019", caption))]
 
 
+def percentile_bands(data: pd.DataFrame, *, x: str = "step", layer: str = "layer", ax=None):
+    """Per-layer median against epochs with the 1-99 percentile band, as Glorot & Bengio's Figures 2-4 draw them.
+
+    ``data`` has columns ``x``, ``layer``, ``p01``, ``p50``, ``p99`` (means over runs are taken). Returns the axes.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    m = data.groupby([layer, x])[["p01", "p50", "p99"]].mean().reset_index()
+    layers = sorted(m[layer].unique())
+    colours = dict(zip(layers, sns.color_palette("viridis", len(layers))))
+    for l in layers:
+        d = m[m[layer] == l]
+        ax.plot(d[x], d["p50"], color=colours[l], lw=1.4, label=f"layer {l}")
+        ax.fill_between(d[x], d["p01"], d["p99"], color=colours[l], alpha=0.12)
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def _glorot2010(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    from .load import load_histories
+
+    depth = int(pd.to_numeric(ok["model.depth"]).max())
+    kinds = ("act_p01", "act_p50", "act_p99", "act_std", "delta_std")
+    wanted = [f"layer{l}.probe.{k}" for l in range(1, depth + 1) for k in kinds]
+    hist = load_histories(uri, list(ok["run_id"]), metrics=wanted)
+    if not len(hist):
+        return []
+    hist = hist.merge(ok[["run_id", "activation", "init"]], on="run_id")
+    hist["layer"] = hist["metric"].str.extract(r"layer(\d+)\.", expand=False).astype(int)
+    hist["kind"] = hist["metric"].str.extract(r"probe\.(\w+)$", expand=False)
+    wide = hist.pivot_table(index=["run_id", "activation", "init", "layer", "step"], columns="kind",
+                            values="value").reset_index().rename(columns={"act_p01": "p01", "act_p50": "p50",
+                                                                          "act_p99": "p99"})
+    acts = [a for a in ("sigmoid", "tanh", "softsign") if a in set(wide["activation"])]
+    inits = sorted(wide["init"].unique())
+    fig, axes = plt.subplots(len(inits), len(acts), figsize=(4.6 * len(acts), 3.6 * len(inits)),
+                             layout="constrained", squeeze=False, sharex=True)
+    for i, init in enumerate(inits):
+        for j, act in enumerate(acts):
+            percentile_bands(wide[(wide["activation"] == act) & (wide["init"] == init)], ax=axes[i, j])
+            axes[i, j].set_title(f"{act}, init={init}")
+            axes[i, j].set_ylabel("activation")
+    parts = [_embed(fig, out_dir, "paper_glorot2010_bands", "Median activation of each hidden layer against epochs "
+                    "with the 1-99 percentile band (probe batch, mean over seeds), as Glorot & Bengio's Figures 2-4.")]
+    at0 = wide[wide["step"] == 0].melt(id_vars=["run_id", "activation", "init", "layer"],
+                                         value_vars=["act_std", "delta_std"], var_name="what", value_name="std")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for ax, what, title in zip(axes, ("act_std", "delta_std"), ("activations", "back-propagated gradients")):
+        d = at0[at0["what"] == what].assign(series=lambda f: f["activation"] + ", " + f["init"])
+        layer_profile(d.rename(columns={"std": "value"}), hue="series", ax=ax, ylabel=f"std of {title} at init")
+        ax.set_title(f"{title} at initialisation (Figs. 6, 7)")
+    parts.append(_embed(fig, out_dir, "paper_glorot2010_init", "Std of each layer's activations and per-sample "
+                        "back-propagated gradients at initialisation (probe batch; faint: seeds)."))
+    return [("Paper figure: Glorot & Bengio (2010)", "".join(parts))]
+
+
 #: Study name -> function ``(finished runs, uri, out_dir) -> [(section title, html)]``.
 STUDY_FIGURES: dict[str, Callable[[pd.DataFrame, str, Path], list[tuple[str, str]]]] = {
     "he2015_deep_relu": _he2015,
     "lu2019_dying_relu": _lu2019,
+    "glorot2010_saturation": _glorot2010,
 }
 
 
