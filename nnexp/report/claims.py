@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 __all__ = ["Claim", "ClaimError", "parse_claims", "claims_of", "history_metrics", "measure", "evaluate", "sections",
            "CONFIDENCE", "VERDICTS"]
@@ -91,8 +92,11 @@ def parse_claims(raw: Any) -> list[Claim]:
     """
     if raw is None:
         return []
+    if isinstance(raw, (DictConfig, ListConfig)):
+        raw = OmegaConf.to_container(raw, resolve=True)
     if not isinstance(raw, (list, tuple)):
         raise ClaimError(f"claims must be a list of mappings, got {type(raw).__name__}")
+    raw = [OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c for c in raw]
     out = []
     for i, c in enumerate(raw):
         where = f"claims[{i}]"
