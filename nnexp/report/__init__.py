@@ -53,7 +53,8 @@ __all__ = ["build_report", "ReportError", "summary_table", "swept_keys", "PRIMAR
 PRIMARY = "val_loss"
 
 #: Keys that may be swept, in the order they become facets (columns, then rows).
-CANDIDATE_KEYS = ("optimizer.lr", "init", "optimizer", "dataset", "model.hidden_sizes", "batch_size", "epochs",
+CANDIDATE_KEYS = ("optimizer.lr", "init", "optimizer", "dataset", "model.hidden_sizes", "model.depth", "model.width",
+                  "batch_size", "epochs",
                   "optimizer.weight_decay", "optimizer.momentum", "optimizer.schedule", "dataset.noise",
                   "dataset.n_samples", "init.gain", "activation.alpha", "model.loss")
 
