@@ -19,6 +19,7 @@ config name         distribution                                          fan   
 ``he_normal``       :math:`\mathcal N(0, g^2/n_i)`                        in          yes
 ``lecun_uniform``   :math:`U(-l, l)`, :math:`l = \sqrt{3/n_i}`            in          no
 ``standard``        :math:`U(-l, l)`, :math:`l = 1/\sqrt{n_i}`            in          no
+``normalized``      :math:`U(-l, l)`, :math:`l = \sqrt{6/(n_i + n_o)}`    in + out    no
 ``lecun_normal``    :math:`\mathcal N(0, 1/n_i)`                          in          no
 ``orthogonal``      :math:`g\,Q`, :math:`Q` Haar-random orthogonal        --          yes
 ==================  ====================================================  ==========  =====
@@ -161,6 +162,21 @@ def standard(fan_in, fan_out, *, rng, gain, dtype):
     return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype, copy=False)
 
 
+def normalized(fan_in, fan_out, *, rng, gain, dtype):
+    r"""The "normalized" initialisation of Glorot & Bengio (2010), eq. 16, as the paper states it:
+    :math:`U(-l, l)`, :math:`l = \sqrt{6/(\text{fan\_in} + \text{fan\_out})}`; no gain.
+
+    ``xavier_uniform`` with gain 1 (``xavier_uniform`` multiplies :math:`l` by the activation's recommended gain,
+    5/3 for tanh). Variance :math:`2/(\text{fan\_in} + \text{fan\_out})`.
+
+    References
+    ----------
+    Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward neural networks",
+    AISTATS, eq. (16).
+    """
+    return xavier_uniform(fan_in, fan_out, rng=rng, gain=1.0, dtype=dtype)
+
+
 def lecun_normal(fan_in, fan_out, *, rng, gain, dtype):
     r"""LeCun normal: :math:`\mathcal N(0, 1/\text{fan\_in})`; no gain.
 
@@ -211,6 +227,7 @@ INITIALIZERS: dict[str, Initializer] = {
         Initializer("lecun_uniform", lecun_uniform, uses_gain=False),
         Initializer("lecun_normal", lecun_normal, uses_gain=False),
         Initializer("standard", standard, uses_gain=False),
+        Initializer("normalized", normalized, uses_gain=False),
         Initializer("orthogonal", orthogonal),
     )
 }
