@@ -125,4 +125,4 @@ def test_glorot2010_reduced(tmp_path, cli):
     assert len(_runs(tmp_path, "glorot2010_saturation")) == 8  # 2 activations x 2 initialisations x 2 replicas
     rows, report = _claims_csv(tmp_path)
     assert len(rows) == 7 and {row["verdict"] for row in rows} <= set(VERDICTS)
-    assert (report / "paper_glorot2010_bands.png").exists()
+    assert (report / "paper_glorot2010_bands.png").exists() and (report / "paper_glorot2010_histograms.png").exists()

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-__all__ = ["layer_profile", "loss_curves", "layer_epoch_heatmap", "born_dead", "sections", "STUDY_FIGURES",
-           "born_dead_probability"]
+__all__ = ["layer_profile", "loss_curves", "layer_epoch_heatmap", "born_dead", "percentile_bands", "layer_histograms",
+           "load_histograms", "sections", "STUDY_FIGURES", "born_dead_probability"]
 
 
 def _embed(fig, out_dir: Path, name: str, caption: str) -> str:
@@ -254,6 +254,78 @@ def percentile_bands(data: pd.DataFrame, *, x: str = "step", layer: str = "layer
     return ax
 
 
+def load_histograms(uri: str, run_id: str, artifact_uri: str | None = None) -> dict | None:
+    """A run's ``histograms*.npz`` artifact (:func:`nnexp.distributions.save_histograms`) as a dict, or None."""
+    path = None
+    if artifact_uri and artifact_uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        found = sorted(Path(unquote(urlparse(artifact_uri).path)).glob("histograms*.npz"))
+        path = found[0] if found else None
+    else:
+        import tempfile
+
+        from .. import tracking
+
+        c = tracking.client(uri)
+        names = [a.path for a in c.list_artifacts(run_id) if a.path.startswith("histograms")]
+        if names:
+            path = Path(c.download_artifacts(run_id, names[0], tempfile.mkdtemp(prefix="nnexp-h-")))
+    if path is None:
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def layer_histograms(h: dict, *, kind: str = "act", epoch_index: int = 0, ax=None):
+    """Per-layer histograms (density, step lines) from :func:`load_histograms`'s arrays, as Glorot & Bengio's
+    Figures 6 and 7 draw them; ``kind`` is ``act`` or ``delta``. Returns the axes."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    counts, edges = h[f"{kind}_counts"][epoch_index], h[f"{kind}_edges"][epoch_index]
+    colours = sns.color_palette("viridis", counts.shape[0])
+    for l in range(counts.shape[0]):
+        widths = np.diff(edges[l])
+        total = counts[l].sum()
+        if not total:
+            continue
+        ax.stairs(counts[l] / (total * widths), edges[l], color=colours[l], label=f"layer {l + 1}", lw=1.2)
+    ax.set_ylabel("density")
+    ax.legend(fontsize="x-small")
+    return ax
+
+
+def _glorot2010_histograms(ok: pd.DataFrame, uri: str, out_dir: Path) -> str:
+    """Figs. 6-7: tanh at initialisation, per-layer histograms of activations and back-propagated gradients."""
+    import matplotlib.pyplot as plt
+
+    inits = [i for i in ("standard", "normalized") if ((ok["activation"] == "tanh") & (ok["init"] == i)).any()]
+    if not inits:
+        return ""
+    fig, axes = plt.subplots(len(inits), 2, figsize=(11, 3.6 * len(inits)), layout="constrained", squeeze=False)
+    drawn = False
+    for row, init in zip(axes, inits):
+        run = ok[(ok["activation"] == "tanh") & (ok["init"] == init)].sort_values("seed").iloc[0]
+        h = load_histograms(uri, run["run_id"], run.get("artifact_uri"))
+        if h is None or 0 not in list(h["epochs"]):
+            continue
+        e0 = list(h["epochs"]).index(0)
+        for ax, kind, what in zip(row, ("act", "delta"), ("activation value", "back-propagated gradient")):
+            layer_histograms(h, kind=kind, epoch_index=e0, ax=ax)
+            ax.set_xlabel(what)
+            ax.set_title(f"tanh, init={init}, at initialisation (seed {run['seed']})")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return ""
+    return _embed(fig, out_dir, "paper_glorot2010_histograms", "Per-layer histograms at initialisation, tanh "
+                  "(Glorot & Bengio's Figs. 6 and 7): activations (left) and per-sample back-propagated gradients "
+                  "(right), standard against normalized initialisation; from the runs' histograms.npz.")
+
+
 def _glorot2010(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
@@ -291,6 +363,7 @@ def _glorot2010(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, st
         ax.set_title(f"{title} at initialisation (Figs. 6, 7)")
     parts.append(_embed(fig, out_dir, "paper_glorot2010_init", "Std of each layer's activations and per-sample "
                         "back-propagated gradients at initialisation (probe batch; faint: seeds)."))
+    parts.append(_glorot2010_histograms(ok, uri, out_dir))
     return [("Paper figure: Glorot & Bengio (2010)", "".join(parts))]
 
 
