@@ -92,3 +92,12 @@ def test_verdict_table():
     c = Claim("c", "m", "between", (0.0, 1.0))
     assert [verdict(c, lo, hi) for lo, hi in [(0.2, 0.8), (-0.5, 0.5), (1.1, 2.0), (np.nan, np.nan)]] == [
         "reproduced", "inconclusive", "not reproduced", "inconclusive"]
+
+
+def test_a_mistaken_claim_is_reported_in_its_section_not_a_crash(tmp_path):
+    from nnexp.report.claims import sections
+
+    runs = pd.DataFrame({"run_id": ["r"], "outcome": ["finished"],
+                         "claims": [str([{"claim": "c", "metric": "m", "compare": "=", "threshold": 1}])]})
+    ((title, text),) = sections(runs, "sqlite:///unused.db", tmp_path)
+    assert title == "Claim check" and "claims[0].compare=&#x27;=&#x27; is not known" in text

@@ -339,10 +339,15 @@ def sections(runs: pd.DataFrame, uri: str, out_dir: str | Path) -> list[tuple[st
     """
     from .load import load_histories
 
-    claims = claims_of(runs)
     ok = runs[runs["outcome"] == "finished"] if "outcome" in runs else runs
     out: list[tuple[str, str]] = []
     out_dir = Path(out_dir)
+    try:
+        claims = claims_of(runs)
+    except (ClaimError, ValueError, SyntaxError) as e:  # a mistake in the experiment file: say so, keep the report
+        claims = []
+        out.append(("Claim check", f"<p class='note'>nnexp: error: the study's claims cannot be read: "
+                    f"{html.escape(str(e))}</p>"))
     if claims:
         need = history_metrics(claims)
         hist = load_histories(uri, list(ok["run_id"]), metrics=need) if need else None
