@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import identity, tracking
+from . import identity, population, tracking
 from .activations import get_activation
-from .config import ConfigError, flatten, log_every, validate
+from .config import ConfigError, flatten, hidden_sizes, log_every, validate
 from .data import Dataset, load
 from .initializers import auto_initializer, get_bias_initializer, get_initializer
 from .losses import Loss, get_loss, resolve_loss_name
@@ -96,7 +96,7 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> Setup:
     gain = act.gain if cfg.init.gain is None else float(cfg.init.gain)
     seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
     rngs = [np.random.default_rng(s) for s in seeds]
-    model = MLP([data.n_features, *cfg.model.hidden_sizes, n_out], act, replicas=cfg.replicas, dtype=dtype)
+    model = MLP([data.n_features, *hidden_sizes(cfg), n_out], act, replicas=cfg.replicas, dtype=dtype)
     model.initialize(weight_init, bias_init, rngs, gain=gain)
     o = cfg.optimizer
     optimizer = make_optimizer(o.name, model.params(), weight_decay=o.weight_decay,
@@ -240,6 +240,9 @@ def run_job(cfg: DictConfig) -> float:
             raise
         _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc)
         return math.nan
+    if not cfg.tracking.replica_runs:  # one run for the population of replicas (nnexp.population)
+        canon["population"] = int(cfg.replicas)
+        seeds = seeds[:1]
     id_tags = [identity.tags(canon, s) for s in seeds]
     keys = [t[identity.TAG_RUN_KEY] for t in id_tags]
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
@@ -307,8 +310,9 @@ def run_job(cfg: DictConfig) -> float:
 
         def on_epoch(epoch, values):
             for k, buf in buffers.items():
-                buf.add(epoch, {m: v[k] for m, v in values.items() if m != "lr"})
-            if progress is not None:
+                buf.add(epoch, population.summarise({m: v for m, v in values.items() if m != "lr"})
+                        if not cfg.tracking.replica_runs else {m: v[k] for m, v in values.items() if m != "lr"})
+            if progress is not None and "train_loss" in values:  # not for the distribution probes' calls
                 progress.update(epoch - progress.n)
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
 
@@ -319,7 +323,9 @@ def run_job(cfg: DictConfig) -> float:
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
                        rngs=setup.rngs, batch_size=cfg.batch_size, log_every=log_every(cfg),
                        diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
-                       on_epoch=on_epoch, threads=block_threads(cfg, paths["parallel"]))
+                       on_epoch=on_epoch, threads=block_threads(cfg, paths["parallel"]),
+                       percentiles_every=cfg.tracking.percentiles_every,
+                       histogram_epochs=list(cfg.tracking.histogram_epochs))
         if progress is not None:
             progress.close()
         hist.info["setup_seconds"] = setup_seconds
@@ -411,6 +417,10 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
     for k, run_id in runs.items():
         buf = buffers[k]
         diverged = int(hist.diverged_epoch[k])
+        if not cfg.tracking.replica_runs:  # the population's means (nnexp.population)
+            diverged, share = population.outcome(hist.diverged_epoch)
+            test_loss, test_acc = [np.full(1, population.summarise({"m": v})["m"]) for v in (test_loss, test_acc)]
+            buf.add(int(cfg.epochs), {"diverged_fraction": share})
         final = {"train_seconds": hist.seconds / max(1, len(runs)), "epochs_run": int(hist.epochs[-1]) if len(hist.epochs) else 0}
         if not diverged:
             final.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
@@ -429,6 +439,12 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             wpath = out_dir / f"weights{suffix}.npz"
             _save_weights(wpath, setup.model, k, setup.data)
             tracking.retry(c.log_artifact, run_id, str(wpath))
+        if hist.histograms:
+            from .distributions import save_histograms
+
+            save_histograms(hpath := out_dir / f"histograms{suffix}.npz", hist.histograms["epochs"],
+                            hist.histograms["per_epoch"], k)
+            tracking.retry(c.log_artifact, run_id, str(hpath))
         tracking.end_run(c, run_id, "FINISHED")
 
 

@@ -20,8 +20,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-__all__ = ["Config", "ConfigError", "register", "validate", "check_keys", "unknown_key_message", "schema_keys",
-           "flatten", "ACCEPTS"]
+__all__ = ["Config", "ConfigError", "register", "validate", "hidden_sizes", "DEFAULT_HIDDEN", "check_keys",
+           "unknown_key_message", "schema_keys", "flatten", "ACCEPTS"]
 
 
 class ConfigError(ValueError):
@@ -77,6 +77,8 @@ class DatasetConfig:
 @dataclass
 class ModelConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [64])  # units per hidden layer
+    depth: Optional[int] = None  # with width: depth hidden layers of width units, replacing hidden_sizes
+    width: Optional[int] = None  # with depth: units of each of the depth hidden layers
     loss: str = "auto"  # auto | mse | binary_cross_entropy | cross_entropy
     dtype: str = "float64"  # float64 | float32
 
@@ -87,7 +89,10 @@ class TrackingConfig:
     experiment: str = "activations"  # MLflow experiment (one per study)
     log_every: Optional[int] = None  # record metrics every this many epochs; null = 1 up to 500 epochs, else epochs/500
     diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
+    percentiles_every: Optional[int] = None  # per-layer activation / back-propagated gradient percentiles every this many epochs (and at 0); null = off
+    histogram_epochs: list[int] = field(default_factory=list)  # epochs (0 = initialisation) of per-layer histograms, one histograms.npz per run
     save_weights: bool = True  # log final weights as an .npz artifact
+    replica_runs: bool = True  # one run per replica; false: one run for all replicas, metrics their means (nnexp.population)
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
     report_target: Optional[float] = None  # the report's "epochs to target" on val_loss; null = median final val_loss
@@ -109,6 +114,7 @@ class Config:
     replicas: int = 1  # train this many seeds (seed, seed+1, ...) as one batch
     divergence_threshold: float = 10000.0  # loss above this multiple of the loss at initialisation: diverged
     study: Optional[str] = None  # name of the study from experiments/, if any
+    claims: Optional[Any] = None  # the study's claims, checked by the report (nnexp.report.claims); not a training key
     blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, cores - 1 beside the metric writer, else unlimited
 
 
@@ -144,6 +150,8 @@ ACCEPTS = {
     "optimizer.momentum": "a number in [0, 1)",
     "optimizer.step_size": "an integer >= 1",
     "model.hidden_sizes": "a non-empty list of integers >= 1, e.g. [64] or [32,32]",
+    "model.depth": "an integer >= 1 together with model.width, or null",
+    "model.width": "an integer >= 1 together with model.depth, or null",
     "tracking.log_every": "an integer >= 1 or null",
     "tracking.report_target": "a finite number >= 0 (a val_loss), or null for the median final val_loss",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
@@ -245,6 +253,41 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+#: ``model.hidden_sizes`` when the config does not set it (schema and ``conf/config.yaml``).
+DEFAULT_HIDDEN = [64]
+
+
+def hidden_sizes(cfg: DictConfig) -> list[int]:
+    """The hidden layer sizes a config trains: ``[width] * depth`` when ``model.depth`` and ``model.width`` are set,
+    else ``model.hidden_sizes``.
+
+    The rule: ``model.depth`` and ``model.width`` go together (both set, or both null), and when set they replace
+    ``model.hidden_sizes``, which must then be left at its default ``[64]`` (or equal ``[width] * depth``), so that a
+    sweep over ``model.depth`` is one override: ``model.width=64 model.depth=2,10,30``.
+
+    Raises
+    ------
+    ConfigError
+        If only one of depth and width is set, either is below 1, or ``model.hidden_sizes`` was also set to
+        something else.
+    """
+    m = cfg.model
+    depth, width = m.get("depth"), m.get("width")
+    if depth is None and width is None:
+        return [int(h) for h in m.hidden_sizes]
+    if depth is None or width is None:
+        raise ConfigError(f"model.depth={depth} and model.width={width} go together: set both (e.g. model.depth=30 "
+                          "model.width=64) or neither (then model.hidden_sizes gives the layers)")
+    if depth < 1 or width < 1:
+        raise ConfigError(f"model.depth={depth} and model.width={width} must both be integers >= 1")
+    sizes = [int(width)] * int(depth)
+    given = [int(h) for h in m.hidden_sizes]
+    if given not in (DEFAULT_HIDDEN, sizes):
+        raise ConfigError(f"model.hidden_sizes={given} conflicts with model.depth={depth} model.width={width}: "
+                          "give the hidden layers one way (drop model.hidden_sizes, or model.depth and model.width)")
+    return sizes
+
+
 #: With ``tracking.log_every=null``, a run records metrics at about this many epochs.
 LOG_POINTS = 500
 
@@ -319,6 +362,7 @@ def validate(cfg: DictConfig) -> None:
          f"tracking.report_target={c.tracking.report_target} must be {ACCEPTS['tracking.report_target']}")
     need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),
          f"model.hidden_sizes={list(c.model.hidden_sizes)} must be a non-empty list of sizes >= 1")
+    sizes = hidden_sizes(c)
     need(c.model.loss in {*LOSSES, "auto"},
          f"model.loss={c.model.loss!r} is not known; choose one of: {', '.join(sorted([*LOSSES, 'auto']))}")
     need(c.model.dtype in ("float64", "float32"), f"model.dtype={c.model.dtype!r} is not known; choose one of: float32, float64")
@@ -329,7 +373,6 @@ def validate(cfg: DictConfig) -> None:
          "dataset.val_fraction and dataset.test_fraction must each be in (0, 1) and sum to less than 1")
     need(c.divergence_threshold > 1, f"divergence_threshold={c.divergence_threshold} must be > 1")
     need(c.seed >= 0, f"seed={c.seed} must be an integer >= 0")
-    sizes = list(c.model.hidden_sizes)
     need(max(sizes) <= MAX_UNITS, f"model.hidden_sizes={sizes}: at most {MAX_UNITS} units per layer")
     need(sum(a * b for a, b in zip(sizes, sizes[1:])) <= MAX_HIDDEN_WEIGHTS,
          f"model.hidden_sizes={sizes} needs more than {MAX_HIDDEN_WEIGHTS:.0e} weights between hidden layers; "

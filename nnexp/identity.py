@@ -64,7 +64,7 @@ TAG_VERSION = "nnexp.identity"
 GROUPS = ("activation", "init", "optimizer", "dataset")
 
 #: Top-level keys that are not part of a run's identity (``seed`` is, in the run key only).
-EXCLUDED = ("tracking", "study", "blas_threads", "hydra", "seed", "replicas")
+EXCLUDED = ("tracking", "study", "claims", "blas_threads", "hydra", "seed", "replicas")
 
 #: Leading keys of a label or run name, in this order; the rest follow sorted.
 _FIRST = ("activation", "optimizer.lr", "init", "optimizer", "model.hidden_sizes", "batch_size", "epochs", "dataset")
@@ -181,6 +181,11 @@ def canonical(cfg: DictConfig | Mapping, *, task: str = "classification", n_clas
         ck = canonical_key(k)
         if ck is not None and ck != "dataset.digest":
             out[ck] = _json_value(v)
+
+    # hidden layers as trained: model.depth x model.width is another spelling of model.hidden_sizes
+    if out.get("model.depth") is not None and out.get("model.width") is not None:
+        out["model.hidden_sizes"] = [int(out["model.width"])] * int(out["model.depth"])
+    out["model.depth"] = out["model.width"] = None
 
     # activation: its parameters as bound (defaults filled in), None for those it does not take
     act = get_activation(out["activation"], **{p: out.get(f"activation.{p}") for p in ("alpha", "beta", "approximate")
@@ -364,13 +369,16 @@ def varying_keys(runs, keys: Iterable[str] | None = None) -> list[str]:
 
 
 def format_value(v: Any) -> str:
-    """A value as a person writes it on the command line: ``null``, ``true``, ``0.1``, ``[4, 4]``."""
+    """A value as a person writes it on the command line: ``null``, ``true``, ``0.1``, ``[4, 4]``; four or more
+    equal list items as ``[64]*30``."""
     v = _hashable(v)
     if v is None:
         return "null"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, tuple):
+        if len(v) >= 4 and len(set(v)) == 1:  # a deep network of equal layers: [64]*30, not thirty 64s
+            return f"[{format_value(v[0])}]*{len(v)}"
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, float):
         return f"{v:g}"

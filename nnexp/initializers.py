@@ -18,6 +18,8 @@ config name         distribution                                          fan   
 ``he_uniform``      :math:`U(-l, l)`, :math:`l = g\sqrt{3/n_i}`           in          yes
 ``he_normal``       :math:`\mathcal N(0, g^2/n_i)`                        in          yes
 ``lecun_uniform``   :math:`U(-l, l)`, :math:`l = \sqrt{3/n_i}`            in          no
+``standard``        :math:`U(-l, l)`, :math:`l = 1/\sqrt{n_i}`            in          no
+``normalized``      :math:`U(-l, l)`, :math:`l = \sqrt{6/(n_i + n_o)}`    in + out    no
 ``lecun_normal``    :math:`\mathcal N(0, 1/n_i)`                          in          no
 ``orthogonal``      :math:`g\,Q`, :math:`Q` Haar-random orthogonal        --          yes
 ==================  ====================================================  ==========  =====
@@ -143,6 +145,38 @@ def lecun_uniform(fan_in, fan_out, *, rng, gain, dtype):
     return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype, copy=False)
 
 
+def standard(fan_in, fan_out, *, rng, gain, dtype):
+    r"""The "standard" initialisation of Glorot & Bengio (2010), eq. 1:
+    :math:`U\left[-\tfrac{1}{\sqrt{n}}, \tfrac{1}{\sqrt{n}}\right]`, :math:`n` = fan-in; no gain.
+
+    Variance :math:`1/(3\,\text{fan\_in})`: a third of LeCun's :math:`1/\text{fan\_in}`, so the variance of the
+    pre-activations shrinks by about 3 per layer for a unit of slope 1 at 0 (tanh, softsign): the heuristic
+    Glorot & Bengio compare their normalised initialisation (``xavier_uniform``) against.
+
+    References
+    ----------
+    Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward neural networks",
+    AISTATS, eq. (1); the default of the early Torch/Theano layers.
+    """
+    limit = 1.0 / np.sqrt(fan_in)
+    return rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(dtype, copy=False)
+
+
+def normalized(fan_in, fan_out, *, rng, gain, dtype):
+    r"""The "normalized" initialisation of Glorot & Bengio (2010), eq. 16, as the paper states it:
+    :math:`U(-l, l)`, :math:`l = \sqrt{6/(\text{fan\_in} + \text{fan\_out})}`; no gain.
+
+    ``xavier_uniform`` with gain 1 (``xavier_uniform`` multiplies :math:`l` by the activation's recommended gain,
+    5/3 for tanh). Variance :math:`2/(\text{fan\_in} + \text{fan\_out})`.
+
+    References
+    ----------
+    Glorot & Bengio (2010), "Understanding the difficulty of training deep feedforward neural networks",
+    AISTATS, eq. (16).
+    """
+    return xavier_uniform(fan_in, fan_out, rng=rng, gain=1.0, dtype=dtype)
+
+
 def lecun_normal(fan_in, fan_out, *, rng, gain, dtype):
     r"""LeCun normal: :math:`\mathcal N(0, 1/\text{fan\_in})`; no gain.
 
@@ -192,6 +226,8 @@ INITIALIZERS: dict[str, Initializer] = {
         Initializer("he_normal", he_normal),
         Initializer("lecun_uniform", lecun_uniform, uses_gain=False),
         Initializer("lecun_normal", lecun_normal, uses_gain=False),
+        Initializer("standard", standard, uses_gain=False),
+        Initializer("normalized", normalized, uses_gain=False),
         Initializer("orthogonal", orthogonal),
     )
 }

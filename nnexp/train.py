@@ -30,6 +30,16 @@ Metrics recorded every ``log_every`` epochs (and at the last epoch), each an
 ``layer{l}.dead_fraction`` (hidden layers of the ReLU family)
     Fraction of units whose pre-activation is ``<= 0`` for every training
     sample in the epoch: units that no longer learn.
+``dead_network`` (ReLU family)
+    1 if some hidden layer has every unit dead (``dead_fraction == 1``), else 0:
+    the network's output is then the same for every training sample, and no
+    gradient reaches the layers below. At epoch 1 of full-batch training it is
+    measured before any update: the network was *born dead* (Lu et al., 2019).
+
+Distributions (``percentiles_every``, ``histogram_epochs``): per-layer percentiles of the activations and
+back-propagated gradients on a fixed probe batch, at epoch 0 (initialisation) and every few epochs, passed to
+``on_epoch`` as metrics ``layer{l}.probe.*``; histograms at chosen epochs in :attr:`History.histograms`
+(see :mod:`nnexp.distributions`).
 
 Cost: the diagnostics and the validation forward pass run on recorded epochs
 only, into buffers allocated once; the other epochs are a forward pass, a
@@ -52,6 +62,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import distributions
 from .data import Dataset, encode_targets
 from .losses import Loss
 from .model import MLP, row_blocks
@@ -80,6 +91,9 @@ class History:
         Wall-clock time of the training loop, without the time spent in the
         ``on_epoch`` callback (which is in ``info["callback_seconds"]``).
     info : dict
+    histograms : dict
+        ``{"epochs": [...], "per_epoch": [...]}``: the probe epochs of ``histogram_epochs`` and, for each, the
+        arrays of :func:`nnexp.distributions.histograms` (replica first); empty without ``histogram_epochs``.
     """
 
     epochs: np.ndarray
@@ -87,6 +101,7 @@ class History:
     diverged_epoch: np.ndarray
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    histograms: dict = field(default_factory=dict)
 
     def replica(self, k: int) -> dict[str, np.ndarray]:
         """Metrics of replica ``k``, each an ndarray of shape (n_logged,)."""
@@ -164,6 +179,8 @@ class _Diagnostics:
                 out.append(f"layer{l + 1}.saturation")
             if self.relu_family:
                 out.append(f"layer{l + 1}.dead_fraction")
+        if self.relu_family and self.hidden:
+            out.append("dead_network")
         return out
 
     def reset(self) -> None:
@@ -235,6 +252,8 @@ class _Diagnostics:
                 out[f"layer{l + 1}.saturation"] = self.sat[l] / count
             if self.relu_family:
                 out[f"layer{l + 1}.dead_fraction"] = (self.max_z[l] <= 0).mean(axis=1)
+        if self.relu_family and self.hidden:
+            out["dead_network"] = np.any([(m <= 0).all(axis=1) for m in self.max_z], axis=0).astype(np.float64)
         return out
 
 
@@ -278,7 +297,8 @@ def _block_executor(model: MLP, batch: int, threads: int | None):
 def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], float], data: Dataset, *,
         epochs: int, rngs: Sequence[np.random.Generator], batch_size: int | None = None, log_every: int = 1,
         diagnostics: bool = True, divergence_threshold: float = 1e4,
-        on_epoch: Callable[[int, dict], None] | None = None, threads: int | None = None) -> History:
+        on_epoch: Callable[[int, dict], None] | None = None, threads: int | None = None,
+        percentiles_every: int | None = None, histogram_epochs: Sequence[int] = ()) -> History:
     """Train ``model`` in place and return its history.
 
     Parameters
@@ -315,6 +335,12 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
         with one BLAS thread each, for the length of the call. Default: the
         number of BLAS threads in effect (``threadpoolctl``), so one thread under
         a parallel launcher that limits BLAS to one. Results do not depend on it.
+    percentiles_every : int, optional
+        Probe the per-layer distributions (:mod:`nnexp.distributions`) at epoch 0, every this many epochs and at
+        the last, and pass their ``layer{l}.probe.*`` metrics to ``on_epoch`` (a call of their own, without the
+        training metrics; NaN for diverged replicas). None: never.
+    histogram_epochs : sequence of int
+        Epochs (0 = initialisation) at which to keep per-layer histograms in :attr:`History.histograms`.
 
     Returns
     -------
@@ -364,6 +390,28 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     callback_seconds = 0.0
     t0 = time.perf_counter()
     row = 0
+    pct_epochs, hist_epochs = (distributions.probe_epochs(epochs, percentiles_every, histogram_epochs)
+                               if model.n_layers > 1 else ([], []))
+    hists: dict = {"epochs": [], "per_epoch": []} if hist_epochs else {}
+
+    def probe(epoch: int) -> float:
+        """Probe the distributions if due at ``epoch``; return the seconds spent in ``on_epoch``."""
+        if epoch not in pct_epochs and epoch not in hist_epochs:
+            return 0.0
+        acts, deltas = distributions.probe(model, loss, X, Y)
+        if epoch in hist_epochs:
+            hists["epochs"].append(epoch)
+            hists["per_epoch"].append(distributions.histograms(acts, deltas))
+        if epoch not in pct_epochs or on_epoch is None:
+            return 0.0
+        values = distributions.percentile_metrics(acts, deltas)
+        for v in values.values():
+            v[diverged > 0] = np.nan
+        t_cb = time.perf_counter()
+        on_epoch(epoch, values)
+        return time.perf_counter() - t_cb
+
+    callback_seconds += probe(0)
     with _block_executor(model, B, threads) as executor, \
             np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for epoch in range(1, epochs + 1):
@@ -451,9 +499,10 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                     on_epoch(epoch, {k: v[row] for k, v in metrics.items()})
                     callback_seconds += time.perf_counter() - t_cb
                 row += 1
+            callback_seconds += probe(epoch)
             if (diverged > 0).all():
                 break
     seconds = time.perf_counter() - t0 - callback_seconds
     epochs_arr = np.asarray(logged)
     return History(epochs_arr[:row], {k: v[:row] for k, v in metrics.items()}, diverged, seconds,
-                   info={"callback_seconds": callback_seconds})
+                   info={"callback_seconds": callback_seconds}, histograms=hists)

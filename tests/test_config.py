@@ -98,9 +98,43 @@ def test_config_groups_are_the_conf_folders_and_experiments():
     assert config_groups() == {
         "activation": sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "activation").glob("*.yaml")),
         "dataset": ["breast_cancer", "circles", "csv", "digits", "gaussian", "iris", "moons", "spiral", "wine", "xor"],
-        "experiment": ["xor_tutorial"],
-        "init": ["auto", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "normal", "orthogonal", "uniform",
-                 "xavier_normal", "xavier_uniform", "zeros"],
+        "experiment": sorted(p.stem for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml")),
+        "init": ["auto", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "normal", "normalized", "orthogonal", "standard",
+                 "uniform", "xavier_normal", "xavier_uniform", "zeros"],
         "optimizer": ["adam", "momentum", "nesterov", "sgd"],
         "tracking": ["team"],
     }
+
+
+@pytest.mark.parametrize("overrides, sizes", [
+    ([], [64]),
+    (["model.hidden_sizes=[4,3]"], [4, 3]),
+    (["model.depth=3", "model.width=5"], [5, 5, 5]),
+    (["model.depth=2", "model.width=7", "model.hidden_sizes=[7,7]"], [7, 7]),  # the same layers, said twice
+])
+def test_depth_and_width_replace_hidden_sizes(overrides, sizes):
+    from nnexp.config import hidden_sizes, validate
+
+    cfg = _cfg(*overrides)
+    validate(cfg)
+    assert hidden_sizes(cfg) == sizes
+
+
+def test_depth_changes_the_hash():
+    assert config_hash(_cfg("model.depth=3", "model.width=5")) != config_hash(_cfg("model.depth=4", "model.width=5"))
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["model.depth=3"], "model.depth=3 and model.width=None go together"),
+    (["model.width=8"], "model.depth=None and model.width=8 go together"),
+    (["model.depth=0", "model.width=8"], "must both be integers >= 1"),
+    (["model.depth=2", "model.width=8", "model.hidden_sizes=[4]"], "model.hidden_sizes=[4] conflicts with model.depth=2"),
+    (["tracking.percentiles_every=0"], "tracking.percentiles_every=0 must be an integer >= 1 or null"),
+    (["epochs=5", "tracking.histogram_epochs=[0,6]"], "tracking.histogram_epochs=[0, 6] must be a list of epochs in"),
+])
+def test_config_mistakes_are_one_line(overrides, words):
+    from nnexp.config import validate
+
+    with pytest.raises(ConfigError) as e:
+        validate(_cfg(*overrides))
+    assert words in str(e.value) and "\n" not in str(e.value)

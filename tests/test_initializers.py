@@ -35,6 +35,8 @@ EXPECTED = {
     "he_normal": ("normal", lambda i, o, g: g**2 / i),
     "lecun_uniform": ("uniform", lambda i, o, g: 1.0 / i),
     "lecun_normal": ("normal", lambda i, o, g: 1.0 / i),
+    "standard": ("uniform", lambda i, o, g: 1.0 / (3.0 * i)),  # U[-1/sqrt(fan_in), 1/sqrt(fan_in)]
+    "normalized": ("uniform", lambda i, o, g: 2.0 / (i + o)),  # Glorot & Bengio's eq. 16, no gain
 }
 KURTOSIS = {"normal": 3.0, "uniform": 9.0 / 5.0}
 

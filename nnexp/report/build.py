@@ -180,6 +180,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
     sections.append(("All runs in MLflow",
                      runs_blocks(ctx, ui_command(uri, base)) + duplicates_blocks(duplicates, url)))
+    sections[:0] = _study_sections(runs, uri, out_dir, written)  # a study's claim check and paper figure open the page
 
     counts = summarize_outcomes(runs)
     selection = _selection(uri, runs, parents, sweep_names, url)
@@ -213,6 +214,17 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     index.write_text(page, encoding="utf-8")
     _clean_stale(out_dir, written)
     return index
+
+
+def _study_sections(runs: pd.DataFrame, uri: str, out_dir: Path, written: set[str]) -> list:
+    """The claim check and paper-style figure of a study (:mod:`nnexp.report.claims`), as page sections; the files
+    they write join ``written``."""
+    from . import claims
+
+    start = time.time() - 1
+    found = claims.sections(runs, uri, out_dir)
+    written |= {f.name for f in out_dir.iterdir() if f.is_file() and f.stat().st_mtime >= start}
+    return [(title, [{"kind": "html", "html": Markup(text)}]) for title, text in found]
 
 
 def _swept(result) -> tuple[list[str], list[str]]:

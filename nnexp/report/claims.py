@@ -1,0 +1,367 @@
+"""The claim check: a study's claims, declared in its experiment file, measured on its runs with their uncertainty.
+
+A study (``experiments/<name>.yaml``) lists its paper's measurable claims under ``claims:``; each is a mapping::
+
+    claims:
+      - claim: "He init keeps the spread: activation std at layer 30 over layer 1, at initialisation"
+        paper: "He et al. (2015), Sec. 2.2: ..."  # optional: where the paper says it
+        metric: "`layer30.probe.act_std` / `layer1.probe.act_std`"  # a metric, or a pandas expression of metrics
+        epoch: 0               # optional: the value at this epoch of the history (0 = initialisation); default final
+        first_below: 2.2       # optional, instead of epoch: the first epoch at which the metric is below this
+                               # (a run that never gets there counts as its last epoch + 1: censored)
+        where: {init: he_normal}        # the runs measured (column = value; a list means any of the values)
+        than: {init: xavier_normal}     # optional: a second group; the claim is then on mean(where) - mean(than)
+        per_replica: false     # true: each run is a population (tracking.replica_runs=false) and the metric the
+                               # fraction of its `replicas` networks with a 0/1 property: counts are pooled
+        compare: ">"           # ">", "<" or "between"
+        threshold: 0.5         # a number, or [low, high] for "between"
+
+:func:`evaluate` turns the claims and the runs (one row per run, :func:`nnexp.report.load.load_runs`) into one
+row per claim: the estimate with its 95 % interval and a verdict,
+
+- **reproduced**: the whole interval is on the claimed side of the threshold (inside it, for ``between``);
+- **not reproduced**: the whole interval is on the other side (outside, for ``between``);
+- **inconclusive**: the interval straddles the threshold, or fewer than two runs were measured.
+
+Intervals: for one group, the mean's Student-t interval, or Wilson's score interval when every value is 0 or 1
+(a fraction: ``scipy.stats.binomtest(k, n).proportion_ci``); for two groups, Welch's t interval of the
+difference of means (Welch-Satterthwaite degrees of freedom, as ``scipy.stats.ttest_ind(equal_var=False)``).
+With ``per_replica``, the runs' fractions and sizes are pooled into counts: Wilson's interval of the pooled
+fraction, or the Wald interval of a difference of two fractions (fine at the 1,000 networks per population that
+such studies use). A claim that does not
+reproduce at the study's scale is reported as such: the threshold is the paper's, never tuned.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+__all__ = ["Claim", "ClaimError", "parse_claims", "claims_of", "history_metrics", "measure", "evaluate", "sections",
+           "CONFIDENCE", "VERDICTS"]
+
+CONFIDENCE = 0.95
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+COMPARISONS = (">", "<", "between")
+_KEYS = {"claim", "paper", "metric", "epoch", "first_below", "where", "than", "compare", "threshold", "per_replica"}
+_NAME = re.compile(r"`([^`]+)`")
+
+
+class ClaimError(ValueError):
+    """A claim in an experiment file that cannot be evaluated: one line naming the key."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim; see the module docstring for the keys."""
+
+    claim: str
+    metric: str
+    compare: str
+    threshold: float | tuple[float, float]
+    where: dict = field(default_factory=dict)
+    than: dict | None = None
+    epoch: int | None = None
+    first_below: float | None = None
+    paper: str = ""
+    per_replica: bool = False
+
+    def metrics(self) -> list[str]:
+        """The metric names the claim reads: the backticked names of an expression, or the metric itself."""
+        return _NAME.findall(self.metric) or [self.metric]
+
+
+def parse_claims(raw: Any) -> list[Claim]:
+    """Check and convert the ``claims:`` list of an experiment file.
+
+    Raises
+    ------
+    ClaimError
+        If it is not a list of mappings, a key is unknown or missing, ``compare`` is not one of
+        :data:`COMPARISONS`, the threshold does not fit it, or both ``epoch`` and ``first_below`` are given.
+    """
+    if raw is None:
+        return []
+    if isinstance(raw, (DictConfig, ListConfig)):
+        raw = OmegaConf.to_container(raw, resolve=True)
+    if not isinstance(raw, (list, tuple)):
+        raise ClaimError(f"claims must be a list of mappings, got {type(raw).__name__}")
+    raw = [OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c for c in raw]
+    out = []
+    for i, c in enumerate(raw):
+        where = f"claims[{i}]"
+        if not isinstance(c, dict):
+            raise ClaimError(f"{where} must be a mapping with keys {', '.join(sorted(_KEYS))}")
+        unknown = sorted(set(c) - _KEYS)
+        if unknown:
+            raise ClaimError(f"{where}.{unknown[0]} is not a claim key; keys: {', '.join(sorted(_KEYS))}")
+        for key in ("claim", "metric", "compare", "threshold"):
+            if c.get(key) is None:
+                raise ClaimError(f"{where}.{key} is missing")
+        compare = str(c["compare"])
+        if compare not in COMPARISONS:
+            raise ClaimError(f"{where}.compare={compare!r} is not known; choose one of: {', '.join(COMPARISONS)}")
+        t = c["threshold"]
+        if compare == "between":
+            if not (isinstance(t, (list, tuple)) and len(t) == 2 and float(t[0]) <= float(t[1])):
+                raise ClaimError(f"{where}.threshold={t!r} must be [low, high] with low <= high for compare=between")
+            threshold: float | tuple = (float(t[0]), float(t[1]))
+        else:
+            if not isinstance(t, (int, float)) or isinstance(t, bool):
+                raise ClaimError(f"{where}.threshold={t!r} must be a number for compare={compare}")
+            threshold = float(t)
+        if c.get("epoch") is not None and c.get("first_below") is not None:
+            raise ClaimError(f"{where}: give epoch or first_below, not both")
+        for key in ("where", "than"):
+            if c.get(key) is not None and not isinstance(c[key], dict):
+                raise ClaimError(f"{where}.{key} must be a mapping of run columns to values, e.g. {{init: he_normal}}")
+        out.append(Claim(str(c["claim"]), str(c["metric"]), compare, threshold, dict(c.get("where") or {}),
+                         dict(c["than"]) if c.get("than") is not None else None,
+                         None if c.get("epoch") is None else int(c["epoch"]),
+                         None if c.get("first_below") is None else float(c["first_below"]), str(c.get("paper") or ""),
+                         bool(c.get("per_replica", False))))
+    return out
+
+
+def claims_of(runs: pd.DataFrame) -> list[Claim]:
+    """The claims the runs were launched with (their ``claims`` parameter), in order, each once."""
+    if "claims" not in runs:
+        return []
+    seen, out = set(), []
+    for text in runs["claims"].dropna().unique():
+        raw = text
+        if isinstance(text, str):
+            try:
+                raw = json.loads(text)
+            except ValueError:
+                raw = ast.literal_eval(text)
+        for c in parse_claims(raw):
+            if repr(c) not in seen:
+                seen.add(repr(c))
+                out.append(c)
+    return out
+
+
+def history_metrics(claims: list[Claim]) -> list[str]:
+    """The metrics whose histories the claims need (those with ``epoch`` or ``first_below``)."""
+    return sorted({m for c in claims if c.epoch is not None or c.first_below is not None for m in c.metrics()})
+
+
+def _select(runs: pd.DataFrame, where: dict) -> pd.DataFrame:
+    mask = np.ones(len(runs), bool)
+    for key, value in where.items():
+        if key not in runs:
+            return runs.iloc[0:0]
+        col = runs[key]
+        values = value if isinstance(value, (list, tuple)) else [value]
+
+        def same(v, values=values):
+            return any(v == w or (isinstance(v, tuple) and list(v) == w) or str(v) == str(w) for w in values)
+
+        mask &= col.map(same).to_numpy(bool)
+    return runs[mask]
+
+
+def measure(claim: Claim, runs: pd.DataFrame, hist: pd.DataFrame | None = None) -> pd.Series:
+    """The claim's per-run value for every run: ``Series`` indexed like ``runs`` (NaN where not measurable).
+
+    ``hist`` is the long history frame (``run_id, metric, step, value``) of :func:`history_metrics`.
+    """
+    names = claim.metrics()
+    if claim.epoch is None and claim.first_below is None:
+        frame = runs.reindex(columns=names).apply(pd.to_numeric, errors="coerce")
+    else:
+        h = hist if hist is not None else pd.DataFrame(columns=["run_id", "metric", "step", "value"])
+        h = h[h["metric"].isin(names)]
+        if claim.first_below is not None:
+            last = h.groupby("run_id")["step"].max()
+            below = h[h["value"] < claim.first_below].groupby(["run_id", "metric"])["step"].min().unstack()
+            below = below.reindex(index=last.index, columns=names)
+            frame = below.apply(lambda col: col.fillna(last + 1))  # censored: never below within the run
+        else:
+            frame = h[h["step"] == claim.epoch].pivot_table(index="run_id", columns="metric", values="value")
+            frame = frame.reindex(columns=names)
+        frame = frame.reindex(runs["run_id"]).set_axis(runs.index)
+    if _NAME.search(claim.metric):
+        safe = {n: f"m{i}" for i, n in enumerate(names)}
+        expr = _NAME.sub(lambda m: safe[m.group(1)], claim.metric)
+        with np.errstate(all="ignore"):
+            values = frame.rename(columns=safe).astype(float).eval(expr, engine="python")
+    else:
+        values = frame[names[0]].astype(float)
+    return pd.Series(values, index=runs.index, dtype=float)
+
+
+def _interval(a: np.ndarray, b: np.ndarray | None) -> tuple[float, float, float]:
+    """``(estimate, low, high)``: mean (or difference of means) and its :data:`CONFIDENCE` interval."""
+    from scipy import stats
+
+    if b is None:
+        m = float(a.mean()) if a.size else math.nan
+        if a.size < 2:
+            return m, math.nan, math.nan
+        if np.isin(a, (0.0, 1.0)).all():
+            ci = stats.binomtest(int(a.sum()), a.size).proportion_ci(CONFIDENCE, method="wilson")
+            return m, float(ci.low), float(ci.high)
+        if np.ptp(a) == 0:
+            return m, m, m
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+        return m, m - half, m + half
+    d = float(a.mean() - b.mean()) if a.size and b.size else math.nan
+    if a.size < 2 or b.size < 2:
+        return d, math.nan, math.nan
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return d, d, d
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))  # Welch-Satterthwaite
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df) * math.sqrt(va + vb))
+    return d, d - half, d + half
+
+
+def _pooled(p: np.ndarray, n: np.ndarray) -> tuple[int, int]:
+    """``(successes, trials)`` of populations with fractions ``p`` of sizes ``n``."""
+    return int(np.round(p * n).sum()), int(n.sum())
+
+
+def _interval_pooled(a, na, b, nb) -> tuple[float, float, float]:
+    """``(estimate, low, high)`` for pooled fractions (Wilson) or their difference (Wald)."""
+    from scipy import stats
+
+    ka, Na = _pooled(a, na)
+    if Na == 0:
+        return math.nan, math.nan, math.nan
+    if b is None:
+        ci = stats.binomtest(ka, Na).proportion_ci(CONFIDENCE, method="wilson")
+        return ka / Na, float(ci.low), float(ci.high)
+    kb, Nb = _pooled(b, nb)
+    if Nb == 0:
+        return math.nan, math.nan, math.nan
+    pa, pb = ka / Na, kb / Nb
+    half = float(stats.norm.ppf(0.5 + CONFIDENCE / 2)) * math.sqrt(pa * (1 - pa) / Na + pb * (1 - pb) / Nb)
+    return pa - pb, pa - pb - half, pa - pb + half
+
+
+def verdict(claim: Claim, low: float, high: float) -> str:
+    """``reproduced`` / ``not reproduced`` / ``inconclusive`` for an interval ``[low, high]`` (module docstring)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "inconclusive"
+    t = claim.threshold
+    if claim.compare == ">":
+        return "reproduced" if low > t else "not reproduced" if high <= t else "inconclusive"
+    if claim.compare == "<":
+        return "reproduced" if high < t else "not reproduced" if low >= t else "inconclusive"
+    lo, hi = t
+    if lo <= low and high <= hi:
+        return "reproduced"
+    return "not reproduced" if high < lo or low > hi else "inconclusive"
+
+
+def _g(v: float) -> str:
+    return "nan" if not math.isfinite(v) else f"{v:.3g}"
+
+
+def evaluate(claims: list[Claim], runs: pd.DataFrame, hist: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per claim: ``claim, paper, expected, measured, estimate, low, high, n, verdict``.
+
+    Parameters
+    ----------
+    claims : list of Claim
+    runs : DataFrame, one row per run
+        Finished runs, with a ``run_id`` column and the columns the claims' ``where`` / ``than`` and metrics name.
+    hist : DataFrame, optional
+        Histories (``run_id, metric, step, value``) of :func:`history_metrics`, for claims at an epoch.
+
+    Returns
+    -------
+    DataFrame
+        ``estimate`` is the mean of the per-run values (of ``where`` minus ``than`` with a second group), ``low`` /
+        ``high`` its :data:`CONFIDENCE` interval, ``n`` the runs measured (``"3 vs 3"`` with two groups),
+        ``measured`` their text, ``verdict`` one of :data:`VERDICTS`.
+    """
+    rows = []
+    for c in claims:
+        values = measure(c, runs, hist)
+        sizes = pd.to_numeric(runs.get("replicas", pd.Series(1, index=runs.index)), errors="coerce").fillna(1)
+
+        def group(where):
+            idx = _select(runs, where).index
+            v, n = values.loc[idx].to_numpy(float), sizes.loc[idx].to_numpy(float)
+            return v[np.isfinite(v)], n[np.isfinite(v)]
+
+        (a, na), (b, nb) = group(c.where), (group(c.than) if c.than is not None else (None, None))
+        if c.per_replica:
+            est, low, high = _interval_pooled(a, na, b, nb)
+            n = f"{int(na.sum())} networks" if b is None else f"{int(na.sum())} vs {int(nb.sum())} networks"
+        else:
+            est, low, high = _interval(a, b)
+            n = f"{a.size}" if b is None else f"{a.size} vs {b.size}"
+        what = "difference " if b is not None else ""
+        measured = f"{what}{_g(est)} [{_g(low)}, {_g(high)}]" if math.isfinite(low) else f"{what}{_g(est)} (no interval)"
+        t = c.threshold
+        expected = f"in [{_g(t[0])}, {_g(t[1])}]" if c.compare == "between" else f"{c.compare} {_g(t)}"
+        rows.append(dict(claim=c.claim, paper=c.paper, expected=expected, measured=measured, estimate=est, low=low,
+                         high=high, n=n, verdict=verdict(c, low, high)))
+    return pd.DataFrame(rows, columns=["claim", "paper", "expected", "measured", "estimate", "low", "high", "n",
+                                       "verdict"])
+
+
+_COLOURS = {"reproduced": "#1a7f37", "not reproduced": "#b42318", "inconclusive": "#9a6700"}
+
+
+def table_html(rows: pd.DataFrame) -> str:
+    """The claim-check table as HTML (claim, paper, expected, measured with 95 % interval, runs, verdict)."""
+    head = "<tr><th>claim</th><th>expected</th><th>measured (95 % interval)</th><th>runs</th><th>verdict</th></tr>"
+    body = []
+    for r in rows.itertuples():
+        paper = f"<br><small>{html.escape(r.paper)}</small>" if r.paper else ""
+        body.append(f"<tr><td>{html.escape(r.claim)}{paper}</td><td>{html.escape(r.expected)}</td>"
+                    f"<td>{html.escape(r.measured)}</td><td>{html.escape(r.n)}</td>"
+                    f"<td style='color:{_COLOURS[r.verdict]};font-weight:bold'>{r.verdict}</td></tr>")
+    return f"<table class='claims'>{head}{''.join(body)}</table>"
+
+
+def sections(runs: pd.DataFrame, uri: str, out_dir: str | Path) -> list[tuple[str, str]]:
+    """The report's study sections: ``[("Claim check", html), (figure title, html), ...]``; empty without claims.
+
+    The one hook of :func:`nnexp.report.build_report`. Reads the claims from the runs' ``claims`` parameter,
+    measures them on the finished runs (histories from the store when a claim needs them), writes
+    ``claims.csv``, and adds the study's paper-style figure (:mod:`nnexp.report.paper_figures`) when it has one.
+    """
+    from .load import load_histories
+
+    ok = runs[runs["outcome"] == "finished"] if "outcome" in runs else runs
+    out: list[tuple[str, str]] = []
+    out_dir = Path(out_dir)
+    try:
+        claims = claims_of(runs)
+    except (ClaimError, ValueError, SyntaxError) as e:  # a mistake in the experiment file: say so, keep the report
+        claims = []
+        out.append(("Claim check", f"<p class='note'>nnexp: error: the study's claims cannot be read: "
+                    f"{html.escape(str(e))}</p>"))
+    if claims:
+        need = history_metrics(claims)
+        hist = load_histories(uri, list(ok["run_id"]), metrics=need) if need else None
+        rows = evaluate(claims, ok, hist)
+        rows.to_csv(out_dir / "claims.csv", index=False)
+        counts = rows["verdict"].value_counts()
+        summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+        out.append(("Claim check", f"<p>{len(rows)} claims of the paper, measured on {len(ok)} finished runs: "
+                    f"{summary}. Intervals are {CONFIDENCE:.0%}: Student t for a mean, Wilson for a fraction, Welch "
+                    "for a difference of means; a verdict needs the whole interval on one side of the paper's "
+                    "threshold.</p>" + table_html(rows)))
+    study = ok["study"].dropna().unique() if "study" in ok else []
+    if len(study) == 1 and len(ok):
+        from . import paper_figures
+
+        out += paper_figures.sections(str(study[0]), ok, uri, out_dir)
+    return out

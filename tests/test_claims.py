@@ -1,0 +1,103 @@
+"""Claim check (nnexp.report.claims): verdicts and intervals on synthetic run frames, against scipy.stats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from nnexp.report.claims import Claim, ClaimError, claims_of, evaluate, measure, parse_claims, verdict
+
+
+def _runs(values_a, values_b=(), metric="test_accuracy"):
+    rows = [dict(run_id=f"a{i}", init="he_normal", **{metric: v}) for i, v in enumerate(values_a)]
+    rows += [dict(run_id=f"b{i}", init="lecun_normal", **{metric: v}) for i, v in enumerate(values_b)]
+    return pd.DataFrame(rows)
+
+
+def _claim(**kw):
+    base = dict(claim="c", metric="test_accuracy", compare=">", threshold=0.5, where={"init": "he_normal"})
+    base.update(kw)
+    return parse_claims([base])[0]
+
+
+def test_mean_interval_is_students_t_and_decides_the_verdict():
+    a = np.array([0.9, 0.8, 0.85, 0.95])
+    row = evaluate([_claim()], _runs(a)).iloc[0]
+    lo, hi = stats.t.interval(0.95, a.size - 1, loc=a.mean(), scale=stats.sem(a))
+    assert row["low"] == pytest.approx(lo) and row["high"] == pytest.approx(hi)
+    assert row["verdict"] == "reproduced" and row["n"] == "4"
+    assert evaluate([_claim(threshold=0.99)], _runs(a)).iloc[0]["verdict"] == "not reproduced"
+    assert evaluate([_claim(threshold=0.8)], _runs(a)).iloc[0]["verdict"] == "inconclusive"  # 0.8 inside the interval
+
+
+def test_a_fraction_gets_wilsons_interval():
+    a = np.r_[np.ones(300), np.zeros(700)]
+    row = evaluate([_claim(compare="between", threshold=[0.25, 0.35])], _runs(a)).iloc[0]
+    ci = stats.binomtest(300, 1000).proportion_ci(0.95, method="wilson")
+    assert (row["estimate"], row["low"], row["high"]) == pytest.approx((0.3, ci.low, ci.high))
+    assert row["verdict"] == "reproduced"
+    assert evaluate([_claim(compare="between", threshold=[0.5, 0.6])], _runs(a)).iloc[0]["verdict"] == "not reproduced"
+
+
+def test_two_groups_give_welchs_interval_of_the_difference():
+    a, b = np.array([0.9, 0.7, 0.85, 0.95, 0.8]), np.array([0.1, 0.3, 0.12])
+    claim = _claim(than={"init": "lecun_normal"}, threshold=0.0)
+    row = evaluate([claim], _runs(a, b)).iloc[0]
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert (row["estimate"], row["low"], row["high"]) == pytest.approx((a.mean() - b.mean(), ci.low, ci.high))
+    assert row["n"] == "5 vs 3" and row["verdict"] == "reproduced"
+
+
+def test_one_run_is_inconclusive_and_no_run_too():
+    assert evaluate([_claim()], _runs([0.9])).iloc[0]["verdict"] == "inconclusive"
+    assert evaluate([_claim(where={"init": "orthogonal"})], _runs([0.9, 0.8])).iloc[0]["verdict"] == "inconclusive"
+
+
+def test_history_claims_at_an_epoch_and_first_epoch_below_with_censoring():
+    runs = _runs([0, 0], [0, 0])
+    hist = pd.DataFrame([(r, "train_loss", s, v) for r, curve in
+                         {"a0": [2.3, 2.1, 1.0], "a1": [2.3, 2.25, 2.0], "b0": [2.3, 2.3, 2.3], "b1": [2.3, 2.3, 2.3]}.items()
+                         for s, v in zip((1, 2, 3), curve)], columns=["run_id", "metric", "step", "value"])
+    first = measure(_claim(metric="train_loss", first_below=2.2), runs, hist)
+    assert list(first) == [2, 3, 4, 4]  # b0, b1 never below: censored at their last epoch + 1
+    at2 = measure(_claim(metric="train_loss", epoch=2), runs, hist)
+    assert list(at2) == [2.1, 2.25, 2.3, 2.3]
+    ratio = measure(_claim(metric="`train_loss` / 2", epoch=3), runs, hist)
+    assert list(ratio) == [0.5, 1.0, 1.15, 1.15]
+
+
+def test_claims_come_back_from_the_runs_parameter_once():
+    raw = [dict(claim="c", metric="m", compare="<", threshold=1)]
+    runs = pd.DataFrame({"claims": [str(raw), str(raw)]})
+    assert claims_of(runs) == [Claim("c", "m", "<", 1.0)]
+
+
+@pytest.mark.parametrize("raw, words", [
+    ({"claim": "c"}, "claims must be a list"),
+    ([{"claim": "c", "metric": "m", "compare": ">", "threshold": 1, "typo": 1}], "claims[0].typo is not a claim key"),
+    ([{"claim": "c", "metric": "m", "compare": ">="}], "claims[0].threshold is missing"),
+    ([{"claim": "c", "metric": "m", "compare": ">=", "threshold": 1}], "claims[0].compare='>=' is not known"),
+    ([{"claim": "c", "metric": "m", "compare": "between", "threshold": 1}], "must be [low, high]"),
+    ([{"claim": "c", "metric": "m", "compare": ">", "threshold": 1, "epoch": 0, "first_below": 2}], "not both"),
+])
+def test_mistakes_are_one_line(raw, words):
+    with pytest.raises(ClaimError) as e:
+        parse_claims(raw)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_verdict_table():
+    c = Claim("c", "m", "between", (0.0, 1.0))
+    assert [verdict(c, lo, hi) for lo, hi in [(0.2, 0.8), (-0.5, 0.5), (1.1, 2.0), (np.nan, np.nan)]] == [
+        "reproduced", "inconclusive", "not reproduced", "inconclusive"]
+
+
+def test_a_mistaken_claim_is_reported_in_its_section_not_a_crash(tmp_path):
+    from nnexp.report.claims import sections
+
+    runs = pd.DataFrame({"run_id": ["r"], "outcome": ["finished"],
+                         "claims": [str([{"claim": "c", "metric": "m", "compare": "=", "threshold": 1}])]})
+    ((title, text),) = sections(runs, "sqlite:///unused.db", tmp_path)
+    assert title == "Claim check" and "claims[0].compare=&#x27;=&#x27; is not known" in text
