@@ -154,6 +154,8 @@ ACCEPTS = {
     "model.width": "an integer >= 1 together with model.depth, or null",
     "tracking.log_every": "an integer >= 1 or null",
     "tracking.report_target": "a finite number >= 0 (a val_loss), or null for the median final val_loss",
+    "tracking.percentiles_every": "an integer >= 1 or null (off)",
+    "tracking.histogram_epochs": "a list of epochs in [0, epochs], e.g. [0,10,30]",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
 }
 
@@ -373,6 +375,10 @@ def validate(cfg: DictConfig) -> None:
          "dataset.val_fraction and dataset.test_fraction must each be in (0, 1) and sum to less than 1")
     need(c.divergence_threshold > 1, f"divergence_threshold={c.divergence_threshold} must be > 1")
     need(c.seed >= 0, f"seed={c.seed} must be an integer >= 0")
+    need(c.tracking.percentiles_every is None or c.tracking.percentiles_every >= 1,
+         f"tracking.percentiles_every={c.tracking.percentiles_every} must be {ACCEPTS['tracking.percentiles_every']}")
+    need(all(0 <= e <= c.epochs for e in c.tracking.histogram_epochs),
+         f"tracking.histogram_epochs={list(c.tracking.histogram_epochs)} must be {ACCEPTS['tracking.histogram_epochs']}")
     need(max(sizes) <= MAX_UNITS, f"model.hidden_sizes={sizes}: at most {MAX_UNITS} units per layer")
     need(sum(a * b for a, b in zip(sizes, sizes[1:])) <= MAX_HIDDEN_WEIGHTS,
          f"model.hidden_sizes={sizes} needs more than {MAX_HIDDEN_WEIGHTS:.0e} weights between hidden layers; "
