@@ -182,7 +182,7 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
         if o.is_sweep_override() and key in UNSWEPT:
             raise ConfigError(f"{o.get_key_element()} cannot be swept: one sweep records into one store and experiment; "
                               "run one sweep per value")
-        if o.is_sweep_override() and not list(o.sweep_string_iterator()):
+        if o.is_sweep_override() and not o.is_interval_sweep() and not list(o.sweep_string_iterator()):
             groups = config_groups()
             if key in groups:
                 raise ConfigError(f"{o.input_line} matches no option of {key}; choose from: {', '.join(groups[key])}")
@@ -194,6 +194,10 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     if isinstance(n_jobs, int) and (n_jobs == 0 or n_jobs < -1):
         raise ConfigError(f"hydra.launcher.n_jobs={n_jobs} must be a number of workers >= 1, or -1 for one per core")
     sweeper = str(base.hydra.sweeper.get("_target_", ""))
+    if sweeper.endswith(".NnexpOptunaSweeper"):  # a search: its settings, space and storage; jobs covering the space
+        from .search import check_search
+
+        return check_search(base, overrides, GlobalHydra.instance().config_loader()), True
     if "BasicSweeper" not in sweeper:
         return [fixed], True
     params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
