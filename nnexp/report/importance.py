@@ -31,8 +31,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["importance", "importance_section", "runs_to_study", "log_scaled", "parallel_coordinates", "METHODS",
-           "MIN_TOP"]
+__all__ = ["importance", "importance_section", "runs_to_study", "log_scaled", "parallel_coordinates",
+           "load_search_trials", "METHODS", "MIN_TOP"]
 
 #: Importance methods: name -> (Optuna evaluator class, one-line description for the report).
 METHODS = {
@@ -263,6 +263,27 @@ def importance_section(runs: pd.DataFrame, keys: Sequence[str], metric: str, hig
     else:
         out["importance"] = importance(d, varying, metric, higher, method=method)
     return out
+
+
+def load_search_trials(uri: str, experiment: str, parent_id: str) -> pd.DataFrame:
+    """The trial runs of a search sweep (``hydra/sweeper=nnexp_optuna``): one row per trial, as
+    :func:`nnexp.report.load.load_runs` gives them, from the ``search <activation>`` runs under ``parent_id``.
+
+    Empty (no rows) for any other sweep. The rows include pruned trials (``outcome == "pruned"``); pass the
+    finished ones to :func:`importance_section` for the search's importance over activation and the searched keys.
+    """
+    from .. import tracking
+    from .load import load_runs
+
+    c = tracking.client(uri)
+    exp = tracking.retry(c.get_experiment_by_name, experiment)
+    if exp is None:
+        return pd.DataFrame()
+    searches = tracking.retry(c.search_runs, [exp.experiment_id], max_results=1000, filter_string=(
+        f"tags.`nnexp.kind` = 'search' and tags.mlflow.parentRunId = '{parent_id}'"))
+    parts = [load_runs(uri, experiment, parent_id=r.info.run_id) for r in searches]
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 #: One sentence of caveats per method, for the page.
