@@ -159,12 +159,14 @@ LR = "optimizer.lr=tag(log, interval(1e-3, 1))"
     ([LR, "seed=0,1"], ["seed=0,1", "hydra.sweeper.final_seeds"]),
     ([LR, "activation=relu,swish"], ["activation='swish'", "choose one of"]),
     ([LR, "hydra.sweeper.pruner.name=never"], ["hydra.sweeper.pruner.name='never'", "median"]),
+    ([LR, "hydra.sweeper.pruner.warmup_fraction=1"], ["hydra.sweeper.pruner.warmup_fraction=1", "[0, 1)"]),
     ([LR, "replicas=2"], ["replicas=2", "one seed per trial"]),
     (["epochs=3"], ["the search has no space"]),
     ([LR, "tracking.uri=http://127.0.0.1:9"], ["hydra.sweeper.storage: tracking goes to http://127.0.0.1:9",
                                                 "NNEXP_OPTUNA_STORAGE"]),
 ], ids=["empty interval", "log of 0", "lr bound 0", "no trials", "no final seeds", "unknown key", "seed sweep",
-        "unknown activation", "unknown pruner", "replicas", "no space", "server without a study storage"])
+        "unknown activation", "unknown pruner", "warmup of all epochs", "replicas", "no space",
+        "server without a study storage"])
 def test_bad_search_input_is_one_line_before_anything_runs(args, words, tmp_path, monkeypatch, capsys):
     from nnexp.__main__ import main
 
@@ -185,7 +187,7 @@ def test_bad_search_input_is_one_line_before_anything_runs(args, words, tmp_path
 SEARCH = ["-m", "hydra/sweeper=nnexp_optuna", "dataset=moons", LR, "tracking.report=false",
           "tracking.save_weights=false", "tracking.diagnostics=false", "tracking.progress=false",
           "hydra.sweeper.sampler.n_startup_trials=2", "hydra.sweeper.pruner.n_startup_trials=1",
-          "hydra.sweeper.pruner.n_warmup_steps=2"]
+          "hydra.sweeper.pruner.warmup_fraction=0.1"]
 
 
 def _studies(cwd: Path) -> dict:
