@@ -650,12 +650,13 @@ class OptunaSweeper(Sweeper):
         return returns
 
     def _trial_overrides(self, activation: str, trial, search: dict, plan: SearchPlan, url: str, pruner: dict) -> list[str]:
+        """A trial's job: the fixed overrides, the activation, the sampled values, the seed, no resume (a trial
+        always trains, so that it has its own run) and the trial's identity for the job (:data:`TRIAL_ENV`)."""
+        epochs = int(trial.params.get("epochs", self.config.epochs))  # the config's, unless epochs is searched
         hook = TrialHook(storage=url, study=search["study"].study_name, trial_id=trial._trial_id, number=trial.number,
-                         parent_id=search["run"], pruner=pruner, epochs=int(self.config.epochs))
-        for o in plan.fixed:  # the trial's own epochs, if the command sets them
-            if o.split("=", 1)[0].lstrip("+") == "epochs":
-                hook.epochs = int(o.split("=", 1)[1])
-        return [*plan.fixed, f"activation={activation}", *(f"{k}={_text(v)}" for k, v in trial.params.items()),
+                         parent_id=search["run"], pruner=pruner, epochs=epochs)
+        fixed = [o for o in plan.fixed if o.split("=", 1)[0].lstrip("+~") != "tracking.resume"]
+        return [*fixed, f"activation={activation}", *(f"{k}={_text(v)}" for k, v in trial.params.items()),
                 f"seed={plan.seed}", "tracking.resume=false", f"+hydra.job.env_set.{TRIAL_ENV}='{hook.encode()}'"]
 
     def _tell(self, c, study, number: int) -> str:

@@ -85,6 +85,16 @@ def test_importance_section_omits_importance_when_only_activation_varies():
     assert imp.importance_section(d.assign(val_loss=np.nan), KEYS, "val_loss", higher=False) is None
 
 
+def test_importance_section_counts_a_key_tied_to_the_activation_with_it():
+    d = _synthetic(15, "activation")
+    d["optimizer.lr"] = d["activation"].map({"sigmoid": 1.0, "tanh": 0.3, "relu": 0.7})  # each at its tuned rate
+    d["batch_size"], d["model.hidden_sizes"] = 32, [(4,)] * len(d)
+    sec = imp.importance_section(d, KEYS, "val_loss", higher=False)
+    assert sec["importance"] is None
+    assert sec["reason"].startswith("Importance is omitted: only activation varies among these runs (optimizer.lr")
+    assert "optimizer.lr changes only together with activation" in sec["caveat"]
+
+
 def test_importance_section_names_the_method_and_ranks():
     sec = imp.importance_section(_synthetic(60, "optimizer.lr"), KEYS, "val_loss", higher=False)
     assert sec["reason"] is None and sec["importance"].index[0] == "optimizer.lr"

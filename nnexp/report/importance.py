@@ -255,9 +255,25 @@ def importance_section(runs: pd.DataFrame, keys: Sequence[str], metric: str, hig
         return None
     out = {"figure": parallel_coordinates(d, varying, metric), "importance": None, "method": METHODS[method][1],
            "caveat": CAVEATS[method], "reason": None, "n_runs": len(d)}
+    # a key whose every value goes with one value of an earlier key, and back (each activation at its own tuned
+    # rate), cannot be told apart from it: rank the first, and say so
+    text = {k: d[k].astype(str) for k in varying}
+    kept, tied = [], {}
+    for k in varying:
+        twin = next((j for j in kept if (text[k].groupby(text[j]).nunique() == 1).all()
+                     and (text[j].groupby(text[k]).nunique() == 1).all()), None)
+        if twin is None:
+            kept.append(k)
+        else:
+            tied[k] = twin
+    if tied:
+        out["caveat"] += " " + "; ".join(f"{k} changes only together with {j}, so it is counted with {j}"
+                                         for k, j in tied.items()) + "."
+    varying = kept
     if len(varying) < 2:
-        out["reason"] = (f"Importance is omitted: only {varying[0]} varies among these runs, so there is nothing to "
-                         "rank it against; its effect is the comparison above.")
+        out["reason"] = (f"Importance is omitted: only {varying[0]} varies among these runs"
+                         + (f" ({', '.join(tied)} with it)" if tied else "")
+                         + ", so there is nothing to rank it against; its effect is the comparison above.")
     elif len(d) < 3:
         out["reason"] = f"Importance is omitted: {len(d)} runs with a finite {metric} are too few to rank keys."
     else:
