@@ -92,7 +92,7 @@ def test_config_groups_are_the_conf_folders_and_experiments():
     assert config_groups() == {
         "activation": sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "activation").glob("*.yaml")),
         "dataset": ["breast_cancer", "circles", "csv", "digits", "gaussian", "iris", "moons", "spiral", "wine", "xor"],
-        "experiment": ["xor_tutorial"],
+        "experiment": ["moons_tuned_lr", "xor_tutorial"],
         "init": ["auto", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "normal", "orthogonal", "uniform",
                  "xavier_normal", "xavier_uniform", "zeros"],
         "optimizer": ["adam", "momentum", "nesterov", "sgd"],
