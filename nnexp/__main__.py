@@ -17,8 +17,10 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import ConfigError, register
+from .search import register_plugin
 
 register()
+register_plugin()  # hydra/sweeper=nnexp_optuna (Hydra's own discovery misses plugins of an editable install)
 
 log = logging.getLogger("nnexp")
 

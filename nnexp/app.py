@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import identity, population, tracking
+from . import identity, population, search, tracking
 from .activations import get_activation
 from .config import ConfigError, flatten, hidden_sizes, log_every, validate
 from .data import Dataset, load
@@ -230,6 +230,8 @@ def run_job(cfg: DictConfig) -> float:
         c = tracking.client(uri)
         exp_id = tracking.get_or_create_experiment(c, cfg.tracking.experiment, tracking.artifact_location(uri))
 
+    trial = search.job_trial()  # a trial of an Optuna search (nnexp.search), else None
+    parent_id = trial.parent_id if trial else parent_id
     seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
     swept = swept_keys(paths, c, parent_id)
     try:
@@ -283,6 +285,7 @@ def run_job(cfg: DictConfig) -> float:
     }
     if cfg.study:
         base_tags[f"{tracking.TAG}study"] = cfg.study
+    base_tags.update(trial.tags() if trial else {})
     todo = [k for k, rk in enumerate(keys) if not done.get(rk)]
     runs = {}
     for k in todo:
@@ -290,6 +293,8 @@ def run_job(cfg: DictConfig) -> float:
         run_id = tracking.start_run(c, exp_id, run_name=identity.run_name(canon, swept, seed), parent_id=parent_id,
                                     tags={**base_tags, **id_tags[k]})
         runs[k] = run_id
+        if trial:
+            trial.started(run_id)
     try:
         for k, run_id in runs.items():
             params = {**flat, "seed": setup.seeds[k], "init.resolved": setup.init_name, "loss.resolved": setup.loss.name,
@@ -315,6 +320,7 @@ def run_job(cfg: DictConfig) -> float:
             if progress is not None and "train_loss" in values:  # not for the distribution probes' calls
                 progress.update(epoch - progress.n)
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
+            return trial.report(epoch, values) if trial else None  # "pruned" stops training
 
         from threadpoolctl import threadpool_limits
 
@@ -426,7 +432,7 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             final.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
         buf.add(int(cfg.epochs), final)
         buf.flush()
-        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else "finished",
+        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else hist.info.get("stopped", "finished"),
                 f"{tracking.TAG}seconds.setup": f"{hist.info.get('setup_seconds', math.nan):.4f}",
                 f"{tracking.TAG}seconds.train": f"{hist.seconds:.4f}",
                 f"{tracking.TAG}seconds.log": f"{hist.info.get('callback_seconds', 0.0) + time.perf_counter() - t_record:.4f}"}

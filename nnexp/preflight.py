@@ -409,6 +409,10 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
     if isinstance(n_jobs, int) and (n_jobs == 0 or n_jobs < -1):
         raise ConfigError(f"hydra.launcher.n_jobs={n_jobs} must be a number of workers >= 1, or -1 for one per core")
     sweeper = str(base.hydra.sweeper.get("_target_", ""))
+    if sweeper.endswith(".NnexpOptunaSweeper"):  # a search: its settings, space and storage; jobs covering the space
+        from .search import check_search
+
+        return check_search(base, overrides, GlobalHydra.instance().config_loader()), True
     if "BasicSweeper" not in sweeper:
         return [fixed], True
     params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]

@@ -325,9 +325,12 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     divergence_threshold : float
         A replica diverges when its training loss is non-finite or exceeds this
         many times its loss at initialisation (checked every epoch).
-    on_epoch : callable ``(epoch, metrics) -> None``, optional
+    on_epoch : callable ``(epoch, metrics) -> str | None``, optional
         Called after every recorded epoch with that epoch's metrics (shape
-        ``(n_replicas,)`` each), e.g. to show progress.
+        ``(n_replicas,)`` each), e.g. to show progress. A non-empty string
+        returned stops training after that epoch (every replica), e.g. a
+        search's pruner; it is kept as ``History.info["stopped"]``, with the
+        epoch as ``History.info["stopped_epoch"]``.
     threads : int, optional
         Threads for batches large enough to be split into row blocks
         (:meth:`nnexp.model.MLP.gradients`; at least ``2 * ROW_BLOCK`` rows,
@@ -388,6 +391,7 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     frozen = None  # replicas that diverged: their parameters stay zero
     correct = np.zeros(K, dtype=np.int64)
     callback_seconds = 0.0
+    info = {}  # why training stopped early (a callback's signal)
     t0 = time.perf_counter()
     row = 0
     pct_epochs, hist_epochs = (distributions.probe_epochs(epochs, percentiles_every, histogram_epochs)
@@ -496,13 +500,17 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                         metrics["train_loss"][row][newly] = epoch_loss[newly]
                 if on_epoch is not None:
                     t_cb = time.perf_counter()
-                    on_epoch(epoch, {k: v[row] for k, v in metrics.items()})
+                    stop = on_epoch(epoch, {k: v[row] for k, v in metrics.items()})
                     callback_seconds += time.perf_counter() - t_cb
+                    if stop:
+                        info.update(stopped=str(stop), stopped_epoch=epoch)
                 row += 1
             callback_seconds += probe(epoch)
+            if "stopped" in info:
+                break
             if (diverged > 0).all():
                 break
     seconds = time.perf_counter() - t0 - callback_seconds
     epochs_arr = np.asarray(logged)
     return History(epochs_arr[:row], {k: v[:row] for k, v in metrics.items()}, diverged, seconds,
-                   info={"callback_seconds": callback_seconds}, histograms=hists)
+                   info={"callback_seconds": callback_seconds, **info}, histograms=hists)
