@@ -182,10 +182,9 @@ def canonical(cfg: DictConfig | Mapping, *, task: str = "classification", n_clas
         if ck is not None and ck != "dataset.digest":
             out[ck] = _json_value(v)
 
-    # hidden layers as trained: model.depth x model.width is another spelling of model.hidden_sizes
+    # hidden layers as trained (model.depth x model.width replaces model.hidden_sizes; both stay, as the user's keys)
     if out.get("model.depth") is not None and out.get("model.width") is not None:
         out["model.hidden_sizes"] = [int(out["model.width"])] * int(out["model.depth"])
-    out["model.depth"] = out["model.width"] = None
 
     # activation: its parameters as bound (defaults filled in), None for those it does not take
     act = get_activation(out["activation"], **{p: out.get(f"activation.{p}") for p in ("alpha", "beta", "approximate")

@@ -188,7 +188,7 @@ def test_setup_of_the_moons_report_names_noise_samples_and_null_batch(stores):
     data = _table(setup, "Data")
     assert (data["dataset.noise"], data["dataset.n_samples"], data["n_features"]) == ("0.2", "400", "2")
     fixed = _table(setup, "Held fixed in every run")
-    assert (fixed["batch_size"], fixed["model.hidden_sizes"], fixed["optimizer"]) == ("null", "[8, 8]", "adam")
+    assert (fixed["batch_size"], fixed["model.hidden_sizes"], fixed["optimizer"]) == ("null (full batch)", "[8, 8]", "adam")
     plain = _plain(setup)
     assert "optimizer.lr ∈ {0.01, 0.1, 1}" in plain
     assert "python -m nnexp -m 'optimizer.lr=0.01,0.1'" in plain and "python -m nnexp -m optimizer.lr=1.0" in plain
@@ -409,7 +409,7 @@ def test_list_and_null_values_in_every_sentence_table_and_figure(stores, tmp_pat
     plain = _plain(_section(text, "Conclusion"))
     assert "No single winner: relu, leaky_relu, tanh" in plain and "model.hidden_sizes=[4, 4]" in plain
     fixed = _table(_section(text, "Setup"), "Held fixed in every run")
-    assert fixed["batch_size"] == "null"
+    assert fixed["batch_size"] == "null (full batch)"
     assert "model.hidden_sizes ∈ {[16], [2], [4, 4]}" in _plain(_section(text, "Setup"))
     assert drawn[("lists", "curves_val_loss")]["outside"] == []
 

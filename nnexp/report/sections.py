@@ -300,10 +300,13 @@ def edge_sentences(ctx) -> list[Markup]:
     return out
 
 
-def target_text(ctx) -> Markup:
-    """How the speed target was chosen: by the user, or the default, explained."""
+def target_text(ctx, short: bool = False) -> Markup:
+    """How the speed target was chosen: by the user, or the default, explained (``short``: named only)."""
     m, t = ctx["metric"], ctx["target"]
     rel = "≥" if ctx["higher"] else "≤"
+    if short:
+        return _m("target {} {} {} ({})", m, rel, fmt.g(t, 4),
+                  "the default: the median final value, see the Conclusion" if ctx["target_auto"] else "chosen")
     if ctx["target_auto"]:
         how = _m("the default, the median final {} over the finished runs of this report: about half of them reach "
                  "it, so it ranks speed to this selection's typical level, which may be a poor model; choose an "
@@ -432,9 +435,14 @@ def setup_blocks(ctx, *, commands: list[str], report_command: str) -> list[dict]
         blocks.append({"kind": "note", "text": _m("{} varied only together with the activation (not a sweep axis).",
                                                   ", ".join(linked))})
     fixed = fixed_keys(runs, varying)
+    unset = [k for k, v in fixed.items() if fmt.is_missing(v) and k != "batch_size"]  # batch_size=null: full batch
     if fixed:
         blocks.append({"kind": "table", "caption": "Held fixed in every run",
-                       "columns": ["key", "value"], "rows": [[k, fmt.val(v)] for k, v in fixed.items()]})
+                       "columns": ["key", "value"],
+                       "rows": [[k, fmt.val(v) + (" (full batch)" if k == "batch_size" and fmt.is_missing(v) else "")]
+                                for k, v in fixed.items() if k not in unset]})
+    if unset:
+        blocks.append({"kind": "note", "text": _m("Null (unused or default) in every run: {}.", ", ".join(unset))})
     data = dataset_facts(runs)
     if data:
         blocks.append({"kind": "table", "caption": "Data",

@@ -62,7 +62,7 @@ def summary_blocks(ctx) -> list[dict]:
         "epoch at which {}, over the seeds that reached it. Divergence rate = diverged / (finished + diverged). Data: "
         "<a href='summary.csv'>summary.csv</a>, <a href='runs.csv'>runs.csv</a>.").format(
         m, "the best configuration" if len(best) < 2 else "the configurations that cannot be told apart from the "
-        "best (Holm-adjusted Welch p ≥ 0.05)", target_text(ctx))
+        "best (Holm-adjusted Welch p ≥ 0.05)", target_text(ctx, short=True))
     return [{"kind": "p", "text": intro}, _table(out, best)]
 
 
