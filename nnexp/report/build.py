@@ -177,6 +177,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     if len(comp) > 1:
         sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
     sections += figure_sections(ctx, out_dir, uri, boundaries, written)
+    sections += _shape_sections(ok, keys, metric, higher, out_dir, written)
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
     sections.append(("All runs in MLflow",
                      runs_blocks(ctx, ui_command(uri, base)) + duplicates_blocks(duplicates, url)))
@@ -214,6 +215,33 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     index.write_text(page, encoding="utf-8")
     _clean_stale(out_dir, written)
     return index
+
+
+def _shape_sections(ok: pd.DataFrame, keys: list[str], metric: str, higher: bool, out_dir: Path,
+                    written: set[str]) -> list:
+    """The shape of the sweep: hyperparameter importance of ``metric`` and a parallel-coordinates figure
+    (:func:`nnexp.report.importance.importance_section`), as one page section; none when no key varies."""
+    if len(keys) < 2 and ok["activation"].nunique() < 2:
+        return []
+    from .importance import importance_section
+    from .plots import figure_block
+
+    shape = importance_section(ok, keys, metric, higher)
+    if shape is None:
+        return []
+    blocks = []
+    if shape["importance"] is not None:
+        imp = shape["importance"]
+        blocks.append({"kind": "table", "caption": Markup("Importance of each swept key for {} ({}, {} finished runs)")
+                       .format(metric, shape["method"], shape["n_runs"]),
+                       "columns": ["key", "importance"], "rows": [[k, f"{v:.3f}"] for k, v in imp.items()]})
+        blocks.append({"kind": "note", "text": shape["caveat"]})
+    else:
+        blocks.append({"kind": "note", "text": shape["reason"]})
+    blocks.append(figure_block(shape["figure"], out_dir, "parallel_coordinates",
+                               Markup("Each finished run as a line through its swept values and {}, coloured by "
+                                      "activation (the report's fixed colours).").format(metric), False, written))
+    return [("Which hyperparameter matters", blocks)]
 
 
 def _study_sections(runs: pd.DataFrame, uri: str, out_dir: Path, written: set[str]) -> list:
