@@ -113,7 +113,7 @@ def job_paths() -> dict:
 
     if not HydraConfig.initialized():
         return {"launch_dir": Path.cwd(), "output_dir": Path.cwd(), "sweep_dir": None, "multirun": False,
-                "choices": {}, "override": "", "job_num": 0, "parallel": False}
+                "choices": {}, "override": "", "task_overrides": [], "job_num": 0, "parallel": False}
     hc = HydraConfig.get()
     launch = Path(hc.runtime.cwd)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -124,6 +124,7 @@ def job_paths() -> dict:
         "multirun": multirun,
         "choices": dict(hc.runtime.choices),
         "override": hc.job.override_dirname,
+        "task_overrides": list(hc.overrides.task),
         "job_num": hc.job.num if multirun else 0,
         # any launcher but Hydra's basic one may run jobs side by side (joblib, ray, submitit, ...)
         "parallel": multirun and not str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher"),
@@ -164,15 +165,17 @@ SWEPT_FILE = ".nnexp_swept_keys"
 
 
 def swept_keys(paths: dict, c=None, parent_id: str | None = None) -> list[str]:
-    """The canonical keys the running sweep varies (seed aside), for run names and console lines; [] for a single run.
+    """The canonical keys the running sweep varies (seed aside), for run names and console lines.
 
     Read from the sweep directory (:data:`SWEPT_FILE`), else from the parent run's ``nnexp.swept`` tag (a
-    worker that does not share the sweep directory).
+    worker that does not share the sweep directory). For a single run: the keys its command line sets
+    (``activation=relu optimizer.lr=0.05`` names the run ``relu-lr0.05-s0``).
     """
     import json
 
     if not paths["multirun"]:
-        return []
+        keys = (identity.canonical_key(o.split("=", 1)[0]) for o in paths.get("task_overrides", []))
+        return list(dict.fromkeys(k for k in keys if k not in (None, "seed", "dataset.digest")))
     f = paths["sweep_dir"] / SWEPT_FILE
     try:
         return json.loads(f.read_text())
