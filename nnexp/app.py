@@ -212,8 +212,11 @@ def run_job(cfg: DictConfig) -> float:
 
     In a multirun, a job that fails is recorded as FAILED and reported, and the
     sweep goes on (the return value is NaN); in a single run the error propagates.
-    A configuration that already has a FINISHED run in the experiment is skipped
-    when ``tracking.resume`` is true.
+    Each run is tagged with its identity (:func:`nnexp.identity.tags` of the job's canonical configuration,
+    :func:`job_identity`). In a sweep with ``tracking.resume`` true, a seed whose ``nnexp.run_key`` already
+    has a FINISHED run in the experiment is not trained again: a run of an earlier sweep is tagged
+    ``nnexp.reused_by.<parent>``, one of this sweep (another spelling of the same configuration) is tagged
+    ``nnexp.repeat.<parent>.<job>`` with the job's overrides.
     """
     t_job = time.perf_counter()
     paths = job_paths()
@@ -339,12 +342,14 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, identity.describe(canon, identity.order_keys(["activation", *swept])))
+    label = identity.describe(canon, identity.order_keys(["activation", *swept]))
+    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, label)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
 
 
 def _print_result(cfg, hist: History, runs: dict, uri: str | None, label: str) -> None:
-    """One line per run: its swept values (``label``), how it ended, and (``uri`` given, for a single run) where it is recorded."""
+    """One line per run: its swept values (``label``), how it ended, and (``uri`` given, for a single run) where
+    it is recorded."""
     for k, run_id in runs.items():
         m = hist.replica(k)
         diverged = int(hist.diverged_epoch[k])

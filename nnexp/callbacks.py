@@ -190,8 +190,9 @@ def _summary_text(runs, counts) -> str:
     if counts.get("duplicates"):
         line += f", {counts['duplicates']} duplicate(s) of another job's configuration and seed (counted once)"
     lines = [line]
-    if not counts.get("finished", 0):
-        lines.append("no run finished: the sweep has no usable result (exit status 3)")
+    if not counts.get("finished", 0):  # exit status 3, unless a job failed (1)
+        lines.append("no run finished: the sweep has no usable result"
+                     + ("" if counts.get("failed", 0) else " (exit status 3)"))
     done = runs[runs["outcome"].isin(["finished", "diverged"])] if len(runs) else runs
     if len(done):
         # every run that trained: a configuration whose runs all diverged keeps its row
