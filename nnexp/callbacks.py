@@ -99,7 +99,10 @@ class SweepCallback(Callback):
                 log.warning("%d job(s) ended without closing their run (a worker died?): marked FAILED", lost)
             runs, dropped = drop_duplicates(load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent))
             counts = summarize_outcomes(runs)
-            counts["duplicates"] = len(dropped) + (int(runs["repeats"].sum()) if "repeats" in runs else 0)
+            # runs trained twice (resume off, or parallel jobs), and jobs not trained because they spelled the
+            # configuration and seed of a run of this sweep again (a reused run's repeats belong to its own sweep)
+            repeats = int(runs.loc[~runs["reused"].astype(bool), "repeats"].sum()) if "repeats" in runs else 0
+            counts["duplicates"] = len(dropped) + repeats
             LAST_SWEEP.update(counts)
             # a sweep that trained something but in which no run finished has no usable result (exit status 3)
             LAST_SWEEP["no_result"] = counts.get("finished", 0) == 0
