@@ -113,7 +113,7 @@ def job_paths() -> dict:
 
     if not HydraConfig.initialized():
         return {"launch_dir": Path.cwd(), "output_dir": Path.cwd(), "sweep_dir": None, "multirun": False,
-                "choices": {}, "override": "", "job_num": 0, "parallel": False}
+                "choices": {}, "override": "", "task_overrides": [], "job_num": 0, "parallel": False}
     hc = HydraConfig.get()
     launch = Path(hc.runtime.cwd)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -124,6 +124,7 @@ def job_paths() -> dict:
         "multirun": multirun,
         "choices": dict(hc.runtime.choices),
         "override": hc.job.override_dirname,
+        "task_overrides": list(hc.overrides.task),
         "job_num": hc.job.num if multirun else 0,
         # any launcher but Hydra's basic one may run jobs side by side (joblib, ray, submitit, ...)
         "parallel": multirun and not str(hc.launcher.get("_target_", "")).endswith(".BasicLauncher"),
@@ -164,15 +165,17 @@ SWEPT_FILE = ".nnexp_swept_keys"
 
 
 def swept_keys(paths: dict, c=None, parent_id: str | None = None) -> list[str]:
-    """The canonical keys the running sweep varies (seed aside), for run names and console lines; [] for a single run.
+    """The canonical keys the running sweep varies (seed aside), for run names and console lines.
 
     Read from the sweep directory (:data:`SWEPT_FILE`), else from the parent run's ``nnexp.swept`` tag (a
-    worker that does not share the sweep directory).
+    worker that does not share the sweep directory). For a single run: the keys its command line sets
+    (``activation=relu optimizer.lr=0.05`` names the run ``relu-lr0.05-s0``).
     """
     import json
 
     if not paths["multirun"]:
-        return []
+        keys = (identity.canonical_key(o.split("=", 1)[0]) for o in paths.get("task_overrides", []))
+        return list(dict.fromkeys(k for k in keys if k not in (None, "seed", "dataset.digest")))
     f = paths["sweep_dir"] / SWEPT_FILE
     try:
         return json.loads(f.read_text())
@@ -209,8 +212,11 @@ def run_job(cfg: DictConfig) -> float:
 
     In a multirun, a job that fails is recorded as FAILED and reported, and the
     sweep goes on (the return value is NaN); in a single run the error propagates.
-    A configuration that already has a FINISHED run in the experiment is skipped
-    when ``tracking.resume`` is true.
+    Each run is tagged with its identity (:func:`nnexp.identity.tags` of the job's canonical configuration,
+    :func:`job_identity`). In a sweep with ``tracking.resume`` true, a seed whose ``nnexp.run_key`` already
+    has a FINISHED run in the experiment is not trained again: a run of an earlier sweep is tagged
+    ``nnexp.reused_by.<parent>``, one of this sweep (another spelling of the same configuration) is tagged
+    ``nnexp.repeat.<parent>.<job>`` with the job's overrides.
     """
     t_job = time.perf_counter()
     paths = job_paths()
@@ -349,12 +355,14 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, identity.describe(canon, identity.order_keys(["activation", *swept])))
+    label = identity.describe(canon, identity.order_keys(["activation", *swept]))
+    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, label)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
 
 
 def _print_result(cfg, hist: History, runs: dict, uri: str | None, label: str) -> None:
-    """One line per run: its swept values (``label``), how it ended, and (``uri`` given, for a single run) where it is recorded."""
+    """One line per run: its swept values (``label``), how it ended, and (``uri`` given, for a single run) where
+    it is recorded."""
     for k, run_id in runs.items():
         m = hist.replica(k)
         diverged = int(hist.diverged_epoch[k])

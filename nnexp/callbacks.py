@@ -100,7 +100,10 @@ class SweepCallback(Callback):
                 log.warning("%d job(s) ended without closing their run (a worker died?): marked FAILED", lost)
             runs, dropped = drop_duplicates(load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent))
             counts = summarize_outcomes(runs)
-            counts["duplicates"] = len(dropped) + (int(runs["repeats"].sum()) if "repeats" in runs else 0)
+            # runs trained twice (resume off, or parallel jobs), and jobs not trained because they spelled the
+            # configuration and seed of a run of this sweep again (a reused run's repeats belong to its own sweep)
+            repeats = int(runs.loc[~runs["reused"].astype(bool), "repeats"].sum()) if "repeats" in runs else 0
+            counts["duplicates"] = len(dropped) + repeats
             LAST_SWEEP.update(counts)
             # a sweep that trained something but in which no run finished has no usable result (exit status 3)
             LAST_SWEEP["no_result"] = counts.get("finished", 0) == 0
@@ -195,8 +198,9 @@ def _summary_text(runs, counts) -> str:
     if counts.get("duplicates"):
         line += f", {counts['duplicates']} duplicate(s) of another job's configuration and seed (counted once)"
     lines = [line]
-    if not counts.get("finished", 0):
-        lines.append("no run finished: the sweep has no usable result (exit status 3)")
+    if not counts.get("finished", 0):  # exit status 3, unless a job failed (1)
+        lines.append("no run finished: the sweep has no usable result"
+                     + ("" if counts.get("failed", 0) else " (exit status 3)"))
     done = runs[runs["outcome"].isin(["finished", "diverged"])] if len(runs) else runs
     if len(done):
         # every run that trained: a configuration whose runs all diverged keeps its row

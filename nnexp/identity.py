@@ -47,7 +47,7 @@ from typing import Any, Iterable, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["file_digest", "canonical", "canonical_from_params", "config_id", "run_key", "tags", "to_json",
-           "from_json", "canonical_key", "varying_keys", "order_keys", "describe", "run_name", "format_value",
+           "from_json", "canonical_key", "varying_keys", "order_keys", "describe", "run_name", "format_value", "comparable",
            "VERSION", "TAG_CONFIG_ID", "TAG_RUN_KEY", "TAG_CONFIG", "TAG_VERSION", "GROUPS", "EXCLUDED"]
 
 #: Bytes read at a time when hashing a file.
@@ -315,10 +315,10 @@ def tags(canon: Mapping[str, Any], seed: int) -> dict[str, str]:
     return {TAG_CONFIG_ID: cid, TAG_RUN_KEY: run_key(cid, seed), TAG_CONFIG: to_json(canon), TAG_VERSION: VERSION}
 
 
-def _hashable(v: Any) -> Any:
+def comparable(v: Any) -> Any:
     """A value comparable across runs: lists as tuples, NaN and None as None, integral floats as ints."""
     if isinstance(v, (list, tuple)):
-        return tuple(_hashable(x) for x in v)
+        return tuple(comparable(x) for x in v)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     if hasattr(v, "item") and not isinstance(v, (str, bytes)):
@@ -363,14 +363,14 @@ def varying_keys(runs, keys: Iterable[str] | None = None) -> list[str]:
         if keys is None:
             keys = list(dict.fromkeys(k for r in rows for k in r))
         keys = [k for k in keys if k != "seed"]
-    out = [k for k in keys if len({_hashable(r.get(k)) for r in rows}) > 1]
+    out = [k for k in keys if len({comparable(r.get(k)) for r in rows}) > 1]
     return order_keys(out)
 
 
 def format_value(v: Any) -> str:
     """A value as a person writes it on the command line: ``null``, ``true``, ``0.1``, ``[4, 4]``; four or more
     equal list items as ``[64]*30``."""
-    v = _hashable(v)
+    v = comparable(v)
     if v is None:
         return "null"
     if isinstance(v, bool):

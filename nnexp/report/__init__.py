@@ -55,13 +55,13 @@ def swept_keys(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     for tanh) is ``linked``: shown in tables, never a facet. Grouping by
     ``keys`` (or ``keys + linked``) gives one group per ``config_id``.
     """
-    from ..identity import _hashable, varying_keys
+    from ..identity import comparable, varying_keys
 
     keys, linked = ["activation"], []
     for k in varying_keys(runs):
         if k == "activation":
             continue
-        values = runs[k].map(_hashable).map(repr)
+        values = runs[k].map(comparable).map(repr)
         if (values.groupby(runs["activation"].map(repr)).nunique() > 1).any():
             keys.append(k)
         else:
