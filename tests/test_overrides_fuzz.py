@@ -5,8 +5,8 @@ with exactly one line on stderr that names a key of the command; never a traceba
 no mlruns). The commands go through ``nnexp.__main__.main`` in this process with Hydra's task function replaced,
 so nothing trains: only the preflight that every command passes first runs.
 
-Profiles (Hypothesis settings profiles): ``NNEXP_FUZZ=short`` (default, 100 commands each, part of
-``python -m pytest``) and ``NNEXP_FUZZ=long`` (1,500 each, run by .ci/run). Grammar:
+Profiles (Hypothesis settings profiles): ``NNEXP_FUZZ=short`` (default, 100 commands and 50 sweeps, part of
+``python -m pytest``) and ``NNEXP_FUZZ=long`` (1,500 commands and 750 sweeps, run by .ci/run). Grammar:
 https://hydra.cc/docs/advanced/override_grammar/basic/ and .../extended/.
 """
 
@@ -155,13 +155,14 @@ def commands(draw) -> list[str]:
 
 
 def _keys_of(argv: list[str]) -> list[str]:
-    """The keys and groups a command names (``+model.loss=mse`` -> ``model.loss``), both spellings of a group."""
+    """The keys a command names (``+model.loss=mse`` -> ``model.loss``, ``model``), both spellings of a group."""
     out = []
     for a in argv:
         if a.startswith("-"):
             continue
         k = a.partition("=")[0].lstrip("+~").split("@")[0]
-        out += [k, k.replace("/", "."), k.removesuffix(".name")] if k else []  # activation.name: activation='x'
+        parts = k.split(".")  # an unknown section is named alone: ++nit.std=0 -> "nit is not a key"
+        out += [k, k.replace("/", "."), *(".".join(parts[:i]) for i in range(1, len(parts)))] if k else []
     return out
 
 
@@ -238,21 +239,43 @@ def written_sweeps(draw) -> tuple[str, str, list, bool]:
     return key, text, values, False
 
 
-@settings(PROFILE)
+@settings(PROFILE, max_examples=max(50, PROFILE.max_examples // 2))  # one key, one sweep: fewer shapes to cover
 @given(case=written_sweeps())
 def test_sweep_functions_run_the_values_written_or_are_refused(case, launch_dir):
-    key, text, written, free_order = case
-    argv = ["-m", "dataset=xor", "epochs=1", "seed=0", f"{key}={text}"]
-    rc, err, handed = _run(argv, launch_dir)
-    if rc == 2:  # refused: one line naming the key, the explicit list to write when there is one
-        assert err.count("\n") == 1 and f"{key}=" in err, err
-        return
-    assert rc == 0 and written and all((v >= 1 if key == "epochs" else v > 0) for v in written), (argv, err)
+    """The jobs the basic sweeper would launch hold each value the sweep says, in its order; or the command is refused
+    naming the key (an independent expansion: Python's range and sorted, decimal steps)."""
     from hydra import initialize_config_module
 
+    from nnexp.config import ConfigError
     from nnexp.preflight import expand_jobs
 
+    key, text, written, free_order = case
+    argv = ["-m", "dataset=xor", "epochs=1", "seed=0", f"{key}={text}"]
     with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):
-        jobs, _ = expand_jobs(argv)
+        try:
+            jobs, _ = expand_jobs(argv)
+        except ConfigError as e:  # refused: one line naming the key
+            assert "\n" not in str(e) and f"{key}=" in str(e), str(e)
+            return
+    assert written, (text, jobs)  # an empty sweep is refused
     ran = [type(written[0])(o.split("=", 1)[1]) for j in jobs for o in j if o.startswith(f"{key}=")]
     assert (sorted(ran) if free_order else ran) == written, (text, ran)
+
+
+# ---- the real command line -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,rc,says", [
+    (["--cfg", "job", "dataset=xor", "++model.loss=mse", "tracking.experiment='my study'", "~experiment",
+      "hydra/launcher=joblib"], 0, "loss: mse"),
+    (["-m", "dataset=xor", "+activation@foo=relu,tanh"], 2, "+activation@foo=relu,tanh: nnexp reads activation"),
+])
+def test_real_command_lines(args, rc, says, tmp_path, cli):
+    """Two commands as a shell runs them: --cfg job composes, validates and prints without training; a refusal is
+    one line on stderr and exit 2. Neither leaves a store or a run folder."""
+    proc = cli(args, tmp_path)
+    assert proc.returncode == rc, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    if rc == 0:
+        assert says in proc.stdout and "experiment: my study" in proc.stdout
+    else:
+        assert proc.stderr.count("\n") == 1 and says in proc.stderr, proc.stderr
+    assert _no_store(tmp_path) and sorted(p.name for p in tmp_path.iterdir()) == []
