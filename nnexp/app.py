@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import tracking
+from . import mlflow_model, tracking
 from .activations import get_activation
 from .config import ConfigError, config_hash, flatten, log_every, validate
 from .data import Dataset, load
@@ -376,6 +376,8 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             wpath = out_dir / f"weights{suffix}.npz"
             _save_weights(wpath, setup.model, k, setup.data)
             tracking.retry(c.log_artifact, run_id, str(wpath))
+        mlflow_model.record(c, run_id, cfg, setup.data, cfg_yaml, wpath if cfg.tracking.save_weights else None,
+                            final["epochs_run"], bool(diverged))
         tracking.end_run(c, run_id, "FINISHED")
 
 

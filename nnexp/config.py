@@ -90,6 +90,7 @@ class TrackingConfig:
     log_every: Optional[int] = None  # record metrics every this many epochs; null = 1 up to 500 epochs, else epochs/500
     diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
     save_weights: bool = True  # log final weights as an .npz artifact
+    log_model: bool = True  # log the network as an MLflow pyfunc model (needs save_weights); see nnexp.mlflow_model
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
     progress: bool = True  # show a progress bar while training
