@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import mlflow_model, tracking
+from . import context, mlflow_model, tracking
 from .activations import get_activation
 from .config import ConfigError, config_hash, flatten, log_every, validate
 from .data import Dataset, load
@@ -234,6 +234,7 @@ def run_job(cfg: DictConfig) -> float:
     }
     if cfg.study:
         base_tags[f"{tracking.TAG}study"] = cfg.study
+    base_tags.update(context.run_context(c, exp_id, cfg, paths))
     todo = [k for k, h in enumerate(hashes) if not done.get(h)]
     runs = {}
     for k in todo:

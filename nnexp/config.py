@@ -122,14 +122,10 @@ def register() -> None:
 
 
 def studies() -> dict[str, DictConfig]:
-    """The named studies in ``experiments/``: ``{name: config}``, each a file ``<name>.yaml``."""
-    from importlib.resources import files
+    """The named studies: ``{name: config}``, nnexp's ``experiments/<name>.yaml`` and the launch folder's (see :mod:`nnexp.studies`)."""
+    from .studies import study_files
 
-    out = {}
-    for f in sorted(files("nnexp.experiments").iterdir(), key=lambda p: p.name):
-        if f.name.endswith(".yaml"):
-            out[f.name[:-5]] = OmegaConf.create(f.read_text(encoding="utf-8"))
-    return out
+    return {name: OmegaConf.create(f.read_text(encoding="utf-8")) for name, f in study_files().items()}
 
 
 #: Keys that do not change what a run computes: left out of the configuration hash.
