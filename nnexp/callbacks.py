@@ -90,6 +90,12 @@ class SweepCallback(Callback):
             counts = summarize_outcomes(runs)
             LAST_SWEEP.update(counts)
             print(_summary_text(runs, counts))
+            if config.tracking.get("register_model"):  # the best run's model in the Model Registry, alias "best"
+                from .mlflow_model import register_best
+
+                v = register_best(c, runs, config.tracking.register_model)
+                if v is not None:
+                    print(f"model:  models:/{config.tracking.register_model}@best (version {v.version}, run {v.run_id})")
             if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
                 from .report import build_report
 

@@ -91,6 +91,7 @@ class TrackingConfig:
     diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
     save_weights: bool = True  # log final weights as an .npz artifact
     log_model: bool = True  # log the network as an MLflow pyfunc model (needs save_weights); see nnexp.mlflow_model
+    register_model: Optional[str] = None  # at a sweep's end, register its best run's model under this name, alias "best"
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
     progress: bool = True  # show a progress bar while training

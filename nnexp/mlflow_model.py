@@ -25,6 +25,13 @@ add nothing here: inferring pip requirements in a subprocess (they are given),
 copying every metric's history onto the model, and loading the model again to
 validate the input example.
 
+Registry
+--------
+With ``tracking.register_model=<name>``, :func:`register_best` registers the model of
+a sweep's best run (lowest final ``val_loss`` among the runs that finished) as a new
+version of the registered model ``<name>`` and points its alias ``best`` at it:
+``mlflow.pyfunc.load_model("models:/<name>@best")``.
+
 Data
 ----
 :func:`log_datasets` records the training, validation and test parts as MLflow
@@ -50,7 +57,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["log_model", "record", "log_datasets", "MODEL_NAME", "CONTEXTS"]
+__all__ = ["log_model", "record", "register_best", "log_datasets", "MODEL_NAME", "CONTEXTS"]
 
 #: Name of the logged model (``runs:/<run_id>/model``).
 MODEL_NAME = "model"
@@ -190,3 +197,55 @@ def record(c, run_id: str, cfg, data, config_path: Path, weights_path: Path | No
     n_classes = data.n_classes
     log_model(c, run_id, exp_id, weights_path, config_path, raw_example, n_classes, step=step,
               tags={"activation": cfg.activation.name, "dataset": cfg.dataset.name})
+
+
+#: The alias :func:`register_best` moves to the newest best version.
+BEST_ALIAS = "best"
+
+
+def register_best(c, runs, name: str, metric: str = "val_loss"):
+    """Register the model of the run with the lowest ``metric`` among ``runs`` as a version of ``name``, alias ``best``.
+
+    Parameters
+    ----------
+    c : mlflow.MlflowClient
+    runs : DataFrame
+        A sweep's runs (:func:`nnexp.report.load.load_runs`); only ``outcome == "finished"`` runs compete.
+    name : str
+        The registered model; created if missing.
+
+    Returns
+    -------
+    mlflow.entities.model_registry.ModelVersion or None
+        The new version (the current one when the alias already points at this run), or None when no
+        finished run has a logged model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from .tracking import retry
+
+    done = runs[(runs["outcome"] == "finished")] if len(runs) else runs
+    if metric not in done or done[metric].isna().all():
+        return None
+    for _, row in done.sort_values(metric, kind="stable").iterrows():
+        outputs = retry(c.get_run, row["run_id"]).outputs
+        model_ids = [m.model_id for m in (outputs.model_outputs if outputs else [])]
+        if model_ids:
+            break
+    else:
+        return None
+    try:
+        retry(c.create_registered_model, name)
+    except MlflowException as e:
+        if "already exists" not in str(e).lower():
+            raise
+        try:
+            current = retry(c.get_model_version_by_alias, name, BEST_ALIAS)
+        except MlflowException:  # no alias yet
+            current = None
+        if current is not None and current.run_id == row["run_id"]:  # a resumed sweep with the same best run
+            return current
+    version = retry(c.create_model_version, name, source=f"models:/{model_ids[0]}", run_id=row["run_id"],
+                    model_id=model_ids[0])
+    retry(c.set_registered_model_alias, name, BEST_ALIAS, version.version)
+    return version

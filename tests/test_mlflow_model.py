@@ -173,3 +173,20 @@ def test_served_model_answers_on_loopback(store, tracking_uri, tmp_path):
             os.killpg(server.pid, signal.SIGTERM)  # the server and its workers: a process group this test started
         server.wait(timeout=30)
     np.testing.assert_allclose(np.asarray(answer["predictions"]), expected, rtol=1e-12)
+
+
+def test_a_sweeps_best_run_is_registered_with_the_alias_best(tmp_path):
+    args = ["-m", "dataset=moons", "activation=relu,tanh,sigmoid", "epochs=10", "seed=0", "tracking.report=false",
+            "tracking.register_model=moons-best"]
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    children = [r for r in c.search_runs([c.get_experiment_by_name("activations").experiment_id])
+                if "mlflow.parentRunId" in r.data.tags]
+    best = min(children, key=lambda r: r.data.metrics["val_loss"])
+    version = c.get_model_version_by_alias("moons-best", "best")
+    assert (int(version.version), version.run_id) == (1, best.info.run_id)
+    assert f"models:/moons-best@best (version 1, run {best.info.run_id})" in proc.stdout
+    again = run_cli(args, tmp_path)  # resumed: the same best run, no new version
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [int(v.version) for v in c.search_model_versions("name = 'moons-best'")] == [1]
