@@ -93,6 +93,53 @@ def _quiet(*names: str):
             os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
 
 
+#: Model folders made by ``mlflow.pyfunc.save_model`` in this process, by input example and signature:
+#: the next run with the same data copies one and swaps in its own files (see :func:`_model_dir`).
+_TEMPLATES: dict[tuple, Path] = {}
+
+
+def _model_dir(path: Path, weights: Path, config: Path, example: np.ndarray, signature, **fields) -> None:
+    """Write the pyfunc model folder of ``weights`` / ``config`` at ``path``, with ``fields`` set in its MLmodel.
+
+    ``mlflow.pyfunc.save_model`` spends about 0.2 s per call (it checks the installed
+    packages against the requirements, writes the environment files, validates the input
+    example), and everything it writes but the two artifacts and the MLmodel's creation time
+    is the same for every run of one dataset. So it runs once per process and dataset (keyed
+    by the input example and the signature), and later runs copy that folder and replace the
+    artifacts and the MLmodel's ``utc_time_created``, ``model_size_bytes`` and artifact URIs.
+    """
+    import atexit
+    import datetime
+    import hashlib
+
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from . import pyfunc
+
+    key = (hashlib.sha256(example.tobytes()).hexdigest(), example.shape, signature.to_dict()["outputs"])
+    template = _TEMPLATES.get(key)
+    if template is None or not template.is_dir():
+        template = Path(tempfile.mkdtemp(prefix="nnexp-model-template-")) / MODEL_NAME
+        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+        with _quiet("mlflow.pyfunc", "mlflow.models"):  # its INFO lines, per run, say nothing a user acts on
+            mlflow.pyfunc.save_model(template, python_model=pyfunc.__file__, mlflow_model=Model(),
+                                     artifacts={"weights": str(weights), "config": str(config)},
+                                     signature=signature, input_example=example, pip_requirements=_requirements())
+        _TEMPLATES[key] = template
+    shutil.copytree(template, path)
+    meta = Model.load(path / "MLmodel")
+    for name, source in (("weights", weights), ("config", config)):
+        entry = meta.flavors["python_function"]["artifacts"][name]
+        shutil.copyfile(source, path / entry["path"])
+        entry["uri"] = str(source)
+    meta.utc_time_created = str(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
+    meta.model_size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    for k, v in fields.items():  # the run and LoggedModel ids, as Model.log writes them
+        setattr(meta, k, v)
+    meta.save(path / "MLmodel")
+
+
 def log_model(c, run_id: str, experiment_id: str, weights: Path, config: Path, example: np.ndarray,
               n_classes: int, step: int = 0, tags: dict | None = None) -> str:
     """Log the network of ``weights`` / ``config`` as the pyfunc model ``model`` of run ``run_id``; return its model id.
@@ -115,11 +162,8 @@ def log_model(c, run_id: str, experiment_id: str, weights: Path, config: Path, e
     mlflow.exceptions.MlflowException
         If the store refuses a write (after :func:`nnexp.tracking.retry`).
     """
-    import mlflow.pyfunc
     from mlflow.entities import LoggedModelOutput
-    from mlflow.models import Model, ModelSignature
-
-    from . import pyfunc
+    from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
     from .tracking import retry
@@ -132,12 +176,8 @@ def log_model(c, run_id: str, experiment_id: str, weights: Path, config: Path, e
     tmp = Path(tempfile.mkdtemp(prefix="nnexp-model-"))
     try:
         path = tmp / MODEL_NAME
-        meta = Model(artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id,
-                     model_uuid=model.model_id)
-        with _quiet("mlflow.pyfunc", "mlflow.models"):  # its INFO lines, per run, say nothing a user acts on
-            mlflow.pyfunc.save_model(path, python_model=pyfunc.__file__, mlflow_model=meta,
-                                     artifacts={"weights": str(weights), "config": str(config)},
-                                     signature=signature, input_example=example, pip_requirements=_requirements())
+        _model_dir(path, weights, config, example, signature, artifact_path=model.artifact_location, run_id=run_id,
+                   model_id=model.model_id, model_uuid=model.model_id)
         with _quiet():
             retry(c.log_model_artifacts, model.model_id, str(path))
     finally:
@@ -185,18 +225,21 @@ def record(c, run_id: str, cfg, data, config_path: Path, weights_path: Path | No
     """A run's MLflow inputs and outputs at its end: its dataset inputs, and its model unless it diverged.
 
     The model needs ``weights_path`` (``tracking.save_weights``) and ``tracking.log_model``;
-    see :func:`log_model` and :func:`log_datasets`.
+    see :func:`log_model` and :func:`log_datasets`. The seconds this took are the run's tag
+    ``nnexp.seconds.model`` (beside ``nnexp.seconds.log``, for ``benchmarks/run.py``).
     """
-    log_datasets(c, run_id, data, cfg.dataset.name, cfg.dataset.get("path"))
-    if weights_path is None or diverged or not cfg.tracking.get("log_model", True):
-        return
-    from .tracking import retry
+    import time
 
-    exp_id = retry(c.get_run, run_id).info.experiment_id
-    raw_example = data.X_test[:5].astype(np.float64) * data.scale + data.mean
-    n_classes = data.n_classes
-    log_model(c, run_id, exp_id, weights_path, config_path, raw_example, n_classes, step=step,
-              tags={"activation": cfg.activation.name, "dataset": cfg.dataset.name})
+    from .tracking import TAG, retry, set_tags
+
+    t0 = time.perf_counter()
+    log_datasets(c, run_id, data, cfg.dataset.name, cfg.dataset.get("path"))
+    if weights_path is not None and not diverged and cfg.tracking.get("log_model", True):
+        exp_id = retry(c.get_run, run_id).info.experiment_id
+        raw_example = data.X_test[:5].astype(np.float64) * data.scale + data.mean
+        log_model(c, run_id, exp_id, weights_path, config_path, raw_example, data.n_classes, step=step,
+                  tags={"activation": cfg.activation.name, "dataset": cfg.dataset.name})
+    set_tags(c, run_id, {f"{TAG}seconds.model": f"{time.perf_counter() - t0:.4f}"})
 
 
 #: The alias :func:`register_best` moves to the newest best version.

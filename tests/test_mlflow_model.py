@@ -175,7 +175,7 @@ def test_served_model_answers_on_loopback(store, tracking_uri, tmp_path):
     np.testing.assert_allclose(np.asarray(answer["predictions"]), expected, rtol=1e-12)
 
 
-def test_a_sweeps_best_run_is_registered_with_the_alias_best(tmp_path):
+def test_a_sweeps_models_and_its_best_run_registered_with_the_alias_best(tmp_path):
     args = ["-m", "dataset=moons", "activation=relu,tanh,sigmoid", "epochs=10", "seed=0", "tracking.report=false",
             "tracking.register_model=moons-best"]
     proc = run_cli(args, tmp_path)
@@ -187,6 +187,16 @@ def test_a_sweeps_best_run_is_registered_with_the_alias_best(tmp_path):
     version = c.get_model_version_by_alias("moons-best", "best")
     assert (int(version.version), version.run_id) == (1, best.info.run_id)
     assert f"models:/moons-best@best (version 1, run {best.info.run_id})" in proc.stdout
+    # the runs after a process's first copy its model folder (nnexp.mlflow_model._model_dir): still their own network
+    raw = load("moons", standardize=False)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    try:
+        for r in children:
+            proba = mlflow.pyfunc.load_model(f"runs:/{r.info.run_id}/model").predict(raw.X_test)
+            assert float((proba.argmax(axis=1) == raw.y_test).mean()) == r.data.metrics["test_accuracy"]
+    finally:
+        mlflow.set_tracking_uri(before)
     again = run_cli(args, tmp_path)  # resumed: the same best run, no new version
     assert again.returncode == 0, again.stderr[-3000:]
     assert [int(v.version) for v in c.search_model_versions("name = 'moons-best'")] == [1]
