@@ -23,7 +23,9 @@ MLflow 3's ``Model.log`` does (a LoggedModel entity, its artifacts, the run's mo
 output: the UI's Models column), without the steps that cost seconds per run and
 add nothing here: inferring pip requirements in a subprocess (they are given),
 copying every metric's history onto the model, and loading the model again to
-validate the input example.
+validate the input example; and ``mlflow.pyfunc.save_model`` runs once per process
+and dataset (:func:`_model_dir`). The model's code is :mod:`nnexp.pyfunc` (MLflow's
+"models from code": nothing is pickled).
 
 Registry
 --------
@@ -35,8 +37,8 @@ version of the registered model ``<name>`` and points its alias ``best`` at it:
 Data
 ----
 :func:`log_datasets` records the training, validation and test parts as MLflow
-dataset inputs (``mlflow.data.from_numpy``), named ``<dataset>-train`` /
-``-validation`` / ``-test``, with the context tag ``mlflow.data.context``
+dataset inputs (``mlflow.data.from_numpy``), named ``<dataset>-training`` /
+``-validation`` / ``-test`` (a CSV file: its name without ``.csv``), with the context tag ``mlflow.data.context``
 (``training``, ``validation``, ``test``), so that the UI's Dataset column and
 filters work. For file data the digest is the file's content digest
 (:func:`nnexp.identity.file_digest`, as in the run identity) and the source is the
