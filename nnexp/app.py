@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import identity, population, search, tracking
+from . import context, identity, mlflow_model, population, search, tracking
 from .activations import get_activation
 from .config import ConfigError, flatten, hidden_sizes, log_every, validate
 from .data import Dataset, load
@@ -292,6 +292,7 @@ def run_job(cfg: DictConfig) -> float:
     if cfg.study:
         base_tags[f"{tracking.TAG}study"] = cfg.study
     base_tags.update(trial.tags() if trial else {})
+    base_tags.update(context.run_context(c, exp_id, cfg, paths))
     todo = [k for k, rk in enumerate(keys) if not done.get(rk)]
     runs = {}
     for k in todo:
@@ -459,6 +460,8 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             save_histograms(hpath := out_dir / f"histograms{suffix}.npz", hist.histograms["epochs"],
                             hist.histograms["per_epoch"], k)
             tracking.retry(c.log_artifact, run_id, str(hpath))
+        mlflow_model.record(c, run_id, cfg, setup.data, cfg_yaml, wpath if cfg.tracking.save_weights else None,
+                            final["epochs_run"], bool(diverged))
         tracking.end_run(c, run_id, "FINISHED")
 
 

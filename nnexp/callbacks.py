@@ -108,6 +108,12 @@ class SweepCallback(Callback):
             # a sweep that trained something but in which no run finished has no usable result (exit status 3)
             LAST_SWEEP["no_result"] = counts.get("finished", 0) == 0
             print(_summary_text(runs, counts))
+            if config.tracking.get("register_model"):  # the best run's model in the Model Registry, alias "best"
+                from .mlflow_model import register_best
+
+                v = register_best(c, runs, config.tracking.register_model)
+                if v is not None:
+                    print(f"model:  models:/{config.tracking.register_model}@best (version {v.version}, run {v.run_id})")
             if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
                 from .report import build_report
 

@@ -93,6 +93,8 @@ class TrackingConfig:
     histogram_epochs: list[int] = field(default_factory=list)  # epochs (0 = initialisation) of per-layer histograms, one histograms.npz per run
     save_weights: bool = True  # log final weights as an .npz artifact
     replica_runs: bool = True  # one run per replica; false: one run for all replicas, metrics their means (nnexp.population)
+    log_model: bool = True  # log the network as an MLflow pyfunc model (needs save_weights); see nnexp.mlflow_model
+    register_model: Optional[str] = None  # at a sweep's end, register its best run's model under this name, alias "best"
     resume: bool = True  # skip configurations that already have a FINISHED run in the experiment
     report: bool = True  # write the comparison report at the end of a multirun
     report_target: Optional[float] = None  # the report's "epochs to target" on val_loss; null = median final val_loss
@@ -127,14 +129,10 @@ def register() -> None:
 
 
 def studies() -> dict[str, DictConfig]:
-    """The named studies in ``experiments/``: ``{name: config}``, each a file ``<name>.yaml``."""
-    from importlib.resources import files
+    """The named studies: ``{name: config}``, nnexp's ``experiments/<name>.yaml`` and the launch folder's (see :mod:`nnexp.studies`)."""
+    from .studies import study_files
 
-    out = {}
-    for f in sorted(files("nnexp.experiments").iterdir(), key=lambda p: p.name):
-        if f.name.endswith(".yaml"):
-            out[f.name[:-5]] = OmegaConf.create(f.read_text(encoding="utf-8"))
-    return out
+    return {name: OmegaConf.create(f.read_text(encoding="utf-8")) for name, f in study_files().items()}
 
 
 #: What each numeric key accepts, for messages about a value of the wrong type or range.

@@ -174,7 +174,8 @@ class JobComposer:
         from omegaconf import open_dict, read_write
 
         parsed = self.parser.parse_overrides(overrides)
-        groups = tuple(o.input_line for o in parsed if self._is_group(o))
+        # the search path decides which group options exist: compose with it (hydra.searchpath, --config-dir)
+        groups = tuple(o.input_line for o in parsed if self._is_group(o) or o.get_key_element() == "hydra.searchpath")
         if groups not in self.composed:
             self.composed[groups] = _compose(list(groups), with_hydra=True, config_name=self.config_name)
         cfg = copy.deepcopy(self.composed[groups])
@@ -468,8 +469,10 @@ def preflight(argv: list[str]) -> int:
     from omegaconf.errors import OmegaConfBaseException
 
     from .app import check_data
+    from .studies import config_dir_overrides
     from .tracking import check_store, deleted_experiment, deleted_experiment_message, resolve_uri
 
+    argv = config_dir_overrides(argv)  # --config-dir as hydra.searchpath: the compose API reads only the latter
     GlobalHydra.instance().clear()
     try:
         with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):

@@ -336,6 +336,9 @@ def _copy_store_template(db: Path) -> None:
 def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
     """The id of experiment ``name``, created (with ``location`` for artifacts) if missing; race-safe.
 
+    The experiment carries :data:`nnexp.context.EXPERIMENT_TAGS` (MLflow's model-training view, nnexp's table
+    view).
+
     Raises
     ------
     ConfigError
@@ -344,16 +347,21 @@ def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
     """
     from mlflow.exceptions import MlflowException
 
+    from .context import EXPERIMENT_TAGS
+
     exp = retry(c.get_experiment_by_name, name)
     if exp is None:
         try:
-            return retry(c.create_experiment, name, artifact_location=location)
+            return retry(c.create_experiment, name, artifact_location=location, tags=EXPERIMENT_TAGS)
         except MlflowException as e:
             if "already exists" not in str(e).lower() and "unique" not in str(e).lower():
                 raise
             exp = retry(c.get_experiment_by_name, name)
     if exp.lifecycle_stage == "deleted":
         raise ConfigError(deleted_experiment_message(name, exp.experiment_id))
+    for k, v in EXPERIMENT_TAGS.items():  # an experiment made before nnexp set them
+        if k not in exp.tags:
+            retry(c.set_experiment_tag, exp.experiment_id, k, v)
     return exp.experiment_id
 
 

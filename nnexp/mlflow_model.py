@@ -1,0 +1,296 @@
+"""Each run's network as an MLflow model, and its data as MLflow dataset inputs.
+
+Model
+-----
+:func:`log_model` logs a run's network as an MLflow *pyfunc* model named ``model``
+(a NumPy-only model: no deep-learning framework), so that::
+
+    import mlflow
+    net = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    proba = net.predict(X)        # X: ndarray of shape (n_samples, n_features), raw (unstandardised) features
+                                  # proba: ndarray of shape (n_samples, n_classes), rows sum to 1
+
+and ``mlflow models serve -m runs:/<run_id>/model --env-manager local`` answers
+``POST /invocations`` with ``{"inputs": [[...], ...]}``. The model holds the run's
+``weights.npz`` and ``config.yaml`` as artifacts, and :class:`nnexp.pyfunc.NNExpPyfunc` rebuilds
+:class:`nnexp.network.Network` from them, so ``predict`` reproduces the run's logged
+``test_accuracy`` exactly on its test split. Loading needs nnexp installed (the
+network's forward pass is nnexp's own).
+
+It carries a tensor signature (input ``float64 (-1, n_features)``, output ``float64
+(-1, n_classes)``) and an input example (five raw test rows). It is logged the way
+MLflow 3's ``Model.log`` does (a LoggedModel entity, its artifacts, the run's model
+output: the UI's Models column), without the steps that cost seconds per run and
+add nothing here: inferring pip requirements in a subprocess (they are given),
+copying every metric's history onto the model, and loading the model again to
+validate the input example; and ``mlflow.pyfunc.save_model`` runs once per process
+and dataset (:func:`_model_dir`). The model's code is :mod:`nnexp.pyfunc` (MLflow's
+"models from code": nothing is pickled).
+
+Registry
+--------
+With ``tracking.register_model=<name>``, :func:`register_best` registers the model of
+a sweep's best run (lowest final ``val_loss`` among the runs that finished) as a new
+version of the registered model ``<name>`` and points its alias ``best`` at it:
+``mlflow.pyfunc.load_model("models:/<name>@best")``.
+
+Data
+----
+:func:`log_datasets` records the training, validation and test parts as MLflow
+dataset inputs (``mlflow.data.from_numpy``), named ``<dataset>-training`` /
+``-validation`` / ``-test`` (a CSV file: its name without ``.csv``), with the context tag ``mlflow.data.context``
+(``training``, ``validation``, ``test``), so that the UI's Dataset column and
+filters work. For file data the digest is the file's content digest
+(:func:`nnexp.identity.file_digest`, as in the run identity) and the source is the
+file (``file://`` URI); otherwise MLflow's digest of the arrays, and a code source
+naming the loader (``nnexp.data.load('digits')``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["log_model", "record", "register_best", "log_datasets", "MODEL_NAME", "CONTEXTS"]
+
+#: Name of the logged model (``runs:/<run_id>/model``).
+MODEL_NAME = "model"
+
+#: Dataset part -> MLflow's ``mlflow.data.context`` tag.
+CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+
+
+def _requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"mlflow=={version('mlflow')}", f"numpy=={np.__version__}", f"omegaconf=={version('omegaconf')}",
+            f"scipy=={version('scipy')}"]
+
+
+@contextmanager
+def _quiet(*names: str):
+    """Raise the level of MLflow's loggers ``names`` to WARNING, and hide its artifact progress bars, for a block."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    for lg in loggers:
+        lg.setLevel(max(lg.level, logging.WARNING))
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+
+
+#: Model folders made by ``mlflow.pyfunc.save_model`` in this process, by input example and signature:
+#: the next run with the same data copies one and swaps in its own files (see :func:`_model_dir`).
+_TEMPLATES: dict[tuple, Path] = {}
+
+
+def _model_dir(path: Path, weights: Path, config: Path, example: np.ndarray, signature, **fields) -> None:
+    """Write the pyfunc model folder of ``weights`` / ``config`` at ``path``, with ``fields`` set in its MLmodel.
+
+    ``mlflow.pyfunc.save_model`` spends about 0.2 s per call (it checks the installed
+    packages against the requirements, writes the environment files, validates the input
+    example), and everything it writes but the two artifacts and the MLmodel's creation time
+    is the same for every run of one dataset. So it runs once per process and dataset (keyed
+    by the input example and the signature), and later runs copy that folder and replace the
+    artifacts and the MLmodel's ``utc_time_created``, ``model_size_bytes`` and artifact URIs.
+    """
+    import atexit
+    import datetime
+    import hashlib
+
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from . import pyfunc
+
+    key = (hashlib.sha256(example.tobytes()).hexdigest(), example.shape, signature.to_dict()["outputs"])
+    template = _TEMPLATES.get(key)
+    if template is None or not template.is_dir():
+        template = Path(tempfile.mkdtemp(prefix="nnexp-model-template-")) / MODEL_NAME
+        atexit.register(shutil.rmtree, template.parent, ignore_errors=True)
+        with _quiet("mlflow.pyfunc", "mlflow.models"):  # its INFO lines, per run, say nothing a user acts on
+            mlflow.pyfunc.save_model(template, python_model=pyfunc.__file__, mlflow_model=Model(),
+                                     artifacts={"weights": str(weights), "config": str(config)},
+                                     signature=signature, input_example=example, pip_requirements=_requirements())
+        _TEMPLATES[key] = template
+    shutil.copytree(template, path)
+    meta = Model.load(path / "MLmodel")
+    for name, source in (("weights", weights), ("config", config)):
+        entry = meta.flavors["python_function"]["artifacts"][name]
+        shutil.copyfile(source, path / entry["path"])
+        entry["uri"] = str(source)
+    meta.utc_time_created = str(datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None))
+    meta.model_size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    for k, v in fields.items():  # the run and LoggedModel ids, as Model.log writes them
+        setattr(meta, k, v)
+    meta.save(path / "MLmodel")
+
+
+def log_model(c, run_id: str, experiment_id: str, weights: Path, config: Path, example: np.ndarray,
+              n_classes: int, step: int = 0, tags: dict | None = None) -> str:
+    """Log the network of ``weights`` / ``config`` as the pyfunc model ``model`` of run ``run_id``; return its model id.
+
+    Parameters
+    ----------
+    c : mlflow.MlflowClient
+    run_id, experiment_id : str
+    weights, config : Path
+        The run's ``weights.npz`` and resolved ``config.yaml``.
+    example : ndarray of shape (n_example, n_features)
+        Raw feature rows stored as the input example.
+    n_classes : int
+        Columns of the output (the signature).
+    step : int
+        The step the model belongs to (the run's last epoch).
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        If the store refuses a write (after :func:`nnexp.tracking.retry`).
+    """
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from .tracking import retry
+
+    example = np.ascontiguousarray(example, dtype=np.float64)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, example.shape[1]))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, n_classes))]))
+    model = retry(c.create_logged_model, experiment_id, name=MODEL_NAME, source_run_id=run_id,
+                  model_type="nnexp.mlp", tags={k: str(v) for k, v in (tags or {}).items()} or None)
+    tmp = Path(tempfile.mkdtemp(prefix="nnexp-model-"))
+    try:
+        path = tmp / MODEL_NAME
+        _model_dir(path, weights, config, example, signature, artifact_path=model.artifact_location, run_id=run_id,
+                   model_id=model.model_id, model_uuid=model.model_id)
+        with _quiet():
+            retry(c.log_model_artifacts, model.model_id, str(path))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    retry(c.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=step)])
+    retry(c.finalize_logged_model, model.model_id, "READY")
+    return model.model_id
+
+
+def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> None:
+    """Record the training, validation and test parts of ``data`` as dataset inputs of run ``run_id``.
+
+    Parameters
+    ----------
+    c : mlflow.MlflowClient
+    data : nnexp.data.Dataset
+        The prepared (split, standardised) data the run trained on.
+    name : str
+        The dataset's config name (``digits``, ``csv``, ...).
+    path : str, optional
+        The data file, for file data: the digest is :func:`nnexp.identity.file_digest` of it.
+    """
+    import mlflow.data
+    from mlflow.entities import DatasetInput, InputTag
+
+    from .identity import file_digest
+    from .tracking import retry
+
+    digest = file_digest(path) if path else None
+    if path:
+        source = Path(path).resolve().as_uri()
+    else:  # data made by code (a generator, or a set shipped with scikit-learn): say which call
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+
+        source = CodeDatasetSource({"mlflow.source.name": f"nnexp.data.load({name!r})"})
+    inputs = []
+    for part, context in CONTEXTS.items():
+        ds = mlflow.data.from_numpy(getattr(data, f"X_{part}"), targets=getattr(data, f"y_{part}"), source=source,
+                                    name=f"{Path(path).stem if path else name}-{context}", digest=digest)
+        inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    retry(c.log_inputs, run_id, datasets=inputs)
+
+
+def record(c, run_id: str, cfg, data, config_path: Path, weights_path: Path | None, step: int, diverged: bool) -> None:
+    """A run's MLflow inputs and outputs at its end: its dataset inputs, and its model unless it diverged.
+
+    The model needs ``weights_path`` (``tracking.save_weights``) and ``tracking.log_model``;
+    see :func:`log_model` and :func:`log_datasets`. The seconds this took are the run's tag
+    ``nnexp.seconds.model`` (beside ``nnexp.seconds.log``, for ``benchmarks/run.py``).
+    """
+    import time
+
+    from .tracking import TAG, retry, set_tags
+
+    t0 = time.perf_counter()
+    log_datasets(c, run_id, data, cfg.dataset.name, cfg.dataset.get("path"))
+    if weights_path is not None and not diverged and cfg.tracking.get("log_model", True):
+        exp_id = retry(c.get_run, run_id).info.experiment_id
+        raw_example = data.X_test[:5].astype(np.float64) * data.scale + data.mean
+        log_model(c, run_id, exp_id, weights_path, config_path, raw_example, data.n_classes, step=step,
+                  tags={"activation": cfg.activation.name, "dataset": cfg.dataset.name})
+    set_tags(c, run_id, {f"{TAG}seconds.model": f"{time.perf_counter() - t0:.4f}"})
+
+
+#: The alias :func:`register_best` moves to the newest best version.
+BEST_ALIAS = "best"
+
+
+def register_best(c, runs, name: str, metric: str = "val_loss"):
+    """Register the model of the run with the lowest ``metric`` among ``runs`` as a version of ``name``, alias ``best``.
+
+    Parameters
+    ----------
+    c : mlflow.MlflowClient
+    runs : DataFrame
+        A sweep's runs (:func:`nnexp.report.load.load_runs`); only ``outcome == "finished"`` runs compete.
+    name : str
+        The registered model; created if missing.
+
+    Returns
+    -------
+    mlflow.entities.model_registry.ModelVersion or None
+        The new version (the current one when the alias already points at this run), or None when no
+        finished run has a logged model.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from .tracking import retry
+
+    done = runs[(runs["outcome"] == "finished")] if len(runs) else runs
+    if metric not in done or done[metric].isna().all():
+        return None
+    for _, row in done.sort_values(metric, kind="stable").iterrows():
+        outputs = retry(c.get_run, row["run_id"]).outputs
+        model_ids = [m.model_id for m in (outputs.model_outputs if outputs else [])]
+        if model_ids:
+            break
+    else:
+        return None
+    try:
+        retry(c.create_registered_model, name)
+    except MlflowException as e:
+        if "already exists" not in str(e).lower():
+            raise
+        try:
+            current = retry(c.get_model_version_by_alias, name, BEST_ALIAS)
+        except MlflowException:  # no alias yet
+            current = None
+        if current is not None and current.run_id == row["run_id"]:  # a resumed sweep with the same best run
+            return current
+    version = retry(c.create_model_version, name, source=f"models:/{model_ids[0]}", run_id=row["run_id"],
+                    model_id=model_ids[0])
+    retry(c.set_registered_model_alias, name, BEST_ALIAS, version.version)
+    return version
