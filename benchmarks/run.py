@@ -369,7 +369,8 @@ def goal3(trainer: dict) -> dict:
     if "emulated_haswell" in trainer:
         out["emulated_haswell"] = ratio(trainer["emulated_haswell"]["results"])
         out["emulated_haswell_one_core"] = one_core(trainer["emulated_haswell"]["results"])
-    out["met"] = all(v <= GOAL3_TARGET for k, v in out.items() if k in ("this_cpu", "emulated_haswell"))
+    # met only if every pair is: a loaded machine inflates the threaded floor and so flatters its ratio
+    out["met"] = all(v <= GOAL3_TARGET for k, v in out.items() if k.startswith(("this_cpu", "emulated_haswell")))
     return out
 
 
