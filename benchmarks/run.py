@@ -17,8 +17,10 @@ trainer
     (``solver="sgd"``, ``batch_size=n``, ``momentum=0``, ``alpha=0``, ``shuffle=False``), PyTorch on the CPU
     when installed, and the GEMM floor: the five matrix products of one training step alone
     (``np.matmul(..., out=)`` into preallocated arrays: two forward, ``dW2``, ``dA1``, ``dW1``; no
-    gradient with respect to the inputs), BLAS threading them as it will. On digits two more rows: nnexp
-    with ``threads=1`` (its two row blocks in turn, as in a parallel sweep's job), and the GEMM floor as nnexp
+    gradient with respect to the inputs), BLAS threading them as it will. On digits three more rows: nnexp
+    with ``threads=1`` and one BLAS thread (its two row blocks in turn, as in a parallel sweep's job), the GEMM
+    floor on one BLAS thread (the one-core pair is what goal 3 of issue 11 is read from when the machine is
+    loaded: multithreaded BLAS suffers most from other processes), and the GEMM floor as nnexp
     schedules a batch of 1024 rows or more: the products per row block, the two blocks on two threads with
     one BLAS thread each. Digits 64-128-10 tanh with softmax cross-entropy (all 1797
     samples, standardised) for 500 epochs and XOR 2-8-1 tanh with a sigmoid output for 2000 epochs,
@@ -37,9 +39,22 @@ harness
     nnexp's user cache (store template, prepared datasets; ``$NNEXP_CACHE_DIR``) is used as it is, and
     the output says whether it was warm at the start. Under the basic launcher "metric logging" is
     what a job waits for its metrics; a writer process stores them on the other core meanwhile.
+study
+    Issue 11's small study, 27 runs on moons (``activation=sigmoid,tanh,relu optimizer.lr=0.01,0.1,1.0`` x the
+    seeds 0, 1, 2, 200 epochs, ``model.hidden_sizes=[16]``, ``batch_size=64``), as ``python -m nnexp -m ...``
+    with its report, against its conventional peer ``benchmarks/conventional/study.py`` (Hydra's basic
+    launcher, scikit-learn's ``MLPClassifier.partial_fit`` per epoch, ``mlflow.log_metric`` per metric and epoch
+    into SQLite): wall time of each in a fresh folder, alternated over ``--study-rounds`` rounds (the best of
+    each kept), and their ratio (goal 1: at least 15). ``--quick``: 20 epochs.
 memory
     Peak resident memory (``ru_maxrss`` of the child process) of one job training digits:
     ``python -m nnexp`` with MLflow, and the trainer alone.
+
+Emulated CPU without AVX-512: the trainer section runs a second time in a subprocess under
+``benchmarks/cpu_emulation.py``'s environment (NumPy without its AVX-512 loops, OpenBLAS's Haswell kernel: an AMD
+EPYC of the issue's kind), reported as a second column of ms per epoch and of nnexp / GEMM floor
+(``--no-emulation`` leaves it out). The two columns run one after the other, not interleaved: compare the ratios
+within each column.
 
 BLAS: on machines that set ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (a work-around for old
 OpenBLAS bugs that slows a current NumPy), the benchmark re-runs itself without both, unless
@@ -64,7 +79,7 @@ from pathlib import Path
 import numpy as np
 
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-SECTIONS = ("trainer", "replicas", "harness", "memory")
+SECTIONS = ("trainer", "replicas", "harness", "memory", "study")
 LR = 0.1
 
 
@@ -211,6 +226,17 @@ def gemm_floor_runner(X, hidden, n_out, epochs):
     return run
 
 
+def one_blas_thread(run):
+    """``run`` with BLAS limited to one thread: the single-core timings that load on a shared machine bends least."""
+    from threadpoolctl import threadpool_limits
+
+    def limited() -> float:
+        with threadpool_limits(1, user_api="blas"):
+            return run()
+
+    return limited
+
+
 def gemm_blocks_runner(X, hidden, n_out, epochs, threads):
     """The GEMM floor as nnexp schedules a large batch: the five products per row block, blocks on threads
     with one BLAS thread each, then the blocks' weight gradients added (see ``nnexp.model.MLP.gradients``)."""
@@ -277,8 +303,10 @@ def bench_trainer(quick: bool, repeats: int) -> dict:
             fns[key, "gemm floor"] = gemm_floor_runner(X, hidden, n_out, epochs)
             if X.shape[0] >= 1024:  # split into row blocks by nnexp (2 * ROW_BLOCK rows and more)
                 fns[key, "gemm floor, row blocks"] = gemm_blocks_runner(X, hidden, n_out, epochs, threads)
-                fns[key, "nnexp bare, 1 thread"] = nnexp_runner(X, y, hidden, epochs, dtype, log_every=epochs,
-                                                                diagnostics=False, threads=1)
+                fns[key, "nnexp bare, 1 thread"] = one_blas_thread(nnexp_runner(X, y, hidden, epochs, dtype,
+                                                                                log_every=epochs, diagnostics=False,
+                                                                                threads=1))
+                fns[key, "gemm floor, 1 thread"] = one_blas_thread(gemm_floor_runner(X, hidden, n_out, epochs))
             if have_torch:
                 fns[key, "torch"] = torch_runner(X, y, hidden, epochs, threads)
         for fn in fns.values():  # warm-up: imports, first allocations, BLAS threads
@@ -306,6 +334,44 @@ def trainer_ratios(res: dict) -> dict:
             ratios[f"{name} float64/float32"] = {m: a["ms_per_epoch"][m] / b["ms_per_epoch"][m]
                                                  for m in a["ms_per_epoch"]}
     return ratios
+
+
+def bench_trainer_emulated(quick: bool, repeats: int, threads: int | None) -> dict:
+    """The trainer section again, in a subprocess on the emulated CPU without AVX-512 (cpu_emulation.py)."""
+    from cpu_emulation import check, haswell_env
+
+    env = {**os.environ, **haswell_env()}
+    cmd = [sys.executable, __file__, "--only", "trainer", "--json", "--keep-blas-env", "--no-emulation",
+           "--repeats", str(repeats), *(["--quick"] if quick else []), *(["--threads", str(threads)] if threads else [])]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"emulated trainer run failed:\n{out.stderr[-3000:]}")
+    child = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"env": haswell_env(), "check": check(), "blas": child["machine"]["blas"], **child["trainer"]}
+
+
+GOAL3_PROBLEM = "digits 64-128-10 float64"
+GOAL3_TARGET = 1.6
+
+
+def goal3(trainer: dict) -> dict:
+    """Issue 11, goal 3: nnexp (bare) / the five matrix products alone, digits float64, on both kinds of CPU."""
+    def ratio(results):
+        ms = results[GOAL3_PROBLEM]["ms_per_epoch"]
+        return ms["nnexp bare"] / ms["gemm floor"]
+
+    def one_core(results):  # both on one core: what a parallel sweep's job sees, and steadier under load
+        ms = results[GOAL3_PROBLEM]["ms_per_epoch"]
+        return ms["nnexp bare, 1 thread"] / ms["gemm floor, 1 thread"]
+
+    out = {"problem": GOAL3_PROBLEM, "target": GOAL3_TARGET, "this_cpu": ratio(trainer["results"]),
+           "this_cpu_one_core": one_core(trainer["results"])}
+    if "emulated_haswell" in trainer:
+        out["emulated_haswell"] = ratio(trainer["emulated_haswell"]["results"])
+        out["emulated_haswell_one_core"] = one_core(trainer["emulated_haswell"]["results"])
+    # met only if every pair is: a loaded machine inflates the threaded floor and so flatters its ratio
+    out["met"] = all(v <= GOAL3_TARGET for k, v in out.items() if k.startswith(("this_cpu", "emulated_haswell")))
+    return out
 
 
 # --- replicas ----------------------------------------------------------------------------------
@@ -432,6 +498,50 @@ def bench_harness(quick: bool) -> dict:
     return out
 
 
+# --- study: the 27-run moons study against the conventional script ----------------------------------------------
+STUDY_ARGS = ["activation=sigmoid,tanh,relu", "optimizer.lr=0.01,0.1,1.0", "dataset=moons", "model.hidden_sizes=[16]",
+              "batch_size=64"]
+CONVENTIONAL = Path(__file__).resolve().parent / "conventional" / "study.py"
+
+
+def bench_study(quick: bool, rounds: int) -> dict:
+    """Wall of the 27-run study, nnexp (with its report) against the conventional script, alternated."""
+    epochs = 20 if quick else 200
+    nnexp_args = [*STUDY_ARGS, f"epochs={epochs}", "tracking.progress=false"]
+    conv_cmd = [sys.executable, str(CONVENTIONAL), "-m", f"epochs={epochs}"]
+    walls: dict[str, list[float]] = {"nnexp": [], "conventional": []}
+    nnexp_parts = []
+    with tempfile.TemporaryDirectory(prefix="nnexp-study-") as tmp:
+        for r in range(rounds):
+            d = Path(tmp) / f"nnexp{r}"
+            d.mkdir()
+            wall, _, t0 = run_sweep(nnexp_args, d)
+            walls["nnexp"].append(wall)
+            nnexp_parts.append(sweep_breakdown(d / "mlflow.db", wall, t0))
+            d = Path(tmp) / f"conventional{r}"
+            d.mkdir()
+            t = time.perf_counter()
+            p = subprocess.run(conv_cmd, cwd=d, capture_output=True, text=True, env=_clean_env())
+            if p.returncode != 0:
+                raise RuntimeError(f"conventional study failed ({p.returncode}):\n{p.stderr[-3000:]}")
+            walls["conventional"].append(time.perf_counter() - t)
+            con = sqlite3.connect(d / "mlflow.db")
+            try:
+                n_runs, n_points = con.execute("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM metrics)"
+                                               ).fetchone()
+            finally:
+                con.close()
+            if n_runs != 27:
+                raise RuntimeError(f"conventional study stored {n_runs} runs, not 27")
+    best = min(range(rounds), key=lambda i: walls["nnexp"][i])
+    return {"epochs": epochs, "rounds": rounds,
+            "nnexp_command": "python -m nnexp -m " + " ".join(nnexp_args),
+            "conventional_command": "python benchmarks/conventional/study.py -m " + f"epochs={epochs}",
+            "nnexp_wall_s": min(walls["nnexp"]), "conventional_wall_s": min(walls["conventional"]),
+            "walls_s": walls, "conventional_metric_points": n_points, "nnexp_breakdown": nnexp_parts[best],
+            "conventional/nnexp": min(walls["conventional"]) / min(walls["nnexp"])}
+
+
 # --- memory ------------------------------------------------------------------------------------
 def peak_rss_mb(cmd: list[str], cwd: Path) -> float:
     """Peak resident memory of ``cmd``, measured by a small wrapper process.
@@ -495,6 +605,17 @@ def report_tables(res: dict) -> str:
                 for k in f if "float64/float32" in k]
         parts.append(table("trainer: float64 time / float32 time",
                            ["problem", "bare", "logged", "logged+diag", "sklearn", "torch", "gemm floor"], rows))
+        emu = res["trainer"].get("emulated_haswell")
+        if emu:
+            rows = []
+            for key, r in res["trainer"]["results"].items():
+                e = emu["results"][key]["ms_per_epoch"]
+                for comp, v in r["ms_per_epoch"].items():
+                    rows.append([key, comp, v, v / r["ms_per_epoch"]["gemm floor"], e[comp], e[comp] / e["gemm floor"]])
+            parts.append(table("trainer: this CPU against an emulated CPU without AVX-512 (OpenBLAS "
+                               f"{'/'.join(emu['check']['blas'])}, NumPy without {emu['env']['NPY_DISABLE_CPU_FEATURES']})",
+                               ["problem", "implementation", "ms/epoch", "this/gemm floor", "emulated ms/epoch",
+                                "emulated this/gemm floor"], rows))
     if "replicas" in res:
         rows = [[k, *(r["ms_per_epoch"][K] for K in ("1", "4", "16")), *(r["cost_vs_K1"][K] for K in ("4", "16"))]
                 for k, r in res["replicas"].items()]
@@ -520,6 +641,13 @@ def report_tables(res: dict) -> str:
                           L["basic"]["wall_s"] / L[k]["wall_s"]] for k in ("basic", "joblib n_jobs=2")]
         parts.append(table("harness: CPU-bound sweeps, basic vs joblib launcher",
                            ["sweep", "launcher", "wall s", "train s (sum)", "basic/this"], rows))
+    if "study" in res:
+        st = res["study"]
+        b = st["nnexp_breakdown"]
+        parts.append(table(f"study: 27 runs on moons, {st['epochs']} epochs (best of {st['rounds']} rounds, seconds)",
+                           ["implementation", "wall", "train (sum)", "conventional/this"],
+                           [["nnexp, with its report", st["nnexp_wall_s"], b["train_s"], st["conventional/nnexp"]],
+                            ["conventional script", st["conventional_wall_s"], "-", 1.0]]))
     if "memory" in res:
         m = res["memory"]
         parts.append(table("memory: peak resident set (MB)", ["process", "MB"],
@@ -537,6 +665,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="BLAS (and PyTorch) threads for the in-process timings (default: as configured)")
     ap.add_argument("--keep-blas-env", action="store_true", help=f"keep {' and '.join(BLAS_ENV)} if set")
+    ap.add_argument("--study-rounds", type=int, default=1, help="rounds of the study section (default 1)")
+    ap.add_argument("--no-emulation", action="store_true",
+                    help="skip the trainer's second run on an emulated CPU without AVX-512 (cpu_emulation.py)")
     a = ap.parse_args(argv)
     if not a.keep_blas_env and any(k in os.environ for k in BLAS_ENV):
         env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
@@ -561,15 +692,26 @@ def main(argv=None) -> int:
     if "trainer" in sections:
         r = bench_trainer(a.quick, repeats)
         res["trainer"] = {"results": r, "ratios": trainer_ratios(r)}
+        if not a.no_emulation:
+            res["trainer"]["emulated_haswell"] = bench_trainer_emulated(a.quick, repeats, a.threads)
+        res["goal3"] = goal3(res["trainer"])
     if "replicas" in sections:
         res["replicas"] = bench_replicas(a.quick, repeats)
     if "harness" in sections:
         res["harness"] = bench_harness(a.quick)
     if "memory" in sections:
         res["memory"] = bench_memory(a.quick)
+    if "study" in sections:
+        res["study"] = bench_study(a.quick, a.study_rounds)
     res["seconds"] = time.perf_counter() - t0
     res["machine"]["load_average_at_end"] = os.getloadavg()
     print(report_tables(res))
+    if "goal3" in res:
+        g = res["goal3"]
+        print(f"\ngoal 3 ({g['problem']}, nnexp / matrix products alone, target <= {g['target']}): this CPU "
+              f"{g['this_cpu']:.2f} (one core {g['this_cpu_one_core']:.2f})"
+              + (f", emulated CPU without AVX-512 {g['emulated_haswell']:.2f} (one core "
+                 f"{g['emulated_haswell_one_core']:.2f})" if "emulated_haswell" in g else ""))
     m = res["machine"]
     print(f"\nBLAS: {m['blas']}; unset for this run: {m['unset_blas_env'] or 'nothing'}; "
           f"load average {m['load_average_at_start'][0]:.2f} -> {m['load_average_at_end'][0]:.2f}; {res['seconds']:.0f} s")

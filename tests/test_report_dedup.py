@@ -176,6 +176,7 @@ def test_drop_duplicates_keeps_untagged_runs():
     assert len(kept) == 4 and dropped.empty
 
 
+@pytest.mark.slow
 def test_single_run_after_a_sweep_end_to_end(tmp_path):
     """The tester's reproduction, small: the whole-experiment report equals the sweep's own.
 

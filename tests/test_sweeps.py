@@ -66,6 +66,7 @@ def history(c, run, metric: str) -> list[tuple[int, float]]:
 
 
 # --- P01, P02, P03, P06: one parallel sweep in a fresh directory ---------------------------------------------------
+# (marked slow: the 24-job sweep takes about 30 s on 2 cores; python -m pytest -m slow runs them)
 @pytest.fixture(scope="module")
 def parallel(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("parallel")
@@ -77,6 +78,7 @@ def parallel(tmp_path_factory):
             "seconds": time.monotonic() - t0}
 
 
+@pytest.mark.slow
 def test_parallel_sweep_on_a_fresh_store_records_every_run(parallel):
     """P01: 4 x 2 x 3 = 24 jobs under joblib with 4 workers, fresh directory: 24 FINISHED runs, exit 0."""
     assert parallel["proc"].returncode == 0, parallel["proc"].stderr[-3000:]
@@ -90,6 +92,7 @@ def test_parallel_sweep_on_a_fresh_store_records_every_run(parallel):
     assert "24 finished, 0 diverged, 0 failed" in parallel["proc"].stdout
 
 
+@pytest.mark.slow
 def test_parallel_jobs_log_every_point_of_every_metric(parallel):
     """P02: concurrent logging loses nothing: each run has all PAR_EPOCHS points of each metric."""
     c = parallel["client"]
@@ -99,6 +102,7 @@ def test_parallel_jobs_log_every_point_of_every_metric(parallel):
             assert sorted(steps) == list(range(1, PAR_EPOCHS + 1)), (r.info.run_name, metric)
 
 
+@pytest.mark.slow
 def test_each_job_writes_to_its_own_folder_and_run(parallel):
     """P03: weights and config under the job's own output folder, logged to the job's own run."""
     cwd, c = parallel["cwd"], parallel["client"]
@@ -115,6 +119,7 @@ def test_each_job_writes_to_its_own_folder_and_run(parallel):
     assert not (cwd / "weights.npz").exists() and not (cwd / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_one_store_for_all_jobs(parallel):
     """P06: a single mlflow.db, in the launch directory; no job made its own."""
     cwd = parallel["cwd"]
@@ -122,6 +127,7 @@ def test_one_store_for_all_jobs(parallel):
     assert not list(cwd.rglob("mlruns"))
 
 
+@pytest.mark.slow
 def test_workers_use_one_blas_thread(parallel):
     """Under a parallel launcher, blas_threads=null means 1 per job (recorded with the run's params)."""
     from nnexp.app import blas_threads
@@ -133,8 +139,12 @@ def test_workers_use_one_blas_thread(parallel):
     assert blas_threads(OmegaConf.create({"blas_threads": 3}), parallel=True) == 3
 
 
+@pytest.mark.slow
 def test_same_config_same_numbers_alone_sequential_or_parallel(parallel, tmp_path, tmp_path_factory, monkeypatch):
     """The same config and seed give bit-identical loss histories and weights in all three settings.
+
+    Bit-identity holds on any CPU here: the three settings make the same calls on matrices of the same shapes, in
+    the same order, and XOR's products are far below the size at which OpenBLAS would use more than one thread.
 
     (The per-layer diagnostics are left out: NumPy's einsum may round them differently by one ulp depending on
     how an array happens to be aligned in memory; they do not feed back into training.)
@@ -176,6 +186,7 @@ def _statuses(db: Path) -> list[tuple[str, str]]:
         con.close()
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_one_finished_run_per_config(tmp_path, tmp_path_factory):
     """SIGKILL a sequential sweep mid-job; the same command again ends with exactly one FINISHED run per
     configuration, the killed job's run and the killed sweep's parent KILLED, nothing RUNNING."""
@@ -218,6 +229,7 @@ def test_kill_9_then_rerun_gives_one_finished_run_per_config(tmp_path, tmp_path_
     assert len(trained_again) == 6 - finished_before  # the finished ones were skipped, the rest redone
 
 
+@pytest.mark.slow
 def test_resume_skips_finished_configs_and_resume_false_trains_again(tmp_path, tmp_path_factory, monkeypatch):
     migrated_store(tmp_path_factory, tmp_path)
     args = ["-m", *BASE, "epochs=5", "activation=tanh", "seed=0,1"]
@@ -334,6 +346,7 @@ def test_dead_relu_fraction_is_logged_per_layer(tmp_path, tmp_path_factory, monk
     assert max(v for _, v in history(c, run, "layer1.dead_fraction") + history(c, run, "layer2.dead_fraction")) > 0
 
 
+@pytest.mark.slow
 def test_a_job_folder_that_cannot_be_made_stops_the_sweep_without_leaving_it_running(tmp_path):
     """Hydra makes each job's folder before the job runs; when that fails the sweep ends in one line, parent FAILED."""
     (tmp_path / "sw").mkdir()

@@ -37,6 +37,7 @@ def test_a_sqlite_path_a_uri_would_misread_is_refused(folder, monkeypatch):
         resolve_uri(None, f"/tmp/{folder}")
 
 
+@pytest.mark.slow
 def test_jobs_in_their_own_folders_share_the_launch_folders_store(tmp_path):
     """Case P06 with ``hydra.job.chdir=true`` and a relative ``tracking.uri``: one store, every run in it."""
     p = run_cli(["-m", "hydra.job.chdir=true", "tracking.uri=sqlite:///rel.db", "dataset=xor", "epochs=3",
