@@ -1,4 +1,4 @@
-"""Duplicate runs (same ``nnexp.config_hash``) count once in a report, whatever the selection.
+"""Duplicate runs (same ``nnexp.run_key``; legacy runs: same old ``nnexp.config_hash``) count once in a report.
 
 A single run repeats a sweep's run (single runs never resume), and two identical
 sweeps started at once train every configuration twice: counted as extra seeds,
@@ -131,7 +131,7 @@ def test_cli_says_how_many_were_dropped(store, capsys):
     assert report_main([*args, "--filter", "tags.activation = 'tanh'"]) == 0
     cap = capsys.readouterr()
     assert cap.out.splitlines()[0] == str(out / "index.html")  # then the `mlflow ui` command for the links
-    assert f"nnexp.report: 1 duplicate run dropped (same nnexp.config_hash as a kept run, counted once): " \
+    assert f"nnexp.report: 1 duplicate run dropped (same nnexp.run_key as a kept run, counted once): " \
            f"{out / 'duplicates.csv'}" in cap.err
     assert _summary(out).loc["tanh", "seeds"] == 3
     # the same folder rebuilt for a selection without duplicates: no stale duplicates.csv, no line
@@ -140,7 +140,7 @@ def test_cli_says_how_many_were_dropped(store, capsys):
 
 
 def _frame(rows) -> pd.DataFrame:
-    cols = ["run_id", "config_hash", "status", "start_time", "end_time", "val_loss"]
+    cols = ["run_id", "run_key", "status", "start_time", "end_time", "val_loss"]
     df = pd.DataFrame(rows, columns=cols)
     df.attrs["metrics"] = ["val_loss"]
     return df
@@ -172,7 +172,7 @@ def test_drop_duplicates_keeps_untagged_runs():
     ])
     kept, dropped = drop_duplicates(runs)
     assert list(kept["run_id"]) == ["r1", "r2", "r3", "r4"] and dropped.empty and "kept_run_id" in dropped
-    kept, dropped = drop_duplicates(runs.drop(columns="config_hash"))  # a store from before the tag
+    kept, dropped = drop_duplicates(runs.drop(columns="run_key"))  # no key column at all
     assert len(kept) == 4 and dropped.empty
 
 
