@@ -79,7 +79,7 @@ class ModelConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [64])  # units per hidden layer
     depth: Optional[int] = None  # with width: depth hidden layers of width units, replacing hidden_sizes
     width: Optional[int] = None  # with depth: units of each of the depth hidden layers
-    loss: str = "auto"  # auto | mse | binary_cross_entropy | cross_entropy
+    loss: str = "auto"  # auto | mse | sigmoid_mse | binary_cross_entropy | cross_entropy
     dtype: str = "float64"  # float64 | float32
 
 

@@ -12,6 +12,7 @@ exact and stable: the network's last layer is always linear.
 config name               output activation    task
 ========================  ===================  =================================
 ``mse``                   identity             regression, or one-hot targets
+``sigmoid_mse``           sigmoid              targets in [0, 1] (the XOR tutorial)
 ``binary_cross_entropy``  sigmoid              two classes, ``n_outputs == 1``
 ``cross_entropy``         softmax              two or more classes, one-hot
 ========================  ===================  =================================
@@ -50,6 +51,28 @@ def mse(logits, Y, grad=None, n=None):
     loss = 0.5 * np.square(diff).sum(axis=(-2, -1)) / n  # a sum per replica, the same whatever n_replicas
     diff /= n
     return loss
+
+
+def sigmoid_mse(logits, Y, grad=None, n=None):
+    r"""Half mean squared error of sigmoid outputs, :math:`L = \frac{1}{2n}\sum_i \lVert \sigma(z_i) - y_i \rVert^2`.
+
+    The classic network of the activation-function tutorials (and of Rumelhart, Hinton & Williams, 1986): a
+    sigmoid output unit trained on the squared error. Gradient
+    :math:`\partial L/\partial z_i = (\sigma(z_i) - y_i)\,\sigma(z_i)(1 - \sigma(z_i))/n`, which vanishes when
+    the output saturates on the wrong side: the reason cross-entropy replaced it. :math:`\sigma` is computed as
+    :math:`(1 + \tanh(z/2))/2`, which never overflows.
+    """
+    n = logits.shape[-2] if n is None else n
+    a = _predict_sigmoid(logits)
+    diff = a - Y
+    loss = 0.5 * np.square(diff).sum(axis=(-2, -1)) / n
+    if grad is None:
+        grad = np.empty_like(logits)
+    np.subtract(1.0, a, out=grad)
+    grad *= a
+    grad *= diff
+    grad /= n
+    return np.atleast_1d(loss)
 
 
 def binary_cross_entropy(logits, Y, grad=None, n=None):
@@ -161,6 +184,7 @@ class Loss:
 
 LOSSES: dict[str, Loss] = {
     "mse": Loss("mse", mse, "identity", _predict_identity, classification=False),
+    "sigmoid_mse": Loss("sigmoid_mse", sigmoid_mse, "sigmoid", _predict_sigmoid, classification=True),
     "binary_cross_entropy": Loss("binary_cross_entropy", binary_cross_entropy, "sigmoid", _predict_sigmoid, True),
     "cross_entropy": Loss("cross_entropy", cross_entropy, "softmax", _predict_softmax, True),
 }

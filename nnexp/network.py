@@ -99,8 +99,9 @@ class Network:
         self.n_outputs = sizes[-1]
         if loss == "auto":
             loss = "binary_cross_entropy" if self.n_outputs == 1 else "cross_entropy"
-        if loss not in ("cross_entropy", "binary_cross_entropy", "mse"):
-            raise ValueError(f"loss={loss!r} is not known; choose one of: binary_cross_entropy, cross_entropy, mse")
+        if loss not in ("cross_entropy", "binary_cross_entropy", "mse", "sigmoid_mse"):
+            raise ValueError(f"loss={loss!r} is not known; choose one of: binary_cross_entropy, cross_entropy, mse, "
+                             "sigmoid_mse")
         self.loss = loss
         self.activation = activation
         self.dtype = np.dtype(dtype)

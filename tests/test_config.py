@@ -138,3 +138,14 @@ def test_config_mistakes_are_one_line(overrides, words):
     with pytest.raises(ConfigError) as e:
         validate(_cfg(*overrides))
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_xor_tutorial_is_the_tutorials_network_and_its_contrast_is_not():
+    """The tutorial's XOR network has a sigmoid output unit trained on the squared error; the contrast a linear one."""
+    canon = {name: identity.canonical(_cfg(f"experiment={name}"), n_classes=2)
+             for name in ("xor_tutorial", "xor_tutorial_linear_output")}
+    assert (canon["xor_tutorial"]["model.loss"], canon["xor_tutorial"]["model.output"]) == ("sigmoid_mse", "sigmoid")
+    assert (canon["xor_tutorial_linear_output"]["model.loss"],
+            canon["xor_tutorial_linear_output"]["model.output"]) == ("mse", "identity")
+    assert canon["xor_tutorial"]["model.hidden_sizes"] == [3] and canon["xor_tutorial"]["init"] == "normal"
+    assert identity.config_id(canon["xor_tutorial"]) != identity.config_id(canon["xor_tutorial_linear_output"])

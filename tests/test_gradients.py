@@ -59,7 +59,7 @@ VARIANTS = [
     ("softplus", {"beta": 3.0}),
 ]
 CASES = [(name, {}) for name in ACTIVATIONS] + VARIANTS
-LOSS_OUTPUTS = {"mse": 2, "binary_cross_entropy": 1, "cross_entropy": 3}
+LOSS_OUTPUTS = {"mse": 2, "sigmoid_mse": 2, "binary_cross_entropy": 1, "cross_entropy": 3}
 
 
 def case_id(case):
@@ -231,3 +231,20 @@ def test_losses_from_extreme_logits_are_exact_and_finite():
     np.testing.assert_allclose(grad[0], (np.array([[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]]) - Y) / 2, atol=1e-15)
     mse = get_loss("mse").value_and_grad(np.array([[[3.0], [1.0]]]), np.array([[1.0], [1.0]]), np.empty((1, 2, 1)))
     assert mse[0] == pytest.approx(0.5 * 4 / 2)  # half the mean squared error, as scikit-learn's squared_loss
+
+
+def test_tutorial_network_sigmoid_output_with_mse():
+    """The tutorial's XOR network (2-3-1, sigmoid hidden and output units, squared error): its gradient includes
+    the output unit's derivative sigma'(z) = a(1 - a), which ``mse`` on a linear output does not have."""
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+    Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+    model = MLP([2, 3, 1], get_activation("sigmoid"))
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(size=(2, 3)), rng.normal(size=(3, 1))], [rng.normal(size=3), rng.normal(size=1)])
+    check_backprop(model, X, Y, get_loss("sigmoid_mse"), "tutorial")
+    z = model.forward(X)
+    a = 1 / (1 + np.exp(-z[0]))
+    grad = np.empty_like(z)
+    loss = get_loss("sigmoid_mse").value_and_grad(z, Y, grad)
+    assert loss[0] == pytest.approx(0.5 * np.mean((a - Y) ** 2) * 1, rel=1e-12)
+    np.testing.assert_allclose(grad[0], (a - Y) * a * (1 - a) / 4, rtol=1e-12)
