@@ -109,7 +109,11 @@ def describe_experiment(c, experiment_id: str, text: str | None) -> None:
     _DESCRIBED.add(key)
     exp = retry(c.get_experiment, experiment_id)
     if not exp.tags.get("mlflow.note.content"):
-        retry(c.set_experiment_tag, experiment_id, "mlflow.note.content", text)
+        try:
+            retry(c.set_experiment_tag, experiment_id, "mlflow.note.content", text)
+        except Exception as e:  # noqa: BLE001 - a parallel job of the sweep set it first (same text)
+            if "unique constraint" not in str(e).lower():
+                raise
 
 
 def run_context(c, experiment_id: str, cfg, paths: dict) -> dict[str, str]:

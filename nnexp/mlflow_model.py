@@ -220,7 +220,15 @@ def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> No
         ds = mlflow.data.from_numpy(getattr(data, f"X_{part}"), targets=getattr(data, f"y_{part}"), source=source,
                                     name=f"{Path(path).stem if path else name}-{context}", digest=digest)
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
-    retry(c.log_inputs, run_id, datasets=inputs)
+    for attempt in range(3):
+        try:
+            retry(c.log_inputs, run_id, datasets=inputs)
+            return
+        except Exception as e:  # noqa: BLE001
+            # parallel jobs recording a new dataset at once: MLflow's store checks, then inserts, so one of them
+            # meets the other's row (UNIQUE experiment_id, name, digest); again, it finds that row and links it
+            if "unique constraint" not in str(e).lower() or attempt == 2:
+                raise
 
 
 def record(c, run_id: str, cfg, data, config_path: Path, weights_path: Path | None, step: int, diverged: bool) -> None:

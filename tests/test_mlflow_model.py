@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 
 import mlflow
 import numpy as np
@@ -42,12 +43,27 @@ def store(tmp_path_factory):
     return {"cwd": cwd, "uri": uri, "client": MlflowClient(tracking_uri=uri), "run_ids": run_ids}
 
 
+@contextmanager
+def global_tracking_uri(uri: str):
+    """MLflow's global tracking URI (which ``runs:/`` URIs use) set to ``uri`` for a block, then unset.
+
+    ``mlflow.set_tracking_uri`` also sets ``$MLFLOW_TRACKING_URI``; unsetting it (None) keeps later tests,
+    whose jobs read that variable, on their own store.
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield uri
+    finally:
+        mlflow.set_tracking_uri(None)
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 @pytest.fixture
 def tracking_uri(store):
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(store["uri"])
-    yield store["uri"]
-    mlflow.set_tracking_uri(before)
+    with global_tracking_uri(store["uri"]) as uri:
+        yield uri
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -189,14 +205,10 @@ def test_a_sweeps_models_and_its_best_run_registered_with_the_alias_best(tmp_pat
     assert f"models:/moons-best@best (version 1, run {best.info.run_id})" in proc.stdout
     # the runs after a process's first copy its model folder (nnexp.mlflow_model._model_dir): still their own network
     raw = load("moons", standardize=False)
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
+    with global_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}"):
         for r in children:
             proba = mlflow.pyfunc.load_model(f"runs:/{r.info.run_id}/model").predict(raw.X_test)
             assert float((proba.argmax(axis=1) == raw.y_test).mean()) == r.data.metrics["test_accuracy"]
-    finally:
-        mlflow.set_tracking_uri(before)
     again = run_cli(args, tmp_path)  # resumed: the same best run, no new version
     assert again.returncode == 0, again.stderr[-3000:]
     assert [int(v.version) for v in c.search_model_versions("name = 'moons-best'")] == [1]
