@@ -174,6 +174,8 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
     try:
         if parent_id:
             runs = _search_all(c, exp_id, " and ".join([*clauses, f"tags.mlflow.parentRunId = '{parent_id}'"]))
+            # training runs only: not the intermediate parents of a search (tag nnexp.kind=search), which nest trials
+            runs = [r for r in runs if not r.data.tags.get(f"{tracking.TAG}kind")]
             reused = [r for kind in kinds for r in _search_all(c, exp_id, " and ".join(
                 [*clauses, kind, f"tags.`{tracking.TAG}reused_by.{parent_id}` = '1'"]))]
         else:
