@@ -428,3 +428,22 @@ def test_template_is_package_data():
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["nnexp.report"]
     assert any(fnmatch.fnmatch(f"templates/{page.TEMPLATE}", pattern) for pattern in data)
     assert (Path(nnexp.report.__file__).parent / "templates" / page.TEMPLATE).is_file()
+
+
+# -- The shape of the sweep (issue 13) -----------------------------------------------------------
+
+def test_importance_omitted_with_a_reason_when_only_the_activation_varies(stores):
+    text = _plain(_section(stores["text"]["default"], "Which hyperparameter matters"))
+    assert "Importance is omitted: only activation varies" in text
+    assert (stores["index"]["default"].parent / "parallel_coordinates.png").exists()
+
+
+def test_importance_of_both_swept_keys_and_parallel_coordinates(stores):
+    fragment = _section(stores["text"]["moons"], "Which hyperparameter matters")
+    caption = re.search(r'<p class="caption">(Importance of each swept key for val_loss[^<]*)</p>', fragment).group(1)
+    assert "PED-ANOVA" in html.unescape(caption) and "24 finished runs" in caption
+    table = _table(fragment, caption)
+    assert set(table) == {"activation", "optimizer.lr"}
+    values = [float(v) for v in table.values()]
+    assert all(0 <= v <= 1 for v in values) and sum(values) == pytest.approx(1, abs=2e-3)
+    assert (stores["index"]["moons"].parent / "parallel_coordinates.svg").exists()
