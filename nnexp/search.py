@@ -373,7 +373,8 @@ def check_search(base: DictConfig, arguments: Sequence[str], config_loader=None)
 
 def storage_url(tracking_uri: str, storage: str | None = None) -> str:
     """The Optuna storage of a search: ``storage`` if given, else ``optuna.db`` beside a SQLite ``mlflow.db``,
-    else ``$NNEXP_OPTUNA_STORAGE``.
+    else ``$NNEXP_OPTUNA_STORAGE``, else the ``optuna`` database of the team server started from the launch folder
+    (``python -m nnexp.team_server start``: same PostgreSQL as the runs, :func:`nnexp.team_server.local_optuna_storage`).
 
     A tracking server (team mode) has no file beside it: give its PostgreSQL a database of its own for Optuna
     (``postgresql+psycopg2://user@host:port/optuna``: Optuna's tables and MLflow's, both managed with Alembic,
@@ -393,6 +394,11 @@ def storage_url(tracking_uri: str, storage: str | None = None) -> str:
         return f"sqlite:///{db.parent / 'optuna.db'}"
     if os.environ.get(STORAGE_ENV):
         return os.environ[STORAGE_ENV]
+    from .team_server import local_optuna_storage
+
+    team = local_optuna_storage(tracking_uri)  # the team server started from this folder: its own PostgreSQL
+    if team:
+        return team
     raise ConfigError(f"hydra.sweeper.storage: tracking goes to {tracking_uri}, which has no folder for Optuna's "
                       f"study; set hydra.sweeper.storage=postgresql+psycopg2://<user>@<host>:<port>/optuna (a "
                       f"database of its own) or export {STORAGE_ENV}")

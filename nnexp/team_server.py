@@ -46,15 +46,38 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["TeamServer", "TeamServerError", "find_pg_bin", "free_port", "main"]
+__all__ = ["TeamServer", "TeamServerError", "find_pg_bin", "free_port", "local_optuna_storage", "main"]
 
 DB_NAME = "mlflow"
+#: The database of Optuna's studies (a search, :mod:`nnexp.search`): its own, since Optuna and MLflow both keep an
+#: Alembic version table.
+OPTUNA_DB = "optuna"
 DB_USER = "nnexp"
 HOST = "127.0.0.1"
 
 
 class TeamServerError(RuntimeError):
     """PostgreSQL or the MLflow server could not be set up, started or stopped."""
+
+
+def local_optuna_storage(tracking_uri: str, root: str | os.PathLike = ".") -> str | None:
+    """The Optuna database of the team server started from ``root`` (``<root>/.team``) when ``tracking_uri`` is
+    that server (``http://127.0.0.1:<its port>``), else None. Reads the saved state only: starts nothing."""
+    from urllib.parse import urlparse
+
+    state = Path(root) / ".team" / "state.json"
+    if not state.exists():
+        return None
+    u = urlparse(tracking_uri)
+    if u.scheme not in ("http", "https") or u.hostname not in (HOST, "localhost"):
+        return None
+    try:
+        saved = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("port") != u.port or not saved.get("pg_port"):
+        return None
+    return f"postgresql+psycopg2://{DB_USER}@{HOST}:{saved['pg_port']}/{OPTUNA_DB}"
 
 
 def find_pg_bin() -> Path | None:
@@ -150,6 +173,11 @@ class TeamServer:
         """
         return f"postgresql+psycopg2://{DB_USER}@{HOST}:{self.pg_port}/{DB_NAME}"
 
+    @property
+    def optuna_uri(self) -> str:
+        """SQLAlchemy URI of the Optuna database in the same PostgreSQL (a search's studies, :mod:`nnexp.search`)."""
+        return f"postgresql+psycopg2://{DB_USER}@{HOST}:{self.pg_port}/{OPTUNA_DB}"
+
     def _state_file(self) -> Path:
         return self.dir / "state.json"
 
@@ -226,10 +254,11 @@ class TeamServer:
             self._chown_postgres(log)
             opts = f"-c listen_addresses={HOST} -p {self.pg_port} -c unix_socket_directories='' -c fsync=on"
             self._pg("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.pg_dir), "-l", str(log), "-o", opts)
-        probe = self._pg("psql", "-h", HOST, "-p", str(self.pg_port), "-U", DB_USER, "-d", "postgres", "-tAc",
-                         f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'")
-        if probe.stdout.strip() != "1":
-            self._pg("createdb", "-h", HOST, "-p", str(self.pg_port), "-U", DB_USER, DB_NAME)
+        for db in (DB_NAME, OPTUNA_DB):
+            probe = self._pg("psql", "-h", HOST, "-p", str(self.pg_port), "-U", DB_USER, "-d", "postgres", "-tAc",
+                             f"SELECT 1 FROM pg_database WHERE datname = '{db}'")
+            if probe.stdout.strip() != "1":
+                self._pg("createdb", "-h", HOST, "-p", str(self.pg_port), "-U", DB_USER, db)
         self._save()
 
     def stop_pg(self) -> None:
@@ -339,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             uri = server.start()
             print(f"tracking server: {uri}  (PostgreSQL {HOST}:{server.pg_port}, artifacts {server.dir / 'artifacts'})")
             print(f"use it:          python -m nnexp -m +tracking=team ...   or   tracking.uri={uri}")
+            print(f"searches:        Optuna studies in {server.optuna_uri} (found from this folder by itself)")
         elif args.action == "stop":
             server.stop()
             print("stopped")

@@ -331,3 +331,21 @@ def test_sigkill_mid_search_then_rerun_resumes_with_one_run_per_trial(tmp_path, 
         t = study.trials[int(r.data.tags["nnexp.trial_number"])]
         assert r.data.tags["nnexp.trial_state"] == t.state.name
         assert (r.info.status == "FINISHED") == (t.state.name != "FAIL")
+
+
+def test_a_search_beside_the_team_server_keeps_its_studies_in_that_postgresql(tmp_path, monkeypatch):
+    """Team mode: a search launched from the folder of ``python -m nnexp.team_server start`` finds the server's
+    Optuna database (same PostgreSQL as the runs) without a setting; another server, or none, needs one."""
+    from nnexp.config import ConfigError
+    from nnexp.search import STORAGE_ENV, storage_url
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    (tmp_path / ".team").mkdir()
+    (tmp_path / ".team" / "state.json").write_text('{"port": 5123, "pg_port": 5999, "mlflow_pid": null}')
+    assert storage_url("http://127.0.0.1:5123") == "postgresql+psycopg2://nnexp@127.0.0.1:5999/optuna"
+    assert storage_url("http://localhost:5123") == "postgresql+psycopg2://nnexp@127.0.0.1:5999/optuna"
+    assert storage_url("http://127.0.0.1:5123", "sqlite:///x.db") == "sqlite:///x.db"
+    for other in ("http://127.0.0.1:5124", "http://10.0.0.1:5123"):
+        with pytest.raises(ConfigError, match="hydra.sweeper.storage"):
+            storage_url(other)
