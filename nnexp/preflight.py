@@ -359,6 +359,8 @@ def parse_each(parser, lines: list[str]) -> list:
 
     parsed = []
     for line in lines:
+        if line.startswith("="):  # before the value is parsed: =shuffle(choice(null)) has no key to blame
+            raise ConfigError(f"{line!r} has no key before '='; write key=value, e.g. epochs=30")
         try:
             parsed.extend(parser.parse_overrides([line]))
         except (HydraException, ValueError, TypeError) as e:
