@@ -6,6 +6,11 @@ learning rate <= 0) would only surface inside a job, after its MLflow run
 exists. :func:`preflight` composes each job's config as Hydra's compose API does
 (:class:`JobComposer`), runs :func:`nnexp.config.validate` and the data checks on it, and turns every
 problem into one :class:`~nnexp.config.ConfigError` line that names the key.
+
+Before composing, every override form Hydra's grammar accepts is checked (:func:`check_forms`: ``~key``,
+``+``/``++``, group values, ``@package``), and every sweep is expanded twice, by Hydra and as written
+(:func:`check_sweep`), so that a job never trains another value than the command says (Hydra 1.3 runs
+``sort(range(100,301,100),reverse=true)`` as 201, 101, 1).
 """
 
 from __future__ import annotations
@@ -355,6 +360,8 @@ def parse_each(parser, lines: list[str]) -> list:
 
     parsed = []
     for line in lines:
+        if line.startswith("="):  # before the value is parsed: =shuffle(choice(null)) has no key to blame
+            raise ConfigError(f"{line!r} has no key before '='; write key=value, e.g. epochs=30")
         try:
             parsed.extend(parser.parse_overrides([line]))
         except (HydraException, ValueError, TypeError) as e:

@@ -133,6 +133,7 @@ CASES = [
     ("group sweep with a null", ["-m", "activation=null,elu"], ["activation=null,elu", "name of one option"]),
     ("launcher set to null", ["hydra/launcher=null"], ["hydra/launcher=null", "joblib"]),
     ("no key", ["=3"], ["'=3' has no key before '='"]),
+    ("no key before a sweep function", ["=shuffle(choice(null))"], ["'=shuffle(choice(null))' has no key before '='"]),
     ("unreadable override", ["epochs=[1"], ["epochs=[1: not an override Hydra can read", "quoting a value"]),
     ("unknown key inside a dict value", ["model={a:1}"], ["model.a is not a key"]),
     ("section given a number", ["model=3"], ["model='3' is not valid", "its keys set one by one"]),
