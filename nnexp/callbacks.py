@@ -137,12 +137,16 @@ class SweepCallback(Callback):
         finally:
             tracking.end_run(c, parent, "FINISHED")
             LAST_SWEEP["ended"] = "FINISHED"
+        from .context import view_url
+
         if uri.startswith(("http://", "https://")):
-            print(f"runs:   {uri}")
+            print(f"runs:   {view_url(LAST_SWEEP['experiment_id'], uri.rstrip('/'))}")
         else:
             from .report.build import ui_command, ui_url
 
-            print(f"runs:   {ui_command(uri, ui_url(config.tracking.get('ui_url')))}")
+            base = ui_url(config.tracking.get("ui_url"))
+            print(f"runs:   {ui_command(uri, base)}")
+            print(f"        then open {view_url(LAST_SWEEP['experiment_id'], base)}")
 
 
 def abort_sweep(status: str = "KILLED") -> int:
