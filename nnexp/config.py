@@ -239,18 +239,7 @@ def check_keys(cfg: DictConfig) -> None:
     walk(cfg, Config, "")
 
 
-def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested config to ``{"optimizer.lr": 0.1, ...}``; lists stay lists."""
-    if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
+from .identity import flatten  # noqa: E402 - one flattening, owned with the run identity that keys on it
 
 
 #: ``model.hidden_sizes`` when the config does not set it (schema and ``conf/config.yaml``).

@@ -46,7 +46,7 @@ from typing import Any, Iterable, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["file_digest", "canonical", "canonical_from_params", "config_id", "run_key", "tags", "to_json",
+__all__ = ["file_digest", "flatten", "canonical", "canonical_from_params", "config_id", "run_key", "tags", "to_json",
            "from_json", "canonical_key", "varying_keys", "order_keys", "describe", "run_name", "format_value", "comparable",
            "VERSION", "TAG_CONFIG_ID", "TAG_RUN_KEY", "TAG_CONFIG", "TAG_VERSION", "GROUPS", "EXCLUDED"]
 
@@ -93,12 +93,15 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def _flatten(node: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten a nested config (DictConfig or mapping) to ``{"optimizer.lr": 0.1, ...}``; lists stay lists."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     out: dict[str, Any] = {}
-    for k, v in node.items():
+    for k, v in cfg.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -175,7 +178,7 @@ def canonical(cfg: DictConfig | Mapping, *, task: str = "classification", n_clas
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    flat = {k: v for k, v in _flatten(cfg).items() if k.split(".")[0] not in EXCLUDED}
+    flat = {k: v for k, v in flatten(cfg).items() if k.split(".")[0] not in EXCLUDED}
     out: dict[str, Any] = {}
     for k, v in flat.items():
         ck = canonical_key(k)
