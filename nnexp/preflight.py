@@ -231,7 +231,8 @@ def check_forms(parsed: list, repo) -> None:
             if key in keys:
                 raise ConfigError(f"{o.input_line}: {key} cannot be removed (every run reads it); set a value "
                                   f"with {key}=<value> (python -m nnexp --cfg job shows the current one)")
-        elif is_group and not all(isinstance(v, str) for v in _values(o)):
+        bare_delete = o.is_delete() and not o.is_sweep_override() and o.value() is None  # ~experiment
+        if is_group and not bare_delete and not all(isinstance(v, str) for v in _values(o)):
             raise ConfigError(f"{o.input_line}: {key} takes the name of one option (a list would merge several "
                               f"into one config; -m {key}=a,b runs each); choose from: {options}")
 

@@ -128,6 +128,8 @@ CASES = [
                                                            "write activation=relu"]),
     ("force-add a group", ["++activation=relu"], ["++activation: ++ does not apply to config groups; "
                                                    "write activation=relu"]),
+    ("group option deleted by a number", ["~experiment=0"], ["~experiment=0: experiment takes the name of one option"]),
+    ("group option deleted by a sweep", ["-m", "~experiment=range(0,1)"], ["~experiment=range(0,1): experiment takes"]),
     ("group set to null", ["activation=null"], ["activation=null: activation takes the name of one option", "relu"]),
     ("group given a list", ["activation=[relu,tanh]"], ["activation=[relu,tanh]", "-m activation=a,b runs each"]),
     ("group sweep with a null", ["-m", "activation=null,elu"], ["activation=null,elu", "name of one option"]),
