@@ -52,6 +52,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -217,8 +218,10 @@ def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> No
         source = CodeDatasetSource({"mlflow.source.name": f"nnexp.data.load({name!r})"})
     inputs = []
     for part, context in CONTEXTS.items():
-        ds = mlflow.data.from_numpy(getattr(data, f"X_{part}"), targets=getattr(data, f"y_{part}"), source=source,
-                                    name=f"{Path(path).stem if path else name}-{context}", digest=digest)
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so for every file
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple ways")
+            ds = mlflow.data.from_numpy(getattr(data, f"X_{part}"), targets=getattr(data, f"y_{part}"), source=source,
+                                        name=f"{Path(path).stem if path else name}-{context}", digest=digest)
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
     for attempt in range(3):
         try:
