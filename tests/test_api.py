@@ -101,6 +101,7 @@ def test_load_model_validates_its_inputs(swept, monkeypatch, tmp_path):
         nnexp.load_model("abc")
 
 
+@pytest.mark.slow  # two sweeps in one process; .ci/run runs it
 def test_sweep_twice_in_one_process(tmp_path):
     code = """
 import json, nnexp
@@ -134,6 +135,7 @@ def test_sweep_refuses_a_bad_override_before_anything_runs(tmp_path, monkeypatch
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # a whole notebook in a subprocess; .ci/run runs it
 def test_notebook_example_runs_its_cells(tmp_path):
     proc = _python(f"import runpy; runpy.run_path({str(ROOT / 'docs' / 'notebook.py')!r})", tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -349,3 +349,12 @@ def test_a_search_beside_the_team_server_keeps_its_studies_in_that_postgresql(tm
     for other in ("http://127.0.0.1:5124", "http://10.0.0.1:5123"):
         with pytest.raises(ConfigError, match="hydra.sweeper.storage"):
             storage_url(other)
+
+
+def test_importance_of_a_handful_of_runs():
+    """Four runs (fewer than the top share PED-ANOVA would take): the top half is compared with all, and the key
+    that decides the metric comes first (a reduced study's report once failed here)."""
+    runs = pd.DataFrame({"activation": ["relu"] * 4, "model.width": [2, 2, 10, 10], "model.depth": [2, 50, 2, 50],
+                         "val_loss": [0.1, 0.5, 0.2, 0.6]})
+    scores = imp.importance(runs, ["activation", "model.width", "model.depth"], "val_loss", higher=False)
+    assert list(scores.index) == ["model.depth", "model.width"] and scores.sum() == pytest.approx(1)

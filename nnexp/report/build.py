@@ -8,6 +8,7 @@ figures from :mod:`nnexp.report.plots`, the page from :mod:`nnexp.report.page`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -25,6 +26,8 @@ from .load import (ReportError, check_metric, drop_duplicates, lists_as_text, lo
                    summarize_outcomes)
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
                     metric_range, summary_table)
+
+log = logging.getLogger("nnexp")
 
 __all__ = ["build_report", "PRIMARY", "DEFAULT_UI_URL", "ui_url", "ui_command", "MANIFEST"]
 
@@ -226,7 +229,11 @@ def _shape_sections(ok: pd.DataFrame, keys: list[str], metric: str, higher: bool
     from .importance import importance_section
     from .plots import figure_block
 
-    shape = importance_section(ok, keys, metric, higher)
+    try:
+        shape = importance_section(ok, keys, metric, higher)
+    except Exception as e:  # an optional section: the report still stands without it, and says why
+        log.warning("hyperparameter importance could not be computed: %s", e)
+        return [("Which hyperparameter matters", [{"kind": "note", "text": f"Importance could not be computed: {e}"}])]
     if shape is None:
         return []
     blocks = []

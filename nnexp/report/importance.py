@@ -145,7 +145,8 @@ def importance(runs: pd.DataFrame, keys: Sequence[str], metric: str, higher: boo
     study = runs_to_study(d, keys, metric, higher, log_keys)
     cls = getattr(optuna.importance, METHODS[method][0])
     if method == "ped_anova":
-        evaluator = cls(target_quantile=max(0.1, min(1.0, MIN_TOP / len(d))))
+        # the top runs' share: at least MIN_TOP runs, and below the whole (PED-ANOVA's region quantile, 1.0)
+        evaluator = cls(target_quantile=max(0.1, min(0.5, MIN_TOP / len(d))))
     else:
         evaluator = cls(seed=seed)
     scores = optuna.importance.get_param_importances(study, evaluator=evaluator, params=list(keys), normalize=True)
