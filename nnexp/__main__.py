@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
 import sys
 
 import hydra
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     # Let errors reach this function instead of Hydra's own report (a trimmed traceback and exit 1), so that a
     # user's mistake or an unreachable store ends with one line; a program error still shows its traceback.
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    interrupted = _watch_interrupts()
     try:
         hydra_main()
     except ConfigError as e:  # raised by a job in a single run
@@ -110,18 +112,47 @@ def main(argv: list[str] | None = None) -> int:
         print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
         return 130
     except Exception:  # a program error: its traceback follows, but no parent run is left RUNNING
+        if interrupted:  # Ctrl-C landed inside a library (Hydra's sweeper, OmegaConf) and surfaced as another error
+            _abort_sweep_quietly(abort_sweep, "KILLED")
+            print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
+            return 130
         _abort_sweep_quietly(abort_sweep)
         raise
+    finally:
+        if signal.getsignal(signal.SIGINT) is _note_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error"):
         return EXIT_FAILED
     return EXIT_NO_RESULT if LAST_SWEEP.get("no_result") else 0
 
 
-def _abort_sweep_quietly(abort_sweep) -> None:
-    """Mark the running sweep's parent and unfinished children FAILED, if the store still answers."""
+_INTERRUPTS: list[int] = []
+
+
+def _note_interrupt(signum, frame) -> None:
+    """Python's own SIGINT handler (raise KeyboardInterrupt), remembering that the user interrupted."""
+    _INTERRUPTS.append(signum)
+    signal.default_int_handler(signum, frame)
+
+
+def _watch_interrupts() -> list[int]:
+    """Remember Ctrl-C for this command (where Python's default handler is in place); return the record.
+
+    An interrupt that lands inside a library's bookkeeping can surface as another exception (Hydra's sweeper
+    has raised ``AttributeError`` from OmegaConf's half-updated state): with the record, it still ends as an
+    interrupt, exit 130, not as a program error.
+    """
+    _INTERRUPTS.clear()
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _note_interrupt)
+    return _INTERRUPTS
+
+
+def _abort_sweep_quietly(abort_sweep, status: str = "FAILED") -> None:
+    """Mark the running sweep's parent and unfinished children ``status``, if the store still answers."""
     try:
-        abort_sweep("FAILED")
+        abort_sweep(status)
     except Exception:  # the store that failed cannot record it; the next sweep marks the orphans
         pass
 

@@ -388,3 +388,26 @@ def test_a_sweep_hydra_expands_to_other_values_is_refused_before_any_run(tmp_pat
     assert rc == 2 and err.count("\n") == 1
     assert "would run 201, 101, 1, not 300, 200, 100" in err and "write epochs=300,200,100" in err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "multirun").exists()
+
+
+def test_ctrl_c_inside_hydras_sweeper_is_an_interrupt(tmp_path, tmp_path_factory, monkeypatch):
+    """Ctrl-C that lands in Hydra's or OmegaConf's bookkeeping can surface as another error (seen:
+    AttributeError from OmegaConf in BasicSweeper.validate_batch_is_legal): still exit 130, the parent KILLED."""
+    import signal
+
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    import nnexp.__main__ as entry
+
+    migrated_store(tmp_path_factory, tmp_path)
+
+    def interrupted_midway(self, batch):
+        entry._INTERRUPTS.append(signal.SIGINT)
+        raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
+
+    monkeypatch.setattr(BasicSweeper, "validate_batch_is_legal", interrupted_midway)
+    rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "epochs=3", "activation=tanh", "seed=0,1",
+                                          "hydra.sweep.dir=s"])
+    assert rc == 130
+    _, (parent,), children = all_runs(tmp_path)
+    assert parent.info.status == "KILLED" and children == []
