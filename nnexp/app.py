@@ -189,6 +189,24 @@ def swept_keys(paths: dict, c=None, parent_id: str | None = None) -> list[str]:
     return []
 
 
+CLAIMS = ".nnexp_claims"
+
+
+def _claim(sweep_dir: Path, run_key: str) -> bool:
+    """Claim a run key for this job of the sweep: True for the first job that asks (it trains), False after.
+
+    An empty file created with ``O_EXCL`` in the sweep folder: atomic on one machine and on the shared file
+    systems SLURM jobs use, so two jobs running side by side never both train one configuration and seed.
+    """
+    folder = sweep_dir / CLAIMS
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(folder / run_key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def job_identity(cfg: DictConfig, data: Dataset) -> dict:
     """The canonical configuration of a job (:func:`nnexp.identity.canonical`), the data file's digest included."""
     digest = identity.file_digest(cfg.dataset.path) if cfg.dataset.get("path") else None
@@ -270,8 +288,19 @@ def run_job(cfg: DictConfig) -> float:
             tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
             log.info("skip %s, seed %d: already FINISHED in run %s", paths["override"] or "config", seed,
                      run.info.run_id)
+    if resume and paths["sweep_dir"] is not None and parent_id and trial is None:
+        # jobs running side by side (joblib, Ray) that spell one configuration and seed: the first to claim trains
+        for seed, k in zip(seeds, keys):
+            if done.get(k) is None and not _claim(paths["sweep_dir"], k):
+                run = tracking.find_sweep_run(c, exp_id, k, parent_id)
+                log.info("skip %s, seed %d: same configuration and seed as a job of this sweep running beside it%s",
+                         paths["override"] or "config", seed, f" (run {run.info.run_id})" if run else "")
+                if run is not None:
+                    tracking.set_tags(c, run.info.run_id, {
+                        f"{tracking.TAG}repeat.{parent_id}.{paths['job_num']}": paths["override"] or "-"})
+                done[k] = run or True
     if done and all(done.values()):
-        return _final_val_loss(c, [r.info.run_id for r in done.values()])
+        return _final_val_loss(c, [r.info.run_id for r in done.values() if r is not True])
 
     try:
         setup = build(cfg, paths["launch_dir"])

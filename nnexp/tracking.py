@@ -743,6 +743,18 @@ def find_sweep_parent(c, experiment_id: str, sweep_dir: str | os.PathLike) -> st
     return runs[0].info.run_id if runs else None
 
 
+def find_sweep_run(c, experiment_id: str, run_key: str, parent_id: str, wait: float = 60.0):
+    """The run of sweep ``parent_id`` with this ``nnexp.run_key``, in any state, waiting up to ``wait`` seconds for
+    it to appear (another job of the sweep, running beside this one, claimed the key first); None if it never does."""
+    deadline = time.monotonic() + wait
+    while True:
+        runs = retry(c.search_runs, [experiment_id], max_results=1, filter_string=(
+            f"tags.`{TAG}run_key` = '{run_key}' and tags.mlflow.parentRunId = '{parent_id}'"))
+        if runs or time.monotonic() > deadline:
+            return runs[0] if runs else None
+        time.sleep(0.5)
+
+
 def find_finished(c, experiment_id: str, run_key: str):
     """A FINISHED, not deleted run of the experiment with this ``nnexp.run_key`` (for resume), else None.
 

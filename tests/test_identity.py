@@ -430,3 +430,17 @@ def test_legacy_runs_are_read_flagged_and_kept_apart(fresh, compose):
     assert legacy["init"] == "he_normal" and legacy["model.hidden_sizes"] == (4, 4) and legacy["batch_size"] is None
     keys, linked = swept_keys(runs)
     assert "legacy" in keys + linked and runs.groupby(keys + linked, dropna=False).ngroups == 2
+
+
+@pytest.mark.slow
+def test_input3_side_by_side_jobs_train_one_configuration_once(fresh, monkeypatch, capsys):
+    """P11 under a parallel launcher: the jobs of ``init=auto`` and ``init=he_normal`` run at the same time, so
+    neither finds the other's run finished; the first to claim the run key trains, the other is the duplicate."""
+    cap = sweep(monkeypatch, capsys, fresh, ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "dataset=xor",
+                                              "epochs=30", "activation=relu", "init=auto,he_normal", "seed=0,1"])
+    runs = children(fresh)
+    assert len(runs) == 2 and store_counts(runs) == {runs[0].data.tags["nnexp.config_id"]: 2}
+    assert sum(any(k.startswith("nnexp.repeat.") for k in r.data.tags) for r in runs) == 2
+    head, _, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 2 finished") and "2 duplicate(s)" in head
+    assert rows == [{"runs": 2, "seeds": 2, "diverged": 0}]
