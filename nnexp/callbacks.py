@@ -67,7 +67,7 @@ class SweepCallback(Callback):
             f"{tracking.TAG}swept": json.dumps(swept),
             f"{tracking.TAG}kind": "sweep", f"{tracking.TAG}sweep": name,
             f"{tracking.TAG}sweep_dir": str(sweep_dir), f"{tracking.TAG}overrides": " ".join(overrides),
-            f"{tracking.TAG}command": shlex.join(["python", "-m", "nnexp", "-m", *overrides]),
+            f"{tracking.TAG}command": shlex.join(["python", "-m", "nnexp", "-m", *launch_overrides(config), *overrides]),
             **({f"{tracking.TAG}study": config.study} if config.get("study") else {}),
         })
         sweep_params = {f"sweep.{k}": v for k, v in (config.hydra.sweeper.get("params") or {}).items()}
@@ -147,6 +147,12 @@ class SweepCallback(Callback):
             base = ui_url(config.tracking.get("ui_url"))
             print(f"runs:   {ui_command(uri, base)}")
             print(f"        then open {view_url(LAST_SWEEP['experiment_id'], base)}")
+
+
+def launch_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides of Hydra's own config (``hydra/launcher=joblib hydra.launcher.n_jobs=4``), for
+    the sweep's command as the user typed it; ``hydra.mode``, which ``-m`` sets, left out."""
+    return [o for o in config.hydra.overrides.get("hydra", []) if not o.startswith("hydra.mode=")]
 
 
 def abort_sweep(status: str = "KILLED") -> int:
