@@ -444,3 +444,19 @@ def test_input3_side_by_side_jobs_train_one_configuration_once(fresh, monkeypatc
     head, _, rows = printed_table(cap.out)
     assert head.startswith("sweep finished: 2 finished") and "2 duplicate(s)" in head
     assert rows == [{"runs": 2, "seeds": 2, "diverged": 0}]
+
+
+def test_a_filter_selects_among_the_runs_a_sweep_reused(fresh, monkeypatch, capsys):
+    """A sweep that reused every run (resume) has no children of its own: a filter still selects among its runs."""
+    from nnexp.report.load import load_runs
+
+    args = ["dataset=xor", "epochs=3", "activation=relu,tanh", "seed=0,1", "tracking.report=false"]
+    sweep(monkeypatch, capsys, fresh, args)
+    sweep(monkeypatch, capsys, fresh, args)
+    c = MlflowClient(tracking_uri=f"sqlite:///{fresh / 'mlflow.db'}")
+    parents = [r for r in c.search_runs([c.get_experiment_by_name("activations").experiment_id],
+                                        order_by=["attributes.start_time DESC"])
+               if r.data.tags.get("nnexp.kind") == "sweep"]
+    runs = load_runs(f"sqlite:///{fresh / 'mlflow.db'}", "activations", parent_id=parents[0].info.run_id,
+                     filter_string="tags.activation = 'relu'")
+    assert len(parents) == 2 and len(runs) == 2 and runs["reused"].all() and set(runs["activation"]) == {"relu"}

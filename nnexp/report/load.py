@@ -189,7 +189,7 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
         if filter_string and any(w in text for w in ("filter", "invalid", "parse", "expected", "quoted")):
             raise ReportError(f"invalid filter {filter_string!r}: {' '.join(str(e).split())[:300]}") from None
         raise
-    if not runs and filter_string:
+    if not runs and not reused and filter_string:
         _explain_empty(c, exp_id, experiment, filter_string)
     df = _runs_frame(runs)
     if reused:
