@@ -460,3 +460,16 @@ def test_a_filter_selects_among_the_runs_a_sweep_reused(fresh, monkeypatch, caps
     runs = load_runs(f"sqlite:///{fresh / 'mlflow.db'}", "activations", parent_id=parents[0].info.run_id,
                      filter_string="tags.activation = 'relu'")
     assert len(parents) == 2 and len(runs) == 2 and runs["reused"].all() and set(runs["activation"]) == {"relu"}
+
+
+def test_one_seed_claims_no_group_and_no_interval(fresh, monkeypatch, capsys):
+    """One seed per configuration: no test is possible, so the report names no 'indistinguishable' group and the
+    summary has no zero-width interval."""
+    sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=5", "activation=relu", "optimizer.lr=0.1,0.5,1.0",
+                                        "seed=0"])
+    out = report_dir(fresh)
+    text = (out / "index.html").read_text()
+    assert "No configuration can be told apart from another: a test needs at least 2 finished seeds" in text
+    assert "cannot be told apart from the best</b>" not in text
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 3 and summary["val_loss ci_lo"].isna().all() and summary["val_loss ci_hi"].isna().all()

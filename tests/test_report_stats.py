@@ -135,3 +135,9 @@ def test_intervals_clipped_to_the_metric_range():
                       "value": [0.0, 0.0, 0.03]})
     a = aggregate_curves(h, ["activation"]).iloc[0]
     assert a["lo"] == 0.0 and a["hi"] == pytest.approx(0.01 + half)
+
+
+def test_one_value_has_no_interval():
+    d = describe([0.25])
+    assert d["n"] == 1 and d["mean"] == 0.25 and math.isnan(d["std"])
+    assert math.isnan(d["ci_lo"]) and math.isnan(d["ci_hi"])

@@ -105,6 +105,10 @@ def config_sentences(ctx) -> list[Markup]:
     rows, tested = ctx.get("group", ([0], 0))
     if len(table) < 2 or len(table) == len(ctx["comp"]):
         return []
+    if tested == 0:  # one seed per configuration (or all equal): no test is possible, so no group is claimed
+        return [_m("No configuration can be told apart from another: a test needs at least 2 finished seeds of "
+                   "each (add seeds, e.g. seed=0,1,2); the ranking of the {} configurations below is one seed's.",
+                   len(table))]
     labels = [fmt.cfg(table.iloc[i], keys) for i in rows[1:9]]
     more = f" and {len(rows) - 9} more" if len(rows) > 9 else ""
     if len(rows) > 1:

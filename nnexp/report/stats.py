@@ -108,10 +108,11 @@ def hedges_g(a, b) -> float:
 
 
 def describe(values) -> dict:
-    """``n, mean, std, ci_lo, ci_hi`` of the finite values (std with ddof=1, NaN for n < 2)."""
+    """``n, mean, std, ci_lo, ci_hi`` of the finite values (std with ddof=1; std and interval NaN for n < 2: one
+    seed has no spread to speak of, and a zero-width interval would claim one)."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
-    lo, hi = t_interval(v)
+    lo, hi = t_interval(v) if v.size > 1 else (math.nan, math.nan)
     return {"n": int(v.size), "mean": float(v.mean()) if v.size else math.nan,
             "std": (float(v.std(ddof=1)) if np.ptp(v) > 0 else 0.0) if v.size > 1 else math.nan,
             "ci_lo": lo, "ci_hi": hi}
