@@ -117,6 +117,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     check_metric(runs, metric)
     if metric not in runs:  # no run finished (every run diverged before logging it): the report says so
         runs[metric] = np.nan
+        runs.attrs["metrics"] = sorted({*runs.attrs.get("metrics", []), metric})  # a metric, not a config key
     _check_target(target, metric)
     runs, left_out = _one_dataset(runs)
     from .figures import set_theme
@@ -195,9 +196,9 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     trained = runs[runs["outcome"].isin(["finished", "diverged"])]
     n_configs = trained["config_id"].nunique() if "config_id" in trained else len(seeds)
     datasets = ", ".join(sorted(runs["dataset"].dropna().astype(str).unique())) if "dataset" in runs else "?"
-    meta = Markup("Experiment <b>{}</b>, {}; dataset {}; {} runs ({}); {} of {}, {} each; primary metric <b>{}</b> "
+    meta = Markup("Experiment <b>{}</b>, {}; dataset {}; {} ({}); {} of {}, {} each; primary metric <b>{}</b> "
                   "({} is better); store <code>{}</code>.").format(
-        experiment, selection, datasets, len(runs), ", ".join(f"{v} {k}" for k, v in counts.items() if v),
+        experiment, selection, datasets, fmt.n(len(runs), "run"), ", ".join(f"{v} {k}" for k, v in counts.items() if v),
         fmt.n(n_configs, "configuration"), ", ".join(keys), fmt.seed_text(seeds), metric,
         "higher" if higher else "lower", uri)
     if len(duplicates):

@@ -78,7 +78,7 @@ def n(count: int, noun: str) -> str:
 def seed_text(seeds: pd.Series) -> str:
     """``3 seeds`` or ``2–3 seeds`` from the seed count per configuration."""
     if not len(seeds):
-        return "no finished seeds"
+        return "0 finished seeds"
     lo, hi = int(seeds.min()), int(seeds.max())
     return f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
 

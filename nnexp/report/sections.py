@@ -44,7 +44,7 @@ OVERFIT_RISE = 0.05
 #: Run columns that describe the run, not its configuration (never in the Setup's fixed keys).
 NOT_CONFIG = {"run_id", "run_name", "status", "start_time", "end_time", "parent_id", "outcome", "diverged_epoch",
               "config_hash", "config_id", "run_key", "experiment_id", "artifact_uri", "error", "reused", "url",
-              "seed", "sweep", "blas_threads", "study", "n_features", "n_classes", "n_train", "n_val", "n_test"}
+              "seed", "sweep", "blas_threads", "study", "claims", "n_features", "n_classes", "n_train", "n_val", "n_test"}
 DATASET_FACTS = ("n_features", "n_classes", "n_train", "n_val", "n_test")
 
 
@@ -330,7 +330,8 @@ def speed_sentences(ctx) -> list[Markup]:
     order = comp.sort_values(["epochs_median", "reached"], ascending=[True, False], kind="stable")
     listed = ", ".join(
         f"{r['activation']} "
-        + (f"{fmt.g(r['epochs_mean'], 3)} epochs ({int(r['reached'])}/{int(r['n'])} seeds)" if r["reached"]
+        + (f"{fmt.g(r['epochs_mean'], 3)} epoch{'' if r['epochs_mean'] == 1 else 's'} "
+           f"({int(r['reached'])}/{int(r['n'])} seeds)" if r["reached"]
            else f"never (0/{int(r['n'])} seeds)")
         for _, r in order.iterrows())
     text = _m("Speed ({}), each activation at its best configuration, mean epochs over the seeds that reached the "
