@@ -339,6 +339,10 @@ def test_input7_deleted_experiment_is_never_revived(fresh, monkeypatch, capsys):
     assert run_main(monkeypatch, fresh, ["dataset=xor", "epochs=5", *QUIET]) == 2  # a single run too
     assert c.get_experiment(exp.experiment_id).lifecycle_stage == "deleted"
     assert len(c.search_experiments()) == 1  # no experiment created
+    from nnexp.report.load import ReportError, load_runs
+
+    with pytest.raises(ReportError, match="experiment 'activations' was deleted in MLflow; restore it"):
+        load_runs(f"sqlite:///{fresh / 'mlflow.db'}", "activations")  # the report and nnexp.load_runs too
     # another experiment trains from scratch; the deleted runs are not reused there either
     head, _, _ = printed_table(sweep(monkeypatch, capsys, fresh, [*args, "tracking.experiment=fresh"]).out)
     assert head.startswith("sweep finished: 2 finished, 0 diverged, 0 failed, 0 reused")
