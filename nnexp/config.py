@@ -389,5 +389,6 @@ def validate(cfg: DictConfig) -> None:
          f"tracking.uri={uri!r} is not a tracking URI; use sqlite:///<path>/mlflow.db, http://host:port "
          "or a database URI (postgresql://, mysql://)")
     exp = c.tracking.experiment
-    need(bool(exp) and _SAFE_NAME.match(exp) is not None and ".." not in exp,
-         f"tracking.experiment={exp!r} must be a plain name (letters, digits, space, _ . -; no path separators or '..')")
+    need(bool(exp.strip()) and exp == exp.strip() and _SAFE_NAME.match(exp) is not None and ".." not in exp,
+         f"tracking.experiment={exp!r} must be a plain name (letters, digits, inner spaces, _ . -; no path "
+         "separators or '..', no leading or trailing space)")

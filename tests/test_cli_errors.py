@@ -75,6 +75,7 @@ CASES = [
      ["tracking.uri=", "does not exist"]),
     ("experiment slash", ["tracking.experiment=a/b"], ["tracking.experiment='a/b'", "no path separators"]),
     ("experiment dotdot", ["tracking.experiment=.."], ["tracking.experiment='..'", "'..'"]),
+    ("experiment blank", ["tracking.experiment=' '"], ["tracking.experiment=' '", "no leading or trailing space"]),
     ("target in a key", ["+model._target_=os.system"], ["model._target_", "may not set _target_"]),
     ("target in a callback", ["+hydra.callbacks.x._target_=os.system"], ["hydra.callbacks.x._target_", "_target_"]),
     ("target in a value", ["+extra={_target_:os.system}"], ["extra", "_target_"]),
