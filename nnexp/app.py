@@ -73,10 +73,12 @@ def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tu
     return data, loss
 
 
-def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> Setup:
+def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
+          checked: tuple[Dataset, Loss] | None = None) -> Setup:
     """Build data, model, loss, optimiser, schedule and generators from a composed config.
 
-    Replica ``k`` is seeded with ``cfg.seed + k``.
+    Replica ``k`` is seeded with ``cfg.seed + k``. ``checked`` is :func:`check_data`'s result when the caller
+    already has it (a job checks the data first, for its run identity).
 
     Raises
     ------
@@ -85,7 +87,7 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> Setup:
     """
     validate(cfg)
     dtype = np.dtype(cfg.model.dtype)
-    data, loss = check_data(cfg, base_dir)
+    data, loss = checked or check_data(cfg, base_dir)  # a job passes what it checked: the data is read once
     data = data.astype(dtype)
     n_out = 1 if (data.n_classes == 2 and loss.name != "cross_entropy") else data.n_classes
     act = get_activation(cfg.activation.name, alpha=cfg.activation.alpha, beta=cfg.activation.beta,
@@ -259,8 +261,8 @@ def run_job(cfg: DictConfig) -> float:
     seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
     swept = swept_keys(paths, c, parent_id)
     try:
-        data, _ = check_data(cfg, paths["launch_dir"])
-        canon = job_identity(cfg, data)
+        checked = check_data(cfg, paths["launch_dir"])
+        canon = job_identity(cfg, checked[0])
     except Exception as exc:  # e.g. a data file that changed or vanished since the sweep was checked
         if not paths["multirun"]:
             raise
@@ -303,7 +305,7 @@ def run_job(cfg: DictConfig) -> float:
         return _final_val_loss(c, [r.info.run_id for r in done.values() if r is not True])
 
     try:
-        setup = build(cfg, paths["launch_dir"])
+        setup = build(cfg, paths["launch_dir"], checked)
     except Exception as exc:  # e.g. memory
         if not paths["multirun"]:
             raise
