@@ -190,7 +190,8 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
             F.fit_suptitle(fig, f"{_kind_label(kind)} per layer and epoch: mean over {seeds}{where}")
             blocks.append(save(fig, f"layer_heatmap_{kind}",
                                f"Layer × epoch heatmap of the {_HEATMAP_TEXT[kind]}, one panel per configuration, "
-                               f"mean over seeds; the deepest layer at the top, blank cells: no finite value."))
+                               f"mean over seeds; the deepest layer at the top; blank cells: no finite value, grey cells "
+                               f"(log scales): 0."))
     if blocks:
         sections.append(("Per-layer diagnostics", blocks))
 
@@ -325,14 +326,15 @@ def _sparse_ticks(ax, labels, axis: str, most: int) -> None:
 
 
 def _norm(kind: str, values: np.ndarray):
-    """Colour map and normalisation shared by every panel of ``kind``: log for spreads and gradient norms, [0, 1]
-    for fractions, centred at 0 for a mean of both signs."""
+    """Colour map and normalisation shared by every panel of ``kind``: log for spreads and gradient norms (and a
+    positive mean spanning two decades or more), [0, 1] for fractions, centred at 0 for a mean of both signs."""
     from matplotlib.colors import CenteredNorm, LogNorm, Normalize
 
     v = values[np.isfinite(values)]
     if kind in ("saturation", "dead_fraction"):
         return "rocket_r", Normalize(0.0, 1.0), ""
-    if kind in ("grad_norm", "act_std") and (v > 0).any():
+    spans_decades = len(v) and v.min() > 0 and v.max() >= 100 * v.min()  # a positive mean (ReLU) shrinking with depth
+    if (kind in ("grad_norm", "act_std") and (v > 0).any()) or (kind == "act_mean" and spans_decades):
         pos = v[v > 0]
         lo, hi = float(pos.min()), float(pos.max())
         return "viridis", LogNorm(lo, hi if hi > lo else lo * 10), " (log scale)"
@@ -383,7 +385,8 @@ def layer_heatmaps(curves: pd.DataFrame, kind: str, keys: list[str], *, col_wrap
     for _, sub in d.groupby([d[k].map(fmt.val) for k in keys] if keys else [np.zeros(len(d))], sort=True):
         title = textwrap.fill(describe(sub.iloc[0], keys), 38) if keys else ""
         panels.append((title, layer_epoch_matrix(sub, kind)))
-    cmap, norm, scale = _norm(kind, d["mean"].to_numpy(float))
+    name, norm, scale = _norm(kind, d["mean"].to_numpy(float))
+    cmap = sns.color_palette(name, as_cmap=True).with_extremes(bad="0.7")  # grey: 0 on a log scale
     ncol = min(col_wrap, len(panels))
     nrow = math.ceil(len(panels) / ncol)
     depth = max(len(m) for _, m in panels)
@@ -399,7 +402,7 @@ def layer_heatmaps(curves: pd.DataFrame, kind: str, keys: list[str], *, col_wrap
         ax.set_ylabel("layer")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    fig.colorbar(ScalarMappable(norm=norm, cmap=sns.color_palette(cmap, as_cmap=True)), ax=axes, shrink=0.9,
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9,
                  label=_kind_label(kind) + scale)
     fig.layer_matrices = panels
     return fig
