@@ -1,5 +1,9 @@
 """The report's figure sections: draw with :mod:`nnexp.report.figures`, save PNG and SVG, return blocks.
 
+Per-layer diagnostics are line plots (one line style per layer) up to :data:`LINE_PLOT_MAX_LAYERS` layers and a
+layer x epoch heatmap per diagnostic (:func:`layer_heatmaps`) from :data:`HEATMAP_MIN_LAYERS` on, so they stay
+readable at 30 layers and more.
+
 Each figure becomes ``{"kind": "figure", "name", "png" (base64), "caption"}``
 for :mod:`nnexp.report.page`, and ``<name>.png`` / ``<name>.svg`` in the
 report's folder. Colours come from :data:`nnexp.report.figures.ACTIVATION_COLORS`
@@ -22,7 +26,7 @@ from markupsafe import Markup
 from . import fmt
 
 __all__ = ["figure_block", "figure_sections", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
-           "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS"]
+           "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
 
 #: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
 LAYER_KINDS = ("act_std", "act_mean", "grad_norm", "saturation", "dead_fraction")
@@ -179,7 +183,8 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
             "dead units (ReLU family: pre-activation ≤ 0 for every training sample of the epoch). Line style = layer."))
     if n_layers >= HEATMAP_MIN_LAYERS:
         heat, where = layered, ""
-        if layered.groupby([layered[k].map(fmt.val) for k in keys]).ngroups > HEATMAP_MAX_PANELS and best:
+        configs = layered.groupby([layered[k].map(fmt.val) for k in keys]).ngroups if keys else 1
+        if configs > HEATMAP_MAX_PANELS and best:
             where = "".join(f" ({k} = {fmt.val(v)})" for k, v in best.items())
             for k, v in best.items():
                 heat = heat[fmt.matches(heat[k], v)]
@@ -337,7 +342,7 @@ def _norm(kind: str, values: np.ndarray):
     if (kind in ("grad_norm", "act_std") and (v > 0).any()) or (kind == "act_mean" and spans_decades):
         pos = v[v > 0]
         lo, hi = float(pos.min()), float(pos.max())
-        return "viridis", LogNorm(lo, hi if hi > lo else lo * 10), " (log scale)"
+        return "viridis", LogNorm(lo, hi if hi > lo else lo * 10), " (log)"
     if kind == "act_mean" and len(v) and v.min() < 0 < v.max():
         return "vlag", CenteredNorm(0.0), ""
     lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
