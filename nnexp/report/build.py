@@ -137,9 +137,10 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     ok = ok[np.isfinite(ok[metric].astype(float))]
     n_epochs = int(pd.to_numeric(runs.get("epochs"), errors="coerce").max()) if "epochs" in runs else None
 
-    # only the histories a figure or a number uses (the diagnostics plotted, not act_mean / act_std)
+    # only the histories a figure or a number uses (the per-layer diagnostics: line plots and layer x epoch heatmaps)
     want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
-    want |= {k for k in runs.attrs.get("metrics", []) if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction)", k)}
+    want |= {k for k in runs.attrs.get("metrics", [])
+             if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction|act_mean|act_std)", k)}
     hist = load_histories(uri, list(ok["run_id"]), metrics=sorted(want))
     hist["metric"] = hist["metric"].astype("category")
     target_auto = target is None

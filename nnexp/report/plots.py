@@ -1,5 +1,9 @@
 """The report's figure sections: draw with :mod:`nnexp.report.figures`, save PNG and SVG, return blocks.
 
+Per-layer diagnostics are line plots (one line style per layer) up to :data:`LINE_PLOT_MAX_LAYERS` layers and a
+layer x epoch heatmap per diagnostic (:func:`layer_heatmaps`) from :data:`HEATMAP_MIN_LAYERS` on, so they stay
+readable at 30 layers and more.
+
 Each figure becomes ``{"kind": "figure", "name", "png" (base64), "caption"}``
 for :mod:`nnexp.report.page`, and ``<name>.png`` / ``<name>.svg`` in the
 report's folder. Colours come from :data:`nnexp.report.figures.ACTIVATION_COLORS`
@@ -11,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +25,31 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections"]
+__all__ = ["figure_block", "figure_sections", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
+           "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
+
+#: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
+LAYER_KINDS = ("act_std", "act_mean", "grad_norm", "saturation", "dead_fraction")
+#: The line plots tell layers apart by line style (six of them): past this many layers they repeat, so only the
+#: heatmaps are drawn.
+LINE_PLOT_MAX_LAYERS = 6
+#: From this many layers (hidden layers plus the output layer of ``grad_norm``) on, each per-layer diagnostic also
+#: gets a layer x epoch heatmap.
+HEATMAP_MIN_LAYERS = 4
+#: At most this many configurations get a heatmap panel each; past it, only those with the best value of the second
+#: facet key (as in the line plots).
+HEATMAP_MAX_PANELS = 16
+
+_HEATMAP_TEXT = {
+    "act_std": "activation std per layer (log colour scale: a signal that shrinks or grows geometrically with depth "
+               "shows as a gradient from top to bottom)",
+    "act_mean": "activation mean per layer",
+    "grad_norm": "gradient norm per layer (RMS over batches of ‖dW‖, log colour scale: vanishing in early layers, "
+                 "exploding)",
+    "saturation": "fraction of saturated activations per layer (bounded activations: within 2.5 % of either bound)",
+    "dead_fraction": "fraction of dead units per layer (ReLU family: pre-activation ≤ 0 for every training sample of "
+                     "the epoch)",
+}
 
 
 def figure_block(fig, out_dir: Path, name: str, caption, tight: bool = False, written: set | None = None) -> dict:
@@ -131,20 +161,44 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
     sections.append(("Sensitivity to the learning rate and initialisation" if "optimizer.lr" in keys
                      else "Final metric per seed", parts))
 
-    # per-layer diagnostics
-    diag = curves[curves["metric"].astype(str).str.match(r"layer\d+\.(grad_norm|saturation|dead_fraction)$")]
-    if len(diag):
-        if row is not None:  # keep the figure readable: the best value of the second facet key
-            bestrow = table.iloc[0][row]
-            diag = diag[fmt.matches(diag[row], bestrow)]
+    # per-layer diagnostics: line plots for few layers, a layer x epoch heatmap per diagnostic for many
+    layered = curves[curves["metric"].astype(str).str.match(r"layer\d+\.")]
+    n_layers = int(layered["metric"].astype(str).str.extract(r"layer(\d+)\.", expand=False).astype(int).max()) \
+        if len(layered) else 0
+    best = {}  # keep a figure readable: the best value of the second facet key
+    if row is not None and len(layered):
+        best = {row: table.iloc[0][row]}
+    blocks = []
+    diag = layered[layered["metric"].astype(str).str.match(r"layer\d+\.(grad_norm|saturation|dead_fraction)$")]
+    if len(diag) and n_layers <= LINE_PLOT_MAX_LAYERS:
+        where = "".join(f" ({k} = {fmt.val(v)})" for k, v in best.items())
+        for k, v in best.items():
+            diag = diag[fmt.matches(diag[k], v)]
         fig = F.layer_diagnostics(diag, hue="activation", col=col, palette=palette)
-        F.fit_suptitle(fig, f"Per-layer diagnostics: mean and 95 % CI over {seeds}"
-                       + (f" ({row} = {fmt.val(bestrow)})" if row is not None else ""))
-        sections.append(("Per-layer diagnostics", [save(
+        F.fit_suptitle(fig, f"Per-layer diagnostics: mean and 95 % CI over {seeds}{where}")
+        blocks.append(save(
             fig, "layer_diagnostics",
             "Gradient norm per layer (RMS over batches of ‖dW‖, log scale: vanishing in early layers, exploding), "
             "fraction of saturated activations (bounded activations: within 2.5 % of either bound) and fraction of "
-            "dead units (ReLU family: pre-activation ≤ 0 for every training sample of the epoch). Line style = layer.")]))
+            "dead units (ReLU family: pre-activation ≤ 0 for every training sample of the epoch). Line style = layer."))
+    if n_layers >= HEATMAP_MIN_LAYERS:
+        heat, where = layered, ""
+        configs = layered.groupby([layered[k].map(fmt.val) for k in keys]).ngroups if keys else 1
+        if configs > HEATMAP_MAX_PANELS and best:
+            where = "".join(f" ({k} = {fmt.val(v)})" for k, v in best.items())
+            for k, v in best.items():
+                heat = heat[fmt.matches(heat[k], v)]
+        for kind in LAYER_KINDS:
+            if not heat["metric"].astype(str).str.fullmatch(rf"layer\d+\.{kind}").any():
+                continue
+            fig = layer_heatmaps(heat, kind, [k for k in keys if k not in best or not where])
+            F.fit_suptitle(fig, f"{_kind_label(kind)} per layer and epoch: mean over {seeds}{where}")
+            blocks.append(save(fig, f"layer_heatmap_{kind}",
+                               f"Layer × epoch heatmap of the {_HEATMAP_TEXT[kind]}, one panel per configuration, "
+                               f"mean over seeds; the deepest layer at the top; blank cells: no finite value, grey cells "
+                               f"(log scales): 0."))
+    if blocks:
+        sections.append(("Per-layer diagnostics", blocks))
 
     if boundaries:
         b = _boundaries(ctx, uri, save)
@@ -217,3 +271,143 @@ def _gallery(activations: list[str], save) -> list[dict]:
     return [save(fig, "activation_gallery", Markup(
         "The activations of this report, f(z), and their derivatives f'(z), with default parameters (from "
         "<code>nnexp.report.gallery</code>)."), tight=True)]
+
+
+def _kind_label(kind: str) -> str:
+    from . import figures as F
+
+    return {"act_mean": "activation mean"}.get(kind, F.label(kind))
+
+
+def _layer_rows(curves: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows of ``curves`` for ``layer<l>.<kind>`` with an integer ``layer`` column."""
+    d = curves[curves["metric"].astype(str).str.fullmatch(rf"layer\d+\.{kind}")].copy()
+    d["layer"] = d["metric"].astype(str).str.extract(r"layer(\d+)\.", expand=False).astype(int)
+    return d
+
+
+def layer_epoch_matrix(curves: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """One configuration's ``layer<l>.<kind>`` as a layers x epochs matrix of the mean over seeds.
+
+    Parameters
+    ----------
+    curves : DataFrame
+        One configuration's rows of :func:`nnexp.report.stats.aggregate_curves` (columns ``metric``, ``step``,
+        ``mean``: the mean over seeds of each metric at each epoch).
+    kind : str
+        A per-layer diagnostic, one of :data:`LAYER_KINDS`.
+
+    Returns
+    -------
+    DataFrame
+        Index ``layer`` (the deepest layer first, so it is drawn at the top), columns ``epoch`` (ascending), values
+        the mean over seeds; NaN where no seed logged a finite value.
+    """
+    d = _layer_rows(curves, kind)
+    grid = d.pivot_table(index="layer", columns="step", values="mean", aggfunc="mean", dropna=False)
+    grid = grid.sort_index(ascending=False).sort_index(axis=1)
+    grid.index.name, grid.columns.name = "layer", "epoch"
+    return grid
+
+
+def _nice_step(n: int, most: int) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that labels at most ``most`` of ``n`` positions."""
+    step = 1
+    while math.ceil(n / step) > most:
+        step = step * 5 // 2 if str(step)[0] == "2" else step * 2
+    return step
+
+
+def _sparse_ticks(ax, labels, axis: str, most: int) -> None:
+    """Label at most ``most`` cells of a heatmap's axis: the lowest value and every multiple of a nice step."""
+    step = _nice_step(len(labels), most)
+    first = min(int(v) for v in labels)
+    keep = [i for i, v in enumerate(labels)
+            if int(v) == first or (int(v) % step == 0 and int(v) - first >= 0.75 * step)]
+    if axis == "x":
+        ax.set_xticks([i + 0.5 for i in keep], [str(int(labels[i])) for i in keep], rotation=0)
+    else:
+        ax.set_yticks([i + 0.5 for i in keep], [str(int(labels[i])) for i in keep], rotation=0)
+
+
+def _norm(kind: str, values: np.ndarray):
+    """Colour map and normalisation shared by every panel of ``kind``: log for spreads and gradient norms (and a
+    positive mean spanning two decades or more), [0, 1] for fractions, centred at 0 for a mean of both signs."""
+    from matplotlib.colors import CenteredNorm, LogNorm, Normalize
+
+    v = values[np.isfinite(values)]
+    if kind in ("saturation", "dead_fraction"):
+        return "rocket_r", Normalize(0.0, 1.0), ""
+    spans_decades = len(v) and v.min() > 0 and v.max() >= 100 * v.min()  # a positive mean (ReLU) shrinking with depth
+    if (kind in ("grad_norm", "act_std") and (v > 0).any()) or (kind == "act_mean" and spans_decades):
+        pos = v[v > 0]
+        lo, hi = float(pos.min()), float(pos.max())
+        return "viridis", LogNorm(lo, hi if hi > lo else lo * 10), " (log)"
+    if kind == "act_mean" and len(v) and v.min() < 0 < v.max():
+        return "vlag", CenteredNorm(0.0), ""
+    lo, hi = (float(v.min()), float(v.max())) if len(v) else (0.0, 1.0)
+    return "viridis", Normalize(lo, hi if hi > lo else lo + 1), ""
+
+
+def layer_heatmaps(curves: pd.DataFrame, kind: str, keys: list[str], *, col_wrap: int = 4):
+    """A layer x epoch heatmap of ``layer<l>.<kind>`` per configuration (mean over seeds), one colour scale.
+
+    Readable at any depth: a cell per (layer, epoch), the deepest layer at the top, at most 10 layer and 8 epoch
+    ticks per panel, one colour bar for all panels (log scale for ``act_std`` and ``grad_norm``, 0 to 1 for the
+    fractions). Panels are the configurations (distinct values of ``keys``), ``col_wrap`` to a row, each with its
+    own layer axis (a sweep over ``model.depth`` has panels of different depths).
+
+    Parameters
+    ----------
+    curves : DataFrame
+        :func:`nnexp.report.stats.aggregate_curves` output: ``*keys, metric, step, mean``.
+    kind : str
+        One of :data:`LAYER_KINDS`.
+    keys : list of str
+        The swept keys; panels are titled with :func:`nnexp.identity.describe`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig.layer_matrices`` holds the ``[(panel title, matrix)]`` drawn (:func:`layer_epoch_matrix`).
+
+    Raises
+    ------
+    ValueError
+        If no configuration logged ``layer<l>.<kind>``.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.cm import ScalarMappable
+
+    from ..identity import describe
+
+
+    d = _layer_rows(curves, kind)
+    if not len(d):
+        raise ValueError(f"no configuration logged layer<l>.{kind}")
+    panels = []
+    for _, sub in d.groupby([d[k].map(fmt.val) for k in keys] if keys else [np.zeros(len(d))], sort=True):
+        title = textwrap.fill(describe(sub.iloc[0], keys), 38) if keys else ""
+        panels.append((title, layer_epoch_matrix(sub, kind)))
+    name, norm, scale = _norm(kind, d["mean"].to_numpy(float))
+    cmap = sns.color_palette(name, as_cmap=True).with_extremes(bad="0.7")  # grey: 0 on a log scale
+    ncol = min(col_wrap, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    depth = max(len(m) for _, m in panels)
+    height = min(max(2.2, 1.0 + 0.09 * depth), 5.0)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.4 * ncol + 1.0, 6.0), height * nrow + 0.8), squeeze=False,
+                             layout="constrained")
+    for ax, (title, grid) in zip(axes.flat, panels):
+        sns.heatmap(grid, ax=ax, cmap=cmap, norm=norm, cbar=False, rasterized=True)
+        _sparse_ticks(ax, list(grid.index), "y", 10)
+        _sparse_ticks(ax, list(grid.columns), "x", 8)
+        ax.set_title(title, fontsize="medium")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("layer")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.9,
+                 label=_kind_label(kind) + scale)
+    fig.layer_matrices = panels
+    return fig
