@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import context, identity, mlflow_model, population, search, tracking
 from .activations import get_activation
 from .config import ConfigError, flatten, hidden_sizes, log_every, validate
-from .data import Dataset, load
+from .data import DATASET_KEYS, Dataset, load
 from .initializers import auto_initializer, get_bias_initializer, get_initializer
 from .losses import Loss, get_loss, resolve_loss_name
 from .model import MLP
@@ -61,7 +61,7 @@ def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tu
         CSV) or the loss does not fit its task.
     """
     ds = cfg.dataset
-    params = {k: ds[k] for k in ("n_samples", "noise", "path", "target") if ds.get(k) is not None}
+    params = {k: ds[k] for k in DATASET_KEYS if ds.get(k) is not None}
     if "path" in params:
         params["path"] = str(Path(base_dir or Path.cwd()) / params["path"])
     try:
@@ -89,7 +89,7 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
     dtype = np.dtype(cfg.model.dtype)
     data, loss = checked or check_data(cfg, base_dir)  # a job passes what it checked: the data is read once
     data = data.astype(dtype)
-    n_out = 1 if (data.n_classes == 2 and loss.name != "cross_entropy") else data.n_classes
+    n_out = 1 if (data.n_classes == 2 and loss.name != "cross_entropy" and not data.regression) else data.n_classes
     act = get_activation(cfg.activation.name, alpha=cfg.activation.alpha, beta=cfg.activation.beta,
                          approximate=cfg.activation.approximate)
     init_name = auto_initializer(act.spec.family) if cfg.init.name == "auto" else cfg.init.name
@@ -398,8 +398,8 @@ def _print_result(cfg, hist: History, runs: dict, uri: str | None, label: str) -
     for k, run_id in runs.items():
         m = hist.replica(k)
         diverged = int(hist.diverged_epoch[k])
-        outcome = f"diverged at epoch {diverged}" if diverged else (
-            f"val_loss {m['val_loss'][-1]:.4g}, val_accuracy {m['val_accuracy'][-1]:.4g}")
+        accuracy_text = f", val_accuracy {m['val_accuracy'][-1]:.4g}" if "val_accuracy" in m else ""  # not regression
+        outcome = f"diverged at epoch {diverged}" if diverged else f"val_loss {m['val_loss'][-1]:.4g}{accuracy_text}"
         where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
         print(f"run {run_id} ({label}, seed {int(cfg.seed) + k}): {outcome}, "
               f"{hist.seconds:.2f} s of training{where}", flush=True)
@@ -457,7 +457,8 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
     with np.errstate(all="ignore"):  # weights near divergence may overflow; such values are not logged
         test_logits = setup.model.forward(setup.data.X_test)
         test_loss = setup.loss.value_and_grad(test_logits, Y_test, np.empty_like(test_logits))
-    test_acc = accuracy(test_logits, setup.data.y_test, decision_threshold(setup.loss))
+    test_acc = (np.full(len(test_loss), np.nan) if setup.data.regression  # no classes: no accuracy
+                else accuracy(test_logits, setup.data.y_test, decision_threshold(setup.loss)))
     cfg_yaml = out_dir / "config.yaml"
     OmegaConf.save(cfg, cfg_yaml, resolve=True)
     for k, run_id in runs.items():
@@ -469,7 +470,9 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             buf.add(int(cfg.epochs), {"diverged_fraction": share})
         final = {"train_seconds": hist.seconds / max(1, len(runs)), "epochs_run": int(hist.epochs[-1]) if len(hist.epochs) else 0}
         if not diverged:
-            final.update(test_loss=float(test_loss[k]), test_accuracy=float(test_acc[k]))
+            final.update(test_loss=float(test_loss[k]))
+            if not setup.data.regression:
+                final.update(test_accuracy=float(test_acc[k]))
         buf.add(int(cfg.epochs), final)
         buf.flush()
         tags = {f"{tracking.TAG}outcome": "diverged" if diverged else hist.info.get("stopped", "finished"),

@@ -72,6 +72,8 @@ class DatasetConfig:
     noise: Optional[float] = None  # synthetic datasets: noise level
     path: Optional[str] = None  # csv: file path
     target: Optional[str] = None  # csv: name of the label column
+    n_features: Optional[int] = None  # linear_teacher: input dimension
+    n_outputs: Optional[int] = None  # linear_teacher: number of real-valued targets
 
 
 @dataclass
@@ -118,6 +120,27 @@ class Config:
     study: Optional[str] = None  # name of the study from experiments/, if any
     claims: Optional[Any] = None  # the study's claims, checked by the report (nnexp.report.claims); not a training key
     blas_threads: Optional[int] = None  # BLAS threads per job; null = 1 under a parallel launcher, cores - 1 beside the metric writer, else unlimited
+
+
+def divide(a, b) -> float:
+    """The ``${nnexp.div:a,b}`` resolver: ``a / b`` as a float.
+
+    For a value that scales with another key, e.g. a learning rate that falls as 1/depth when the depth is swept:
+    ``optimizer.lr: ${nnexp.div:0.3,${model.depth}}`` (``experiments/saxe2013_deep_linear.yaml``). A run records
+    the resolved number.
+
+    Raises
+    ------
+    ValueError
+        If ``b`` is zero or either is not a number (OmegaConf reports it as an interpolation error naming the key).
+    """
+    try:
+        return float(a) / float(b)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"${{nnexp.div:{a},{b}}} needs two numbers, the second not 0") from None
+
+
+OmegaConf.register_new_resolver("nnexp.div", divide, replace=True)  # at import: wherever a config is composed
 
 
 def register() -> None:
@@ -384,6 +407,13 @@ def validate(cfg: DictConfig) -> None:
     need(c.dataset.noise is None or c.dataset.noise >= 0, f"dataset.noise={c.dataset.noise} must be >= 0")
     need(c.dataset.n_samples is None or c.dataset.n_samples >= 10,
          f"dataset.n_samples={c.dataset.n_samples} must be >= 10 (enough to split)")
+    for key in ("n_features", "n_outputs"):
+        need(c.dataset.get(key) is None or c.dataset[key] >= 1, f"dataset.{key}={c.dataset.get(key)} must be >= 1")
+    from .data import REGRESSION
+
+    need(c.dataset.name not in REGRESSION or c.model.loss in ("auto", "mse"),
+         f"model.loss={c.model.loss} needs class labels, but dataset={c.dataset.name} is a regression task "
+         "(real-valued targets); use model.loss=mse or auto")
     uri = c.tracking.uri
     need(uri is None or uri.startswith(URI_SCHEMES),
          f"tracking.uri={uri!r} is not a tracking URI; use sqlite:///<path>/mlflow.db, http://host:port "

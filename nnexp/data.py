@@ -1,10 +1,14 @@
-"""Datasets: synthetic 2-D problems and real data that ships inside scikit-learn.
+"""Datasets: synthetic 2-D problems, real data that ships inside scikit-learn, and a linear teacher.
 
-Every loader returns features ``X`` (``ndarray of shape (n_samples, n_features)``)
+Every classification loader returns features ``X`` (``ndarray of shape (n_samples, n_features)``)
 and integer class labels ``y`` (``ndarray of shape (n_samples,)``). :func:`load`
 then splits them into train / validation / test parts (stratified, seeded by
 ``split_seed``) and standardises the features with the mean and standard
 deviation of the *training part only*.
+
+Regression datasets (:data:`REGRESSION`, ``Dataset.task == "regression"``) return real-valued targets
+``ndarray of shape (n_samples, n_outputs)`` instead; their split is not stratified and the targets are not
+standardised. Only ``linear_teacher`` is one today (Saxe et al., 2013).
 
 Nothing is downloaded: the real datasets (``digits``, ``breast_cancer``,
 ``iris``, ``wine``) are files inside the installed scikit-learn package.
@@ -30,14 +34,17 @@ __all__ = ["Dataset", "DATASETS", "DATASET_KEYS", "loader_keys", "load", "encode
 
 @dataclass
 class Dataset:
-    """A split, standardised classification dataset.
+    """A split, standardised dataset: classification, or regression (``task``).
 
     Attributes
     ----------
     name : str
     X_train, X_val, X_test : ndarray of shape (n_*, n_features)
     y_train, y_val, y_test : ndarray of shape (n_*,), int class labels in ``[0, n_classes)``
+        Regression: ndarray of shape (n_*, n_outputs), float, the real-valued targets.
     n_classes : int
+        Classification: the number of classes. Regression: the number of target columns (``n_outputs``): the
+        width of the network's output either way.
     feature_names : list of str
     mean, scale : ndarray of shape (n_features,)
         The standardisation fitted on the training part (``X = (X_raw - mean) / scale``).
@@ -54,11 +61,16 @@ class Dataset:
     feature_names: list = field(default_factory=list)
     mean: np.ndarray | None = None
     scale: np.ndarray | None = None
-    task: str = "classification"
+    task: str = "classification"  # "classification" | "regression"
 
     @property
     def n_features(self) -> int:
         return self.X_train.shape[1]
+
+    @property
+    def regression(self) -> bool:
+        """True for real-valued targets (:data:`REGRESSION`): loss mse, no accuracy."""
+        return self.task == "regression"
 
     def astype(self, dtype) -> "Dataset":
         """The same dataset with features cast to ``dtype``."""
@@ -68,7 +80,13 @@ class Dataset:
 
 
 def encode_targets(y: np.ndarray, n_outputs: int, dtype=np.float64) -> np.ndarray:
-    """Encode labels for the loss: ``(n, 1)`` 0/1 column when ``n_outputs == 1``, else one-hot ``(n, n_outputs)``."""
+    """Encode labels for the loss: ``(n, 1)`` 0/1 column when ``n_outputs == 1``, else one-hot ``(n, n_outputs)``.
+
+    Real-valued targets of a regression dataset (already ``(n, n_outputs)``) are returned as they are, cast to
+    ``dtype``.
+    """
+    if y.ndim == 2:
+        return np.ascontiguousarray(y, dtype=dtype)
     if n_outputs == 1:
         return y.reshape(-1, 1).astype(dtype)
     Y = np.zeros((y.shape[0], n_outputs), dtype=dtype)
@@ -150,6 +168,42 @@ def gaussian(*, rng: np.random.Generator, n_samples: int = 400, noise: float = 0
     X0 = np.broadcast_to([-1.0, -1.0], (n0, 2))
     X1 = np.broadcast_to([1.0, 1.0], (n1, 2))
     return _two_classes(X0, X1, rng, noise)
+
+
+def linear_teacher(*, rng: np.random.Generator, n_samples: int = 1000, n_features: int = 16, n_outputs: int = 16,
+                   noise: float = 0.0, **_):
+    r"""A linear teacher: Gaussian inputs and targets :math:`y = x W + \varepsilon`, a regression task.
+
+    The teacher's weights :math:`W` (``ndarray of shape (n_features, n_outputs)``, :func:`teacher_weights`) are
+    drawn first from ``rng``, then the inputs :math:`x \sim \mathcal N(0, I)` (``(n_samples, n_features)``),
+    then the noise :math:`\varepsilon \sim \mathcal N(0, \mathrm{noise}^2 I)`. With
+    :math:`W_{ij} \sim \mathcal N(0, 1/n_\text{features})` every target column has variance about 1 (plus
+    ``noise**2``). The setting of Saxe, McClelland & Ganguli (2013), "Exact solutions to the nonlinear dynamics
+    of learning in deep linear neural networks", arXiv:1312.6120: a (deep) linear network learning the
+    input-output map of a linear teacher with (nearly) white inputs.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    Y : ndarray of shape (n_samples, n_outputs)
+    feature_names : list of str
+    """
+    if int(n_samples) < 10 or int(n_features) < 1 or int(n_outputs) < 1:
+        raise ValueError(f"dataset=linear_teacher needs dataset.n_samples >= 10, dataset.n_features >= 1 and "
+                         f"dataset.n_outputs >= 1, got {n_samples}, {n_features}, {n_outputs}")
+    W = teacher_weights(int(n_features), int(n_outputs), rng=rng)
+    X = rng.standard_normal((int(n_samples), int(n_features)))
+    Y = X @ W
+    if noise:
+        Y = Y + noise * rng.standard_normal(Y.shape)
+    return X, Y, [f"x{i + 1}" for i in range(int(n_features))]
+
+
+def teacher_weights(n_features: int, n_outputs: int, *, rng: np.random.Generator) -> np.ndarray:
+    r"""The linear teacher's weights, :math:`W_{ij} \sim \mathcal N(0, 1/n_\text{features})`: ndarray of shape
+    (n_features, n_outputs). ``dataset=linear_teacher`` draws them first from ``default_rng(split_seed)``, so
+    ``teacher_weights(n_features, n_outputs, rng=np.random.default_rng(split_seed))`` is the teacher of a run."""
+    return rng.standard_normal((n_features, n_outputs)) / np.sqrt(n_features)
 
 
 def _sklearn_loader(fn_name: str):
@@ -249,10 +303,11 @@ DATASETS: dict[str, Callable] = {
     "spiral": spiral,
     "gaussian": gaussian,
     "csv": csv,
+    "linear_teacher": linear_teacher,
 }
 
 #: Keys of ``dataset.*`` that only some loaders read (the others split and standardise every dataset).
-DATASET_KEYS = ("n_samples", "noise", "path", "target")
+DATASET_KEYS = ("n_samples", "noise", "path", "target", "n_features", "n_outputs")
 
 
 def loader_keys(name: str) -> set[str]:
@@ -269,7 +324,10 @@ UNSPLIT = {"xor"}
 #: Generated datasets: their loader takes ``rng``, a generator seeded with the
 #: dataset's ``split_seed``, so the points (like the split) are the same for every
 #: training seed of a sweep; change ``dataset.split_seed`` for another draw.
-GENERATED = {"moons", "circles", "spiral", "gaussian"}
+GENERATED = {"moons", "circles", "spiral", "gaussian", "linear_teacher"}
+
+#: Datasets with real-valued targets of shape (n_samples, n_outputs): ``Dataset.task == "regression"``.
+REGRESSION = {"linear_teacher"}
 
 
 def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
@@ -402,6 +460,8 @@ def _prepare(name: str, val_fraction: float, test_fraction: float, split_seed: i
     out = DATASETS[name](**params)
     X, y = out[0], out[1]
     feature_names = list(out[2]) if len(out) > 2 else [f"x{i}" for i in range(X.shape[1])]
+    if name in REGRESSION:
+        return _prepare_regression(name, X, y, feature_names, val_fraction, test_fraction, split_seed, standardize)
     classes, y = np.unique(y, return_inverse=True)
     if name in UNSPLIT:
         parts = (X, y, X, y, X, y)
@@ -436,3 +496,24 @@ def _prepare(name: str, val_fraction: float, test_fraction: float, split_seed: i
         X_train, X_val, X_test = ((part - mean) / scale for part in (X_train, X_val, X_test))
     return Dataset(name, X_train, y_train, X_val, y_val, X_test, y_test, n_classes=len(classes),
                    feature_names=feature_names, mean=mean, scale=scale)
+
+
+def _prepare_regression(name: str, X: np.ndarray, Y: np.ndarray, feature_names: list, val_fraction: float,
+                        test_fraction: float, split_seed: int, standardize: bool) -> Dataset:
+    """Split a regression dataset (not stratified, seeded by ``split_seed``); standardise the features only.
+
+    Targets stay as they are: ``ndarray of shape (n_*, n_outputs)``; ``n_classes`` is ``n_outputs``.
+    """
+    from sklearn.model_selection import train_test_split
+
+    Y = np.asarray(Y, dtype=np.float64).reshape(len(Y), -1)
+    X_rest, X_test, Y_rest, Y_test = train_test_split(X, Y, test_size=test_fraction, random_state=split_seed)
+    X_train, X_val, Y_train, Y_val = train_test_split(X_rest, Y_rest, test_size=val_fraction / (1 - test_fraction),
+                                                      random_state=split_seed)
+    mean, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+    if standardize:
+        mean, scale = X_train.mean(axis=0), X_train.std(axis=0)
+        scale[scale == 0] = 1.0
+        X_train, X_val, X_test = ((part - mean) / scale for part in (X_train, X_val, X_test))
+    return Dataset(name, X_train, Y_train, X_val, Y_val, X_test, Y_test, n_classes=Y.shape[1],
+                   feature_names=feature_names, mean=mean, scale=scale, task="regression")

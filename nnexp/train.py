@@ -15,6 +15,8 @@ Metrics recorded every ``log_every`` epochs (and at the last epoch), each an
     before its update), as Keras reports it: no extra pass over the training data.
 ``val_loss``, ``val_accuracy``
     On the validation part, with the weights at the end of the epoch.
+    On a regression dataset (``data.regression``: real-valued targets, loss ``mse``) there are no classes:
+    ``train_accuracy`` and ``val_accuracy`` are not recorded; the losses are the fit's measure.
 ``lr``
     The learning rate used in the epoch.
 ``layer{l}.grad_norm`` (every layer, ``l`` from 1)
@@ -384,7 +386,9 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     diag = _Diagnostics(model, n, B) if diagnostics and model.n_layers > 1 else None
     logits_all = np.empty((K, n, n_out), dtype) if B < n else None  # a recorded epoch's logits, batch by batch
     logged = [e for e in range(1, epochs + 1) if e % log_every == 0 or e == epochs]
-    names = ["train_loss", "val_loss", "val_accuracy", "train_accuracy", "lr", *(diag.names() if diag else [])]
+    classify = not data.regression  # accuracies need class labels
+    names = ["train_loss", "val_loss", *(["val_accuracy", "train_accuracy"] if classify else []), "lr",
+             *(diag.names() if diag else [])]
     metrics = {name: np.full((len(logged), K), np.nan) for name in names}
     diverged = np.zeros(K, dtype=np.int64)
     limit = None
@@ -429,7 +433,8 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                 epoch_loss = model.gradients(X, Y, loss, executor)
                 if record:
                     ws = model.workspace(X)
-                    correct += _n_correct(ws.logits, y, threshold)
+                    if classify:
+                        correct += _n_correct(ws.logits, y, threshold)
                     if diag:
                         diag.update(ws)
                 if frozen is not None:
@@ -463,7 +468,8 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                     optimizer.step(grads, lr)
                 epoch_loss /= n
                 if record:
-                    correct += _n_correct(logits_all, np.take(y, perms), threshold)
+                    if classify:
+                        correct += _n_correct(logits_all, np.take(y, perms), threshold)
                     if diag:
                         diag.finish()
             if limit is None:  # full batch: the first epoch's loss is the loss at initialisation
@@ -484,10 +490,10 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
                 values = {
                     "train_loss": epoch_loss,
                     "val_loss": loss.value_and_grad(val_logits, Y_val, val_grad),
-                    "val_accuracy": accuracy(val_logits, y_val, threshold),
-                    "train_accuracy": correct / n,
                     "lr": lr,
                 }
+                if classify:
+                    values.update(val_accuracy=accuracy(val_logits, y_val, threshold), train_accuracy=correct / n)
                 if diag:
                     values.update(diag.results())
                 for name, v in values.items():

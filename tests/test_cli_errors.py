@@ -92,7 +92,8 @@ CASES = [
      ["dataset.path is read only by dataset=csv", "not by dataset=xor", "add dataset=csv"]),
     ("csv keys on digits", ["dataset=digits", "dataset.target=label"], ["dataset.target is read only by dataset=csv"]),
     ("noise on a real dataset", ["dataset=iris", "dataset.noise=0.1"],
-     ["dataset.noise is read only by dataset=circles / dataset=gaussian / dataset=moons / dataset=spiral",
+     ["dataset.noise is read only by dataset=circles / dataset=gaussian / dataset=linear_teacher / dataset=moons / "
+      "dataset=spiral",
       "not by dataset=iris"]),
     ("split seed negative", ["dataset.split_seed=-1"], ["dataset.split_seed=-1 must be an integer in [0, 2**32 - 1]"]),
     ("split seed too large", ["dataset=iris", "dataset.split_seed=4294967296"], ["dataset.split_seed=4294967296"]),

@@ -97,7 +97,8 @@ def test_a_glob_sweep_over_a_group_runs_every_option():
 def test_config_groups_are_the_conf_folders_and_experiments():
     assert config_groups() == {
         "activation": sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "activation").glob("*.yaml")),
-        "dataset": ["breast_cancer", "circles", "csv", "digits", "gaussian", "iris", "moons", "spiral", "wine", "xor"],
+        "dataset": ["breast_cancer", "circles", "csv", "digits", "gaussian", "iris", "linear_teacher", "moons", "spiral",
+                    "wine", "xor"],
         "experiment": sorted(p.stem for p in (Path(__file__).parents[1] / "experiments").glob("*.yaml")),
         "init": ["auto", "he_normal", "he_uniform", "lecun_normal", "lecun_uniform", "normal", "normalized", "orthogonal", "standard",
                  "uniform", "xavier_normal", "xavier_uniform", "zeros"],

@@ -47,8 +47,9 @@ def test_text_labels_with_many_classes_are_classes(tmp_path):
 
 
 def test_which_dataset_reads_which_key():
-    assert DATASET_KEYS == ("n_samples", "noise", "path", "target")
-    assert {n: loader_keys(n) for n in ("csv", "moons", "circles", "spiral", "gaussian", "xor", "digits", "iris")} == {
+    assert DATASET_KEYS == ("n_samples", "noise", "path", "target", "n_features", "n_outputs")
+    assert {n: loader_keys(n) for n in ("csv", "moons", "circles", "spiral", "gaussian", "xor", "digits", "iris",
+                                        "linear_teacher")} == {
         "csv": {"path", "target"}, "moons": {"n_samples", "noise"}, "circles": {"n_samples", "noise"},
         "spiral": {"n_samples", "noise"}, "gaussian": {"n_samples", "noise"}, "xor": set(), "digits": set(),
-        "iris": set()}
+        "iris": set(), "linear_teacher": {"n_samples", "noise", "n_features", "n_outputs"}}

@@ -20,7 +20,7 @@ from nnexp.report.claims import VERDICTS, parse_claims
 from nnexp.report.paper_figures import born_dead_probability
 from nnexp.train import fit
 
-STUDIES = ("he2015_deep_relu", "lu2019_dying_relu", "glorot2010_saturation")
+STUDIES = ("he2015_deep_relu", "lu2019_dying_relu", "glorot2010_saturation", "saxe2013_deep_linear")
 
 
 @pytest.mark.parametrize("name", STUDIES)
@@ -126,3 +126,20 @@ def test_glorot2010_reduced(tmp_path, cli):
     rows, report = _claims_csv(tmp_path)
     assert len(rows) == 7 and {row["verdict"] for row in rows} <= set(VERDICTS)
     assert (report / "paper_glorot2010_bands.png").exists() and (report / "paper_glorot2010_histograms.png").exists()
+
+
+@pytest.mark.slow
+def test_saxe2013_reduced(tmp_path, cli):
+    r = cli(["-m", "experiment=saxe2013_deep_linear", "model.depth=2,10", "replicas=3", "epochs=80"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = _runs(tmp_path, "saxe2013_deep_linear")
+    assert len(runs) == 12  # 2 initialisations x 2 depths x 3 replicas
+    assert sorted({float(x.data.params["optimizer.lr"]) for x in runs}) == [0.03, 0.15]  # 0.3 / depth
+    rows, report = _claims_csv(tmp_path)
+    # the claims at depth 50 have no runs to measure; the scaled Gaussian is slower at depth 10 than at depth 2
+    assert [row["n"] for row in rows] == ["0 vs 3", "0 vs 3", "0 vs 0", "3 vs 3"]
+    assert [row["verdict"] for row in rows] == ["inconclusive", "inconclusive", "inconclusive", "reproduced"]
+    with open(report / "time_to_threshold.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 12 and all(1 <= float(row["epochs"]) <= 81 for row in table)
+    assert (report / "paper_saxe2013.png").exists()

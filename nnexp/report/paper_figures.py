@@ -13,6 +13,9 @@ with the figures embedded.
   initialisation per layer (their Figs. 6-7).
 - ``lu2019_dying_relu``: Lu et al. (2019): the fraction of networks born dead against depth, one line per width,
   with Wilson intervals and the probability of being dead at one input (an upper bound).
+- ``saxe2013_deep_linear``: Saxe et al. (2013): epochs until the training loss reaches the claims' threshold
+  against depth, one line per initialisation (median and min-max band over seeds), and the training loss of the
+  deepest networks against epochs.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["layer_profile", "loss_curves", "layer_epoch_heatmap", "born_dead", "percentile_bands", "layer_histograms",
-           "load_histograms", "sections", "STUDY_FIGURES", "born_dead_probability"]
+           "load_histograms", "sections", "STUDY_FIGURES", "born_dead_probability", "time_to_threshold"]
 
 
 def _embed(fig, out_dir: Path, name: str, caption: str) -> str:
@@ -232,6 +235,76 @@ def _lu2019(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
     return [("Paper figure: Lu et al. (2019)", _embed(ax.figure, out_dir, "paper_lu2019", caption))]
 
 
+def time_to_threshold(data: pd.DataFrame, *, x: str = "depth", y: str = "epochs", hue: str = "init",
+                      censored: float | None = None, ax=None):
+    """Epochs to reach a loss threshold against depth, one line per ``hue``: median over runs, min-max band.
+
+    Parameters
+    ----------
+    data : DataFrame with columns ``x``, ``y`` and ``hue``, one row per run
+    censored : float, optional
+        The value of a run that never reached the threshold (its last epoch + 1): drawn as a grey dashed line.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    levels = sorted(data[hue].astype(str).unique())
+    colours = dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+    for level in levels:
+        g = data[data[hue].astype(str) == level].groupby(x)[y]
+        stats = pd.DataFrame({"median": g.median(), "lo": g.min(), "hi": g.max()}).sort_index()
+        ax.fill_between(stats.index, stats["lo"], stats["hi"], color=colours[level], alpha=0.2, lw=0)
+        ax.plot(stats.index, stats["median"], "o-", color=colours[level], ms=4, label=level)
+    if censored is not None:
+        ax.axhline(censored, color="grey", ls="--", lw=1, zorder=0)
+        ax.annotate("not reached", (data[x].min(), censored), va="bottom", fontsize="small", color="grey")
+    ax.set_yscale("log")
+    ax.set_xlabel("depth (hidden layers)")
+    ax.set_ylabel("epochs to threshold")
+    ax.legend(title=hue, fontsize="small")
+    return ax
+
+
+def _saxe2013(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    from .claims import claims_of, measure
+    from .load import load_histories
+
+    timed = [c for c in claims_of(ok) if c.first_below is not None]
+    if not timed or "model.depth" not in ok:
+        return []
+    claim = timed[0]
+    metric = claim.metrics()[0]
+    hist = load_histories(uri, list(ok["run_id"]), metrics=[metric])
+    if not len(hist):
+        return []
+    runs = ok.assign(depth=pd.to_numeric(ok["model.depth"]), epochs=measure(claim, ok, hist))
+    runs = runs.dropna(subset=["epochs"])
+    runs[["run_id", "init", "depth", "seed", "epochs"]].to_csv(Path(out_dir) / "time_to_threshold.csv", index=False)
+    last = int(hist["step"].max())
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    time_to_threshold(runs, censored=last + 1, ax=axes[0])
+    axes[0].set_title(f"epochs until {metric} < {claim.first_below:g}")
+    deepest = runs["depth"].max()
+    curves = hist.merge(runs.loc[runs["depth"] == deepest, ["run_id", "init"]], on="run_id")
+    curves = curves.sort_values(["init", "run_id", "step"], kind="stable")  # hue order (and colours) as on the left
+    loss_curves(curves, ax=axes[1], hline=claim.first_below, hline_label="threshold")
+    axes[1].set_yscale("log")
+    axes[1].set_title(f"{metric} at depth {deepest:g}")
+    caption = (f"Left: epochs until {metric} is below {claim.first_below:g} against depth, per initialisation: "
+               f"median over seeds, band min to max (grey dashed: not reached within {last} epochs, counted as "
+               f"{last + 1}); Saxe et al. (2013) plot learning time against depth this way. Right: {metric} of "
+               f"every seed at depth {deepest:g}. Table: time_to_threshold.csv.")
+    return [("Paper figure: Saxe et al. (2013)", _embed(fig, out_dir, "paper_saxe2013", caption))]
+
+
 def percentile_bands(data: pd.DataFrame, *, x: str = "step", layer: str = "layer", ax=None):
     """Per-layer median against epochs with the 1-99 percentile band, as Glorot & Bengio's Figures 2-4 draw them.
 
@@ -372,6 +445,7 @@ STUDY_FIGURES: dict[str, Callable[[pd.DataFrame, str, Path], list[tuple[str, str
     "he2015_deep_relu": _he2015,
     "lu2019_dying_relu": _lu2019,
     "glorot2010_saturation": _glorot2010,
+    "saxe2013_deep_linear": _saxe2013,
 }
 
 
