@@ -62,6 +62,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import fastmath
+
 __all__ = ["Activation", "ACTIVATIONS", "get_activation", "BoundActivation", "FAMILIES"]
 
 #: The activation families (see the module docstring).
@@ -69,10 +71,8 @@ FAMILIES = ("linear", "sigmoid", "relu", "smooth", "selu")
 
 
 def expit(x, out=None):
-    """``scipy.special.expit``, imported on first use (importing ``scipy.special`` costs 0.2 s per process)."""
-    from scipy.special import expit as _expit
-
-    return _expit(x, out=out)
+    """The logistic sigmoid, ``scipy.special.expit`` or its vectorised kernel (:func:`nnexp.fastmath.expit`)."""
+    return fastmath.expit(x, out=out)
 
 
 def ndtr(x, out=None):
@@ -156,7 +156,7 @@ def _softplus(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     out = _out(z, out)
     np.abs(z, out=out)
     np.negative(out, out=out)
-    np.exp(out, out=out)
+    fastmath.exp(out, out=out)
     np.log1p(out, out=out)
     out += np.maximum(z, 0)
     return out
@@ -215,7 +215,7 @@ def tanh(z, out=None):
     ----------
     LeCun, Bottou, Orr & Müller (1998), "Efficient BackProp", Neural Networks: Tricks of the Trade.
     """
-    return np.tanh(z, out=_out(z, out))
+    return fastmath.tanh(z, out=_out(z, out))
 
 
 def tanh_derivative(z, a, out=None):
@@ -296,7 +296,7 @@ def elu(z, out=None, *, alpha=1.0):
 def elu_derivative(z, a, out=None, *, alpha=1.0):
     out = _out(z, out)
     np.minimum(z, 0, out=out)
-    np.exp(out, out=out)
+    fastmath.exp(out, out=out)
     out *= alpha
     np.copyto(out, 1, where=z > 0)
     return out
@@ -392,7 +392,7 @@ def gelu_derivative(z, a, out=None, *, approximate=False):
     else:
         pdf = np.multiply(z, z)
         pdf *= -0.5
-        np.exp(pdf, out=pdf)
+        fastmath.exp(pdf, out=pdf)
         pdf *= _INV_SQRT_2PI
         pdf *= z
         ndtr(z, out=out)
@@ -447,14 +447,14 @@ def mish(z, out=None):
     Misra (2020), "Mish: a self regularized non-monotonic activation function", BMVC; arXiv:1908.08681.
     """
     out = _softplus(z, _out(z, out))
-    np.tanh(out, out=out)
+    fastmath.tanh(out, out=out)
     out *= z
     return out
 
 
 def mish_derivative(z, a, out=None):
     out = _out(z, out)
-    t = np.tanh(_softplus(z))
+    t = fastmath.tanh(_softplus(z))
     np.multiply(t, t, out=out)
     np.subtract(1, out, out=out)
     out *= z
