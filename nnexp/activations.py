@@ -225,10 +225,7 @@ def tanh(z, out=None):
 
 
 def tanh_derivative(z, a, out=None):
-    out = _out(z, out)
-    np.multiply(a, a, out=out)
-    np.subtract(1, out, out=out)
-    return out
+    return fastmath.tanh_derivative(a, out=_out(z, out))
 
 
 # --- relu ---------------------------------------------------------------------

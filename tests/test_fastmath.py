@@ -165,3 +165,12 @@ def test_activations_with_the_kernels_match_numpy_within_a_few_ulp(kernels, monk
     d = act.derivative(z, a)
     np.testing.assert_allclose(a, a_ref, rtol=4e-15, atol=1e-300)
     np.testing.assert_allclose(d, d_ref, rtol=1e-14, atol=1e-15)
+
+
+def test_the_tanh_derivative_kernel_gives_numpys_bits(kernels, points, monkeypatch):
+    a = np.tanh(points[np.isfinite(points)])
+    np.testing.assert_array_equal(run(kernels, "tanh_derivative", a), np.subtract(1, a * a))
+    monkeypatch.setenv("NNEXP_FASTMATH", "on")
+    z = np.random.default_rng(2).normal(size=(3, 600, 40))
+    a = np.tanh(z)
+    np.testing.assert_array_equal(activations.get_activation("tanh").derivative(z, a), 1 - a * a)
