@@ -19,7 +19,8 @@ trainer
     (``np.matmul(..., out=)`` into preallocated arrays: two forward, ``dW2``, ``dA1``, ``dW1``; no
     gradient with respect to the inputs), BLAS threading them as it will. On digits three more rows: nnexp
     with ``threads=1`` and one BLAS thread (its two row blocks in turn, as in a parallel sweep's job), the GEMM
-    floor on one BLAS thread (the one-core pair is what goal 3 of issue 11 is read from when the machine is
+    floor on one BLAS thread (both timed in CPU seconds of the process; the one-core pair is what goal 3 of
+    issue 11 is read from when the machine is
     loaded: multithreaded BLAS suffers most from other processes), and the GEMM floor as nnexp
     schedules a batch of 1024 rows or more: the products per row block, the two blocks on two threads with
     one BLAS thread each. Digits 64-128-10 tanh with softmax cross-entropy (all 1797
@@ -242,13 +243,20 @@ def gemm_floor_runner(X, hidden, n_out, epochs):
     return run
 
 
-def one_blas_thread(run):
-    """``run`` with BLAS limited to one thread: the single-core timings that load on a shared machine bends least."""
+def one_blas_thread(run, epochs: int):
+    """``run`` with BLAS limited to one thread, timed in CPU seconds of this process (``time.process_time``).
+
+    The single-core timings that load on a shared machine bends least: other processes' time on the core is
+    not counted (wall-clock ratios moved by 0.3 between identical runs at load average 15; these by 0.1).
+    Milliseconds per epoch, model set-up included (under 0.1 %).
+    """
     from threadpoolctl import threadpool_limits
 
     def limited() -> float:
         with threadpool_limits(1, user_api="blas"):
-            return run()
+            t = time.process_time()
+            run()
+            return (time.process_time() - t) / epochs * 1e3
 
     return limited
 
@@ -321,8 +329,8 @@ def bench_trainer(quick: bool, repeats: int) -> dict:
                 fns[key, "gemm floor, row blocks"] = gemm_blocks_runner(X, hidden, n_out, epochs, threads)
                 fns[key, "nnexp bare, 1 thread"] = one_blas_thread(nnexp_runner(X, y, hidden, epochs, dtype,
                                                                                 log_every=epochs, diagnostics=False,
-                                                                                threads=1))
-                fns[key, "gemm floor, 1 thread"] = one_blas_thread(gemm_floor_runner(X, hidden, n_out, epochs))
+                                                                                threads=1), epochs)
+                fns[key, "gemm floor, 1 thread"] = one_blas_thread(gemm_floor_runner(X, hidden, n_out, epochs), epochs)
                 if dtype == np.float64:  # goal 3: the same with NumPy's tanh/exp instead of nnexp.fastmath's
                     fns[key, "nnexp bare, numpy math"] = numpy_math(fns[key, "nnexp bare"])
                     fns[key, "nnexp bare, 1 thread, numpy math"] = numpy_math(fns[key, "nnexp bare, 1 thread"])
