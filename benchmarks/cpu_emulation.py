@@ -1,6 +1,6 @@
 """Emulate an x86 CPU without AVX-512 (an AMD EPYC with OpenBLAS's Haswell kernel) on a machine that has it.
 
-Two switches do it, both read when the libraries load, so they apply to a new process only:
+Three switches do it, all read when the libraries load, so they apply to a new process only:
 
 - ``NPY_DISABLE_CPU_FEATURES``: NumPy's runtime dispatch skips the listed SIMD targets. Here: every target NumPy
   was built to dispatch to that needs AVX-512 (``X86_V4``, ``AVX512_*``; ``AVX512F``, ``AVX512_SKX``... in NumPy
@@ -8,6 +8,8 @@ Two switches do it, both read when the libraries load, so they apply to a new pr
   What stays is AVX2 + FMA3 (``X86_V3``): NumPy's float64 ``tanh`` and ``exp`` then take the scalar C library loop.
 - ``OPENBLAS_CORETYPE=Haswell``: OpenBLAS takes its AVX2 kernels (``threadpoolctl`` reports
   ``architecture: Haswell``).
+- ``NNEXP_FASTMATH_CPU=x86-64-v3``: nnexp's own vectorised ``tanh``/``exp`` (``nnexp/fastmath.py``) are compiled
+  for AVX2 + FMA3 instead of this CPU.
 
 Usage::
 
@@ -50,7 +52,8 @@ def avx512_dispatch_targets() -> list[str]:
 
 def haswell_env() -> dict[str, str]:
     """The environment variables that make a new process see an AVX2 CPU with OpenBLAS's Haswell kernel."""
-    return {"NPY_DISABLE_CPU_FEATURES": " ".join(avx512_dispatch_targets()), "OPENBLAS_CORETYPE": "Haswell"}
+    return {"NPY_DISABLE_CPU_FEATURES": " ".join(avx512_dispatch_targets()), "OPENBLAS_CORETYPE": "Haswell",
+            "NNEXP_FASTMATH_CPU": "x86-64-v3"}
 
 
 def check(env: dict[str, str] | None = None) -> dict:

@@ -31,6 +31,8 @@ from typing import Callable
 
 import numpy as np
 
+from . import fastmath
+
 __all__ = ["Loss", "LOSSES", "get_loss", "resolve_loss_name"]
 
 
@@ -86,7 +88,7 @@ def binary_cross_entropy(logits, Y, grad=None, n=None):
     if grad is None:
         grad = np.empty_like(logits)
     np.multiply(logits, 0.5, out=grad)
-    np.tanh(grad, out=grad)
+    fastmath.tanh(grad, out=grad)
     grad += 1
     grad *= 0.5
     grad -= Y
@@ -118,7 +120,7 @@ def cross_entropy(logits, Y, grad=None, n=None):
     else:
         zmax = logits.max(axis=-1, keepdims=True)
     np.subtract(logits, zmax, out=grad)
-    np.exp(grad, out=grad)
+    fastmath.exp(grad, out=grad)
     s = np.matmul(grad, _ones_column(n_out, grad.dtype))  # row sums, shape (..., n_samples, 1)
     lse = np.log(s)
     lse += zmax
