@@ -42,7 +42,8 @@ class Renderer:
     svg : bool
         Also write ``<name>.svg`` (about a third of the rendering time; the page links it when present).
     processes : int, optional
-        Children rendering at once; default the CPU count (``os.cpu_count()``), and 0 renders in this process.
+        Children rendering at once; default :data:`PROCESSES`, else the CPU count (``os.cpu_count()``); 0 renders
+        in this process.
     """
 
     def __init__(self, svg: bool = False, processes: int | None = None):
@@ -51,6 +52,7 @@ class Renderer:
 
         self.formats = ("png", "svg") if svg else ("png",)
         forkable = hasattr(os, "fork") and sys.platform.startswith("linux")  # macOS: fork after a GUI lib is unsafe
+        processes = PROCESSES if processes is None else processes
         self.processes = (os.cpu_count() or 1) if processes is None else int(processes)
         self.processes = self.processes if forkable else 0
         self.pending: list[tuple[int, object, Path, str, bool, dict]] = []
@@ -98,6 +100,9 @@ class Renderer:
         else:  # the child failed: render here, where an error shows its traceback
             block["png"] = _render(fig, out_dir, name, tight, self.formats)
 
+
+#: Default of :class:`Renderer`'s ``processes`` (None: the CPU count; 0: render in the report's own process).
+PROCESSES: int | None = None
 
 #: The :class:`Renderer` of the report being built, if any.
 _ACTIVE: Renderer | None = None
