@@ -154,6 +154,7 @@ ACCEPTS = {
     "tracking.log_every": "an integer >= 1 or null",
     "tracking.report_target": "a finite number >= 0 (a val_loss), or null for the median final val_loss",
     "tracking.percentiles_every": "an integer >= 1 or null (off)",
+    "tracking.diagnostics_points": "an integer >= 1 or null (every recorded epoch)",
     "tracking.histogram_epochs": "a list of epochs in [0, epochs], e.g. [0,10,30]",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
 }
@@ -349,7 +350,8 @@ def validate(cfg: DictConfig) -> None:
     need(c.tracking.log_every is None or c.tracking.log_every >= 1,
          f"tracking.log_every={c.tracking.log_every} must be >= 1 (or null for about 500 points per run)")
     need(c.tracking.get("diagnostics_points") is None or c.tracking.diagnostics_points >= 1,
-         f"tracking.diagnostics_points={c.tracking.get('diagnostics_points')} must be >= 1 (or null for every recorded epoch)")
+         f"tracking.diagnostics_points={c.tracking.get('diagnostics_points')} must be "
+         f"{ACCEPTS['tracking.diagnostics_points']}")
     need(c.tracking.report_target is None or (math.isfinite(c.tracking.report_target) and c.tracking.report_target >= 0),
          f"tracking.report_target={c.tracking.report_target} must be {ACCEPTS['tracking.report_target']}")
     need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),
