@@ -15,6 +15,10 @@ Usage::
     python benchmarks/bench_report.py --runs-per-config 1 --epochs 200   # a smaller store
 
 The store is kept in ``benchmarks/results/store-<shape>/`` (git-ignored) and reused.
+
+Each round builds the report twice: as it is built by default (figures rendered in forked child processes while
+the next is drawn, PNG only) and the former way (every figure rendered in the report's own process, PNG and SVG);
+the JSON gives both, their ratio, and each figure's rendering seconds in the latter.
 """
 
 from __future__ import annotations
@@ -128,16 +132,49 @@ def main(argv=None) -> int:
     import scipy.stats  # noqa: F401
     import seaborn  # noqa: F401
 
-    times, cpu = [], []
+    import resource
+
+    from nnexp.report import plots
+
+    def children_cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    # the default (figures rendered in forked children, PNG only) against the former way (in the report's process,
+    # PNG and SVG), interleaved; per figure, the seconds of rendering it in the report's process (PNG, then SVG)
+    variants = {"default": (None, False), "serial, png+svg": (0, True)}
+    times: dict = {v: [] for v in variants}
+    cpu: dict = {v: [] for v in variants}
+    child: dict = {v: [] for v in variants}
+    per_figure: dict = {}
+    render = plots._render
+
+    def timed_render(fig, out_dir, name, tight, formats=plots.FORMATS):
+        t0 = time.perf_counter()
+        try:
+            return render(fig, out_dir, name, tight, formats)
+        finally:
+            per_figure[name] = round(time.perf_counter() - t0, 3)
+
+    plots._render = timed_render
     for _ in range(args.repeat):
-        out = Path(tempfile.mkdtemp(prefix="nnexp-bench-report-"))
-        t, c = time.perf_counter(), time.process_time()
-        build_report(uri, "bench", parent_id=parent, out_dir=out)
-        times.append(time.perf_counter() - t)
-        cpu.append(time.process_time() - c)
+        for name, (processes, svg) in variants.items():
+            plots.PROCESSES = processes
+            out = Path(tempfile.mkdtemp(prefix="nnexp-bench-report-"))
+            t, c, k = time.perf_counter(), time.process_time(), children_cpu()
+            build_report(uri, "bench", parent_id=parent, out_dir=out, svg=svg)
+            times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+            child[name].append(children_cpu() - k)
+    plots._render, plots.PROCESSES = render, None
     result = {"runs": int(shape.split("x")[0]), "epochs": args.epochs, "store_setup_s": round(setup, 2),
-              "build_s_min": round(min(times), 2), "build_s_median": round(float(np.median(times)), 2),
-              "build_cpu_s_min": round(min(cpu), 2), "load_average_1min": round(__import__("os").getloadavg()[0], 1),
+              "build_s_min": round(min(times["default"]), 2), "build_s_median": round(float(np.median(times["default"])), 2),
+              "build_cpu_s_min": round(min(cpu["default"]), 2),
+              "render_children_cpu_s_min": round(min(child["default"]), 2),
+              "serial_png_svg_build_s_min": round(min(times["serial, png+svg"]), 2),
+              "serial/default": round(min(times["serial, png+svg"]) / min(times["default"]), 2),
+              "render_s_per_figure (serial, png+svg)": per_figure,
+              "load_average_1min": round(__import__("os").getloadavg()[0], 1),
               "repeats": args.repeat, "python": platform.python_version(), "report": str(out / "index.html")}
     if args.json:
         print(json.dumps(result))

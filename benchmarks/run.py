@@ -46,7 +46,10 @@ study
     with its report, against its conventional peer ``benchmarks/conventional/study.py`` (Hydra's basic
     launcher, scikit-learn's ``MLPClassifier.partial_fit`` per epoch, ``mlflow.log_metric`` per metric and epoch
     into SQLite): wall time of each in a fresh folder, alternated over ``--study-rounds`` rounds (the best of
-    each kept), and their ratio (goal 1: at least 15). ``--quick``: 20 epochs.
+    each kept), and their ratio (goal 1: at least 15); nnexp's wall split into start-up, job set-up, training,
+    metric logging, the rest of each job, and what follows the last job (summary, report); and goal 1's other
+    ratio, wall / summed training, against its budget 1.5 x training + 3 s (``goal1`` in the JSON). ``--quick``: 20
+    epochs.
 memory
     Peak resident memory (``ru_maxrss`` of the child process) of one job training digits:
     ``python -m nnexp`` with MLflow, and the trainer alone.
@@ -627,12 +630,33 @@ def bench_study(quick: bool, rounds: int) -> dict:
             if n_runs != 27:
                 raise RuntimeError(f"conventional study stored {n_runs} runs, not 27")
     best = min(range(rounds), key=lambda i: walls["nnexp"][i])
+    train = nnexp_parts[best]["train_s"]
     return {"epochs": epochs, "rounds": rounds,
             "nnexp_command": "python -m nnexp -m " + " ".join(nnexp_args),
             "conventional_command": "python benchmarks/conventional/study.py -m " + f"epochs={epochs}",
             "nnexp_wall_s": min(walls["nnexp"]), "conventional_wall_s": min(walls["conventional"]),
             "walls_s": walls, "conventional_metric_points": n_points, "nnexp_breakdown": nnexp_parts[best],
-            "conventional/nnexp": min(walls["conventional"]) / min(walls["nnexp"])}
+            "conventional/nnexp": min(walls["conventional"]) / min(walls["nnexp"]),
+            "wall/train": min(walls["nnexp"]) / train,
+            # goal 1's budget: 1.5 x the summed training plus a fixed start-up of 3 s
+            "budget_s": 1.5 * train + GOAL1_STARTUP_S}
+
+
+#: Goal 1 of issue 11: the study's wall (with its report) <= 1.5 x its summed training + this fixed start-up, and
+#: at least this many times faster than the conventional script.
+GOAL1_STARTUP_S = 3.0
+GOAL1_SPEEDUP = 15.0
+
+
+def goal1(study: dict) -> dict:
+    """Issue 11, goal 1, from the study section: wall / summed training, wall against its budget, conventional / nnexp."""
+    b = study["nnexp_breakdown"]
+    return {"wall_s": study["nnexp_wall_s"], "train_s": b["train_s"], "wall/train": study["wall/train"],
+            "budget_s": study["budget_s"], "wall/budget": study["nnexp_wall_s"] / study["budget_s"],
+            "conventional/nnexp": study["conventional/nnexp"], "target_speedup": GOAL1_SPEEDUP,
+            "startup_s": b["startup_s"], "log_s": b["log_s"], "job_setup_s": b["job_setup_s"],
+            "per_job_other_s": b["per_job_other_s"], "after_last_job_s (summary, report)": b["after_last_job_s"],
+            "epochs": study["epochs"]}
 
 
 # --- memory ------------------------------------------------------------------------------------
@@ -741,6 +765,11 @@ def report_tables(res: dict) -> str:
                            ["implementation", "wall", "train (sum)", "conventional/this"],
                            [["nnexp, with its report", st["nnexp_wall_s"], b["train_s"], st["conventional/nnexp"]],
                             ["conventional script", st["conventional_wall_s"], "-", 1.0]]))
+        parts.append(table("study: where nnexp's wall goes (seconds)",
+                           ["start-up", "job set-up (sum)", "train (sum)", "metric logging (sum)",
+                            "other per job (sum)", "after the last job (summary, report)", "wall"],
+                           [[b["startup_s"], b["job_setup_s"], b["train_s"], b["log_s"],
+                             b["per_job_other_s"] * b["jobs"], b["after_last_job_s"], b["wall_s"]]]))
     if "memory" in res:
         m = res["memory"]
         parts.append(table("memory: peak resident set (MB)", ["process", "MB"],
@@ -796,6 +825,7 @@ def main(argv=None) -> int:
         res["memory"] = bench_memory(a.quick)
     if "study" in sections:
         res["study"] = bench_study(a.quick, a.study_rounds)
+        res["goal1"] = goal1(res["study"])
     res["seconds"] = time.perf_counter() - t0
     res["machine"]["load_average_at_end"] = os.getloadavg()
     print(report_tables(res))
@@ -812,6 +842,12 @@ def main(argv=None) -> int:
                   f"{'used' if fm['used'] else 'not used'} (compiled for {fm['cpu']}), loads in {fm['load_warm_s']:.2f} s "
                   f"({fm['load_cold_s']:.2f} s compiling); tanh 1797x128 NumPy {tanh['numpy']:.3f} ms"
                   + (f", kernel {tanh['kernel']:.3f} ms" if "kernel" in tanh else ""))
+    if "goal1" in res:
+        g = res["goal1"]
+        print(f"\ngoal 1 (27-run moons study, {g['epochs']} epochs, with its report): wall {g['wall_s']:.1f} s = "
+              f"{g['wall/train']:.1f} x the summed training {g['train_s']:.1f} s; budget 1.5 x train + "
+              f"{GOAL1_STARTUP_S:g} s = {g['budget_s']:.1f} s (wall/budget {g['wall/budget']:.2f}); "
+              f"conventional/nnexp {g['conventional/nnexp']:.1f} (target >= {GOAL1_SPEEDUP:g})")
     m = res["machine"]
     print(f"\nBLAS: {m['blas']}; unset for this run: {m['unset_blas_env'] or 'nothing'}; "
           f"load average {m['load_average_at_start'][0]:.2f} -> {m['load_average_at_end'][0]:.2f}; {res['seconds']:.0f} s")

@@ -348,7 +348,8 @@ def run_job(cfg: DictConfig) -> float:
                         cfg.batch_size, n_train)
         # jobs run one after another here (basic launcher): a writer process started by the sweep stores the metrics
         writer = None if paths["parallel"] else tracking.metric_writer(uri)
-        buffers = {k: tracking.MetricBuffer(c, run_id, writer=writer) for k, run_id in runs.items()}
+        thin = tracking.diagnostic_steps(int(cfg.epochs), log_every(cfg), cfg.tracking.get("diagnostics_points"))
+        buffers = {k: tracking.MetricBuffer(c, run_id, writer=writer, diagnostic_steps=thin) for k, run_id in runs.items()}
         progress = _progress(cfg, paths)
 
         def on_epoch(epoch, values):

@@ -98,7 +98,8 @@ class SweepCallback(Callback):
             lost = tracking.end_orphan_children(c, LAST_SWEEP["experiment_id"], parent, "FAILED")
             if lost:
                 log.warning("%d job(s) ended without closing their run (a worker died?): marked FAILED", lost)
-            runs, dropped = drop_duplicates(load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent))
+            loaded = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)  # the report uses them too
+            runs, dropped = drop_duplicates(loaded)
             counts = summarize_outcomes(runs)
             # runs trained twice (resume off, or parallel jobs), and jobs not trained because they spelled the
             # configuration and seed of a run of this sweep again (a reused run's repeats belong to its own sweep)
@@ -120,7 +121,8 @@ class SweepCallback(Callback):
                 out = launch / "reports" / LAST_SWEEP["experiment"] / LAST_SWEEP["sweep"]
                 try:
                     index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out,
-                                         target=config.tracking.get("report_target"), ui=config.tracking.get("ui_url"))
+                                         target=config.tracking.get("report_target"), ui=config.tracking.get("ui_url"),
+                                         runs=loaded)
                 except Exception:  # the runs are safe in the store; say so, and how to retry
                     log.exception("the report could not be built")
                     LAST_SWEEP["report_error"] = True

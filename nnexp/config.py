@@ -91,6 +91,7 @@ class TrackingConfig:
     experiment: str = "activations"  # MLflow experiment (one per study)
     log_every: Optional[int] = None  # record metrics every this many epochs; null = 1 up to 500 epochs, else epochs/500
     diagnostics: bool = True  # per-layer gradient norms, activation statistics, saturation, dead units
+    diagnostics_points: Optional[int] = 50  # per-layer diagnostics at about this many recorded epochs (evenly spaced, the last included); null = every one
     percentiles_every: Optional[int] = None  # per-layer activation / back-propagated gradient percentiles every this many epochs (and at 0); null = off
     histogram_epochs: list[int] = field(default_factory=list)  # epochs (0 = initialisation) of per-layer histograms, one histograms.npz per run
     save_weights: bool = True  # log final weights as an .npz artifact
@@ -176,6 +177,7 @@ ACCEPTS = {
     "tracking.log_every": "an integer >= 1 or null",
     "tracking.report_target": "a finite number >= 0 (a val_loss), or null for the median final val_loss",
     "tracking.percentiles_every": "an integer >= 1 or null (off)",
+    "tracking.diagnostics_points": "an integer >= 1 or null (every recorded epoch)",
     "tracking.histogram_epochs": "a list of epochs in [0, epochs], e.g. [0,10,30]",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
 }
@@ -370,6 +372,9 @@ def validate(cfg: DictConfig) -> None:
     need(c.replicas >= 1, f"replicas={c.replicas} must be >= 1")
     need(c.tracking.log_every is None or c.tracking.log_every >= 1,
          f"tracking.log_every={c.tracking.log_every} must be >= 1 (or null for about 500 points per run)")
+    need(c.tracking.get("diagnostics_points") is None or c.tracking.diagnostics_points >= 1,
+         f"tracking.diagnostics_points={c.tracking.get('diagnostics_points')} must be "
+         f"{ACCEPTS['tracking.diagnostics_points']}")
     need(c.tracking.report_target is None or (math.isfinite(c.tracking.report_target) and c.tracking.report_target >= 0),
          f"tracking.report_target={c.tracking.report_target} must be {ACCEPTS['tracking.report_target']}")
     need(len(c.model.hidden_sizes) >= 1 and all(h >= 1 for h in c.model.hidden_sizes),

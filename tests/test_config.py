@@ -131,6 +131,7 @@ def test_depth_changes_the_hash():
     (["model.depth=0", "model.width=8"], "must both be integers >= 1"),
     (["model.depth=2", "model.width=8", "model.hidden_sizes=[4]"], "model.hidden_sizes=[4] conflicts with model.depth=2"),
     (["tracking.percentiles_every=0"], "tracking.percentiles_every=0 must be an integer >= 1 or null"),
+    (["tracking.diagnostics_points=0"], "tracking.diagnostics_points=0 must be an integer >= 1 or null"),
     (["epochs=5", "tracking.histogram_epochs=[0,6]"], "tracking.histogram_epochs=[0, 6] must be a list of epochs in"),
 ])
 def test_config_mistakes_are_one_line(overrides, words):

@@ -261,7 +261,7 @@ def test_sweep_report_has_every_section(sweep):
         pass
     for f in figs:
         assert (sweep["out"] / f"{f}.png").stat().st_size > 5000
-        assert (sweep["out"] / f"{f}.svg").read_text().lstrip().startswith("<?xml")
+        assert not (sweep["out"] / f"{f}.svg").exists()  # PNG only, unless a build asks for SVG
         assert f'alt="{f}"' in text
     # the page is self-contained: every image is embedded
     assert not re.search(r'<img[^>]+src="(?!data:image/png;base64,)', text)

@@ -362,12 +362,15 @@ def test_rebuild_leaves_no_stale_files(stores, tmp_path):
     out = tmp_path / "same"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    build_report(stores["uri"], "moons", out_dir=out, boundaries=False)
+    build_report(stores["uri"], "moons", out_dir=out, boundaries=False, svg=True)
     assert (out / "lr_sensitivity.png").exists() and (out / "heatmap_activation_optimizer_lr.svg").exists()
+    assert (out / "heatmap_activation_optimizer_lr.svg").read_text().lstrip().startswith("<?xml")
+    assert 'href="lr_sensitivity.svg"' in (out / "index.html").read_text()
     # the same folder, now with one learning rate: no lr figure is drawn, and none may be left from before
     build_report(stores["uri"], "moons", out_dir=out, boundaries=False, filter_string="params.`optimizer.lr` = '1.0'")
     names = {p.name for p in out.iterdir()}
     assert "lr_sensitivity.png" not in names and "heatmap_activation_optimizer_lr.png" not in names
+    assert not any(n.endswith(".svg") for n in names)  # the first build's SVG files too (this one wrote none)
     assert {"final_metric.png", "index.html", "notes.txt"} <= names
     assert "lr_sensitivity" not in (out / "index.html").read_text()
 
@@ -446,4 +449,4 @@ def test_importance_of_both_swept_keys_and_parallel_coordinates(stores):
     assert set(table) == {"activation", "optimizer.lr"}
     values = [float(v) for v in table.values()]
     assert all(0 <= v <= 1 for v in values) and sum(values) == pytest.approx(1, abs=2e-3)
-    assert (stores["index"]["moons"].parent / "parallel_coordinates.svg").exists()
+    assert (stores["index"]["moons"].parent / "parallel_coordinates.png").stat().st_size > 5000

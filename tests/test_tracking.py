@@ -124,3 +124,33 @@ def test_experiment_created_once_under_concurrent_callers(tmp_path, tmp_path_fac
         ids = list(pool.map(lambda _: tracking.get_or_create_experiment(tracking.client(uri), "race"), range(16)))
     assert len(set(ids)) == 1
     assert [e.name for e in MlflowClient(uri).search_experiments()].count("race") == 1
+
+
+def test_diagnostic_steps_keep_about_the_asked_points_with_the_first_and_last():
+    assert tracking.diagnostic_steps(40, 1, 50) is None  # fewer recorded epochs than points: all kept
+    assert tracking.diagnostic_steps(200, 1, None) is None
+    steps = tracking.diagnostic_steps(200, 1, 50)
+    assert steps == set(range(1, 201, 4)) | {200} and len(steps) == 51
+    # recorded epochs of log_every=3 (3, 6, ..., 198, and the last, 200): every other one of those 67
+    assert tracking.diagnostic_steps(200, 3, 40) == {*list(range(3, 199, 3))[::2], 200}
+
+
+def test_metric_buffer_thins_the_per_layer_diagnostics_only(tmp_path):
+    c, exp = tracking.prepare_store(f"sqlite:///{tmp_path / 'mlflow.db'}", "thin")
+    run = tracking.start_run(c, exp, run_name="r")
+    buf = tracking.MetricBuffer(c, run, diagnostic_steps={1, 3})
+    for step in (1, 2, 3):
+        buf.add(step, {"val_loss": 1.0 / step, "layer1.grad_norm": step, "layer2.act_std": 2.0 * step,
+                       "layer1.probe.act_p50": 0.5, "dead_network": 0.0})
+    buf.flush()
+    steps = {k: [m.step for m in c.get_metric_history(run, k)] for k in
+             ("val_loss", "layer1.grad_norm", "layer2.act_std", "layer1.probe.act_p50", "dead_network")}
+    assert steps == {"val_loss": [1, 2, 3], "layer1.grad_norm": [1, 3], "layer2.act_std": [1, 3],
+                     "layer1.probe.act_p50": [1, 2, 3], "dead_network": [1, 2, 3]}
+
+
+def test_a_store_in_wal_mode_commits_without_waiting_for_the_disk(tmp_path):
+    c, _ = tracking.prepare_store(f"sqlite:///{tmp_path / 'mlflow.db'}", "fast")
+    with c._tracking_client.store.engine.connect() as con:
+        assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert con.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL (FULL is 2)

@@ -7,7 +7,7 @@ MLflow filter (:mod:`nnexp.report.load`), computes the statistics
 draws the figures (:mod:`nnexp.report.plots`, :mod:`nnexp.report.figures`) and
 renders one self-contained HTML page from the Jinja2 template
 ``templates/report.html.j2`` (:mod:`nnexp.report.page`; figures embedded as PNG),
-each figure also as PNG and SVG, and the tidy data as CSV:
+each figure also as a PNG file (and SVG with ``svg=True`` or ``--svg``), and the tidy data as CSV:
 
 ``runs.csv``
     one row per run (params, final metrics, outcome, MLflow UI link);

@@ -66,6 +66,7 @@ def main(argv=None) -> int:
                    help="address of the MLflow UI the run links point to (default: $NNEXP_UI_URL, else "
                         "http://127.0.0.1:5000)")
     p.add_argument("--no-boundaries", action="store_true", help="skip the decision-boundary figure")
+    p.add_argument("--svg", action="store_true", help="also write every figure as SVG (default: PNG only)")
     args = p.parse_args(argv)
     try:
         uri = tracking.resolve_uri(args.uri, Path.cwd())
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
             [n for _, n in sweeps], args.filter, args.metric)
         index = build_report(uri, args.experiment, parent_id=parents or None, filter_string=args.filter, out_dir=out,
                              metric=args.metric, target=args.target, boundaries=not args.no_boundaries,
-                             ui=args.ui_url)
+                             ui=args.ui_url, svg=args.svg)
     except ReportError as e:
         print(f"nnexp.report: error: {e}", file=sys.stderr)
         return 2

@@ -54,7 +54,8 @@ def ui_command(uri: str, url: str) -> str:
 
 def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None = None, filter_string: str = "",
                  out_dir: str | Path, title: str | None = None, metric: str = PRIMARY,
-                 target: float | None = None, boundaries: bool = True, ui: str | None = None) -> Path:
+                 target: float | None = None, boundaries: bool = True, ui: str | None = None,
+                 svg: bool = False, runs: pd.DataFrame | None = None) -> Path:
     """Write the report for one or more sweeps (``parent_id``), a filter, or a whole experiment.
 
     Parameters
@@ -86,6 +87,13 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     ui : str, optional
         Address of the MLflow UI the run links point to (default ``$NNEXP_UI_URL``, else
         ``http://127.0.0.1:5000``); the page prints the matching ``mlflow ui`` command.
+    runs : DataFrame, optional
+        The selection as :func:`nnexp.report.load.load_runs` returned it, when the caller has loaded it already
+        (the sweep's callback, for its summary): the store is not asked twice. Only with ``parent_id`` one sweep
+        (or none) and no ``filter_string``.
+    svg : bool
+        Also write each figure as ``<name>.svg`` (vector, for papers). Off by default: the page embeds the PNG,
+        and the SVG writer is about a third of the figures' rendering time.
 
     Returns
     -------
@@ -107,7 +115,10 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     parents = [parent_id] if isinstance(parent_id, str) else list(parent_id or [])
-    runs = _load(uri, experiment, parents, filter_string)
+    if runs is not None and len(parents) <= 1 and not filter_string:
+        runs = runs.copy()  # the caller's frame is left as it was
+    else:
+        runs = _load(uri, experiment, parents, filter_string)
     if runs.empty:
         raise ReportError(f"no runs in experiment {experiment!r} match"
                           + (f" the filter {filter_string!r}" if filter_string else "")
@@ -181,8 +192,11 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
                 ("Summary", summary_blocks(ctx))]
     if len(comp) > 1:
         sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
-    sections += figure_sections(ctx, out_dir, uri, boundaries, written)
-    sections += _shape_sections(ok, keys, metric, higher, out_dir, written)
+    from .plots import Renderer
+
+    with Renderer(svg=svg):  # figures render in child processes while the next is drawn; all done at the block's end
+        sections += figure_sections(ctx, out_dir, uri, boundaries, written)
+        sections += _shape_sections(ok, keys, metric, higher, out_dir, written)
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
     sections.append(("All runs in MLflow",
                      runs_blocks(ctx, ui_command(uri, base)) + duplicates_blocks(duplicates, url)))

@@ -1,12 +1,12 @@
-"""The report's figure sections: draw with :mod:`nnexp.report.figures`, save PNG and SVG, return blocks.
+"""The report's figure sections: draw with :mod:`nnexp.report.figures`, save PNG (and SVG on request), return blocks.
 
 Per-layer diagnostics are line plots (one line style per layer) up to :data:`LINE_PLOT_MAX_LAYERS` layers and a
 layer x epoch heatmap per diagnostic (:func:`layer_heatmaps`) from :data:`HEATMAP_MIN_LAYERS` on, so they stay
 readable at 30 layers and more.
 
 Each figure becomes ``{"kind": "figure", "name", "png" (base64), "caption"}``
-for :mod:`nnexp.report.page`, and ``<name>.png`` / ``<name>.svg`` in the
-report's folder. Colours come from :data:`nnexp.report.figures.ACTIVATION_COLORS`
+for :mod:`nnexp.report.page`, and ``<name>.png`` (``<name>.svg`` too with ``svg=True``) in the
+report's folder, rendered in parallel (:class:`Renderer`). Colours come from :data:`nnexp.report.figures.ACTIVATION_COLORS`
 (one colour per activation in every report); long titles are wrapped to the
 figure's width (:func:`nnexp.report.figures.fit_suptitle`).
 """
@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
+__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
            "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
 
 #: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
@@ -52,26 +52,127 @@ _HEATMAP_TEXT = {
 }
 
 
-def figure_block(fig, out_dir: Path, name: str, caption, tight: bool = False, written: set | None = None) -> dict:
-    """Save ``fig`` as ``<name>.png`` and ``<name>.svg`` in ``out_dir`` and return its page block.
+#: Formats of a report's figure files: PNG always (the page embeds it); SVG when a build asks (``svg=True``).
+FORMATS = ("png",)
 
-    The report's own figures use constrained layout, so they are saved as laid
-    out (``tight=False``): a "tight" bounding box would cost a second drawing pass.
-    ``written`` collects the file names (the report removes what an earlier build left).
+
+class Renderer:
+    """Renders the report's figures into their files, in forked processes while the report draws the next figure.
+
+    Drawing a figure (seaborn, matplotlib artists) is quick; rendering it (Agg's rasteriser for the PNG, the SVG
+    writer) is most of a report's time, and one figure's rendering does not depend on another's. Inside
+    ``with Renderer(...)`` (as :func:`nnexp.report.build.build_report` uses it), :func:`figure_block` hands each
+    finished figure to a child process made with ``os.fork`` (it inherits the figure: nothing is pickled) and
+    returns at once; at most ``processes`` children render at a time, and leaving the block waits for them and
+    fills each block's ``png``. A child that fails (or a platform without ``fork``) leaves the figure to be rendered
+    in this process, so the files are the same either way.
+
+    Parameters
+    ----------
+    svg : bool
+        Also write ``<name>.svg`` (about a third of the rendering time; the page links it when present).
+    processes : int, optional
+        Children rendering at once; default :data:`PROCESSES`, else the CPU count (``os.cpu_count()``); 0 renders
+        in this process.
     """
-    import matplotlib.pyplot as plt
 
+    def __init__(self, svg: bool = False, processes: int | None = None):
+        import os
+        import sys
+
+        self.formats = ("png", "svg") if svg else ("png",)
+        forkable = hasattr(os, "fork") and sys.platform.startswith("linux")  # macOS: fork after a GUI lib is unsafe
+        processes = PROCESSES if processes is None else processes
+        self.processes = (os.cpu_count() or 1) if processes is None else int(processes)
+        self.processes = self.processes if forkable else 0
+        self.pending: list[tuple[int, object, Path, str, bool, dict]] = []
+
+    def __enter__(self) -> "Renderer":
+        global _ACTIVE
+        self._outer, _ACTIVE = _ACTIVE, self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _ACTIVE
+        try:
+            while self.pending:
+                self._finish(self.pending.pop(0))
+        finally:
+            _ACTIVE = self._outer
+
+    def submit(self, fig, out_dir: Path, name: str, tight: bool, block: dict) -> None:
+        """Render ``fig`` into ``out_dir`` (now, or in a child) and fill ``block["png"]`` by the block's end."""
+        import os
+
+        if self.processes < 1:
+            block["png"] = _render(fig, out_dir, name, tight, self.formats)
+            return
+        while len(self.pending) >= self.processes:
+            self._finish(self.pending.pop(0))
+        pid = os.fork()
+        if pid == 0:  # the child: render, write the files, leave without running the parent's exit handlers
+            code = 1
+            try:
+                _render(fig, out_dir, name, tight, self.formats)
+                code = 0
+            finally:
+                os._exit(code)
+        self.pending.append((pid, fig, out_dir, name, tight, block))
+
+    def _finish(self, job) -> None:
+        import os
+
+        pid, fig, out_dir, name, tight, block = job
+        _, status = os.waitpid(pid, 0)
+        png = out_dir / f"{name}.png"
+        if status == 0 and png.exists():
+            block["png"] = base64.b64encode(png.read_bytes()).decode()
+        else:  # the child failed: render here, where an error shows its traceback
+            block["png"] = _render(fig, out_dir, name, tight, self.formats)
+
+
+#: Default of :class:`Renderer`'s ``processes`` (None: the CPU count; 0: render in the report's own process).
+PROCESSES: int | None = None
+
+#: The :class:`Renderer` of the report being built, if any.
+_ACTIVE: Renderer | None = None
+
+
+def _render(fig, out_dir: Path, name: str, tight: bool, formats=FORMATS) -> str:
+    """Write ``fig`` as ``<name>.<format>`` for each of ``formats`` (PNG first); return the PNG as base64."""
     bbox = "tight" if tight else None
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130, bbox_inches=bbox)
     (out_dir / f"{name}.png").write_bytes(buf.getvalue())
-    if fig.get_layout_engine() is not None and not tight:
-        fig.set_layout_engine("none")  # keep the positions just computed: the SVG needs no second layout pass
-    fig.savefig(out_dir / f"{name}.svg", bbox_inches=bbox)
-    plt.close(fig)
+    if "svg" in formats:
+        if fig.get_layout_engine() is not None and not tight:
+            fig.set_layout_engine("none")  # keep the positions just computed: the SVG needs no second layout pass
+        fig.savefig(out_dir / f"{name}.svg", bbox_inches=bbox)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def figure_block(fig, out_dir: Path, name: str, caption, tight: bool = False, written: set | None = None) -> dict:
+    """Save ``fig`` as ``<name>.png`` (and ``<name>.svg`` when the report asks) in ``out_dir``; return its page block.
+
+    The report's own figures use constrained layout, so they are saved as laid
+    out (``tight=False``): a "tight" bounding box would cost a second drawing pass.
+    ``written`` collects the file names (the report removes what an earlier build left).
+    Inside a :class:`Renderer` the rendering happens in a child process and the block's ``png`` (base64) is
+    filled when the renderer's block ends; otherwise here, before returning.
+    """
+    import matplotlib.pyplot as plt
+
+    renderer = _ACTIVE
+    formats = renderer.formats if renderer is not None else FORMATS
+    block = {"kind": "figure", "name": name, "png": None, "caption": caption, "svg": "svg" in formats}
+    if renderer is not None:
+        renderer.submit(fig, out_dir, name, tight, block)
+    else:
+        block["png"] = _render(fig, out_dir, name, tight, formats)
+    plt.close(fig)  # the figure object lives on in the renderer until it is rendered
     if written is not None:
-        written.update({f"{name}.png", f"{name}.svg"})
-    return {"kind": "figure", "name": name, "png": base64.b64encode(buf.getvalue()).decode(), "caption": caption}
+        written.update(f"{name}.{f}" for f in formats)
+    return block
 
 
 def _sorted_levels(values) -> list:
