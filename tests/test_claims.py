@@ -166,3 +166,21 @@ def re_escape(text):
     import re
 
     return re.escape(text)
+
+
+def test_a_paired_claim_takes_the_per_seed_differences():
+    # the two groups vary a lot from seed to seed, but the difference is 1 +- 0.01 for every seed
+    base = np.array([0.5, 3.0, 10.0, 1.5])
+    shift = np.array([1.0, 1.01, 0.99, 1.0])
+    runs = pd.DataFrame([dict(run_id=f"a{s}", init="he_normal", seed=s, m=base[s] + shift[s]) for s in range(4)]
+                        + [dict(run_id=f"b{s}", init="lecun_normal", seed=s, m=base[s]) for s in range(4)]
+                        + [dict(run_id="b9", init="lecun_normal", seed=9, m=100.0)])  # no partner: left out
+    claim = dict(claim="c", metric="m", compare=">", threshold=0.9, where={"init": "he_normal"},
+                 than={"init": "lecun_normal"})
+    paired = evaluate(parse_claims([{**claim, "paired": True}]), runs).iloc[0]
+    lo, hi = stats.t.interval(0.95, 3, loc=shift.mean(), scale=stats.sem(shift))
+    assert (paired["estimate"], paired["low"], paired["high"]) == pytest.approx((shift.mean(), lo, hi))
+    assert paired["n"] == "4 seeds, paired" and paired["verdict"] == "reproduced"
+    assert evaluate(parse_claims([claim]), runs).iloc[0]["verdict"] == "inconclusive"  # Welch: the seeds' spread
+    with pytest.raises(ClaimError, match=r"claims\[0\]\.paired needs than"):
+        parse_claims([dict(claim="c", metric="m", compare=">", threshold=0, paired=True)])

@@ -13,6 +13,8 @@ A study (``experiments/<name>.yaml``) lists its paper's measurable claims under 
         than: {init: xavier_normal}     # optional: a second group; the claim is then on mean(where) - mean(than)
         per_replica: false     # true: each run is a population (tracking.replica_runs=false) and the metric the
                                # fraction of its `replicas` networks with a 0/1 property: counts are pooled
+        paired: false          # true (with than): the two groups' runs are paired by seed (the same initial weights
+                               # under two settings); the claim is on the mean of the per-seed differences
         over: optimizer.lr     # optional: a run column swept within each group (e.g. a learning-rate grid) ...
         aggregate: min         # ... and how its levels are combined: min, max, mean, median or spread (max - min)
         compare: ">"           # ">", "<" or "between"
@@ -24,6 +26,11 @@ row per claim: the estimate with its 95 % interval and a verdict,
 - **reproduced**: the whole interval is on the claimed side of the threshold (inside it, for ``between``);
 - **not reproduced**: the whole interval is on the other side (outside, for ``between``);
 - **inconclusive**: the interval straddles the threshold, or fewer than two runs were measured.
+
+A *paired* claim (``paired: true``, with ``than``) matches the runs of the two groups by ``seed`` and measures the
+mean of the per-seed differences with its Student-t interval: right when a seed gives both groups the same
+initial weights (a setting that does not change the architecture, such as the input's variance), where Welch's
+unpaired interval would count the seed-to-seed spread that the pairing cancels.
 
 A claim *across a grid* (``over`` and ``aggregate``; for example "GELU's best training loss over the learning
 rates is lower than ReLU's", or "its spread over the learning rates is smaller") reads each group as a grid: the
@@ -70,7 +77,7 @@ AGGREGATES = {"min": np.min, "max": np.max, "mean": np.mean, "median": np.median
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 COMPARISONS = (">", "<", "between")
 _KEYS = {"claim", "paper", "metric", "epoch", "first_below", "where", "than", "compare", "threshold", "per_replica",
-         "over", "aggregate"}
+         "over", "aggregate", "paired"}
 _NAME = re.compile(r"`([^`]+)`")
 
 
@@ -94,6 +101,7 @@ class Claim:
     per_replica: bool = False
     over: str | None = None
     aggregate: str | None = None
+    paired: bool = False
 
     def metrics(self) -> list[str]:
         """The metric names the claim reads: the backticked names of an expression, or the metric itself."""
@@ -151,12 +159,14 @@ def parse_claims(raw: Any) -> list[Claim]:
             raise ClaimError(f"{where}.aggregate={c['aggregate']!r} is not known; choose one of: {', '.join(AGGREGATES)}")
         if c.get("over") is not None and c.get("per_replica"):
             raise ClaimError(f"{where}: over/aggregate and per_replica cannot be combined")
+        if c.get("paired") and (c.get("than") is None or c.get("over") is not None or c.get("per_replica")):
+            raise ClaimError(f"{where}.paired needs than (two groups to pair by seed) and neither over nor per_replica")
         out.append(Claim(str(c["claim"]), str(c["metric"]), compare, threshold, dict(c.get("where") or {}),
                          dict(c["than"]) if c.get("than") is not None else None,
                          None if c.get("epoch") is None else int(c["epoch"]),
                          None if c.get("first_below") is None else float(c["first_below"]), str(c.get("paper") or ""),
                          bool(c.get("per_replica", False)), None if c.get("over") is None else str(c["over"]),
-                         None if c.get("aggregate") is None else str(c["aggregate"])))
+                         None if c.get("aggregate") is None else str(c["aggregate"]), bool(c.get("paired", False))))
     return out
 
 
@@ -313,6 +323,35 @@ def _interval_grid(a: list[np.ndarray], b: list[np.ndarray] | None, aggregate: s
     return est, float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _paired_differences(values: pd.Series, runs: pd.DataFrame, where: dict, than: dict) -> np.ndarray:
+    """Per-seed differences ``where - than`` over the seeds both groups have a finite value for (sorted by seed)."""
+    if "seed" not in runs:
+        return np.array([])
+
+    def by_seed(group):
+        idx = _select(runs, group).index
+        v = pd.Series(values.loc[idx].to_numpy(float), index=pd.to_numeric(runs.loc[idx, "seed"]).to_numpy())
+        v = v[np.isfinite(v.to_numpy())]
+        return v[~v.index.duplicated()]
+
+    a, b = by_seed(where), by_seed(than)
+    seeds = sorted(set(a.index) & set(b.index))
+    return (a.loc[seeds] - b.loc[seeds]).to_numpy(float)
+
+
+def _t_interval(d: np.ndarray) -> tuple[float, float, float]:
+    """``(mean, low, high)``: Student-t :data:`CONFIDENCE` interval of a mean (no interval below two values)."""
+    from scipy import stats
+
+    m = float(d.mean()) if d.size else math.nan
+    if d.size < 2:
+        return m, math.nan, math.nan
+    if np.ptp(d) == 0:
+        return m, m, m
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return m, m - half, m + half
+
+
 def verdict(claim: Claim, low: float, high: float) -> str:
     """``reproduced`` / ``not reproduced`` / ``inconclusive`` for an interval ``[low, high]`` (module docstring)."""
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -371,6 +410,10 @@ def evaluate(claims: list[Claim], runs: pd.DataFrame, hist: pd.DataFrame | None 
             est, low, high = _interval_grid(ga, gb, c.aggregate)
             runs_of = lambda g: f"{sum(s.size for s in g)} runs at {len(g)} {c.over}"  # noqa: E731
             n = runs_of(ga) if gb is None else f"{runs_of(ga)} vs {runs_of(gb)}"
+        elif c.paired:
+            d = _paired_differences(values, runs, c.where, c.than)
+            est, low, high = _t_interval(d)
+            n = f"{d.size} seeds, paired"
         elif c.per_replica:
             est, low, high = _interval_pooled(a, na, b, nb)
             n = f"{int(na.sum())} networks" if b is None else f"{int(na.sum())} vs {int(nb.sum())} networks"
