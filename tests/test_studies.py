@@ -201,7 +201,7 @@ def test_hendrycks2016_reduced(tmp_path, cli):
                for row in rows[1::2])  # ELU was not run
     loss = {}
     for run in runs:
-        key = (run.data.params["activation"], float(run.data.params["optimizer.lr"]))
+        key = (run.data.params["activation.name"], float(run.data.params["optimizer.lr"]))
         loss.setdefault(key, []).append(run.data.metrics["train_loss"])
     med = {k: np.median(v) for k, v in loss.items()}
     best = {a: min(med[(a, lr)] for lr in (0.001, 0.01)) for a in ("gelu", "relu")}
