@@ -196,7 +196,8 @@ def test_hendrycks2016_reduced(tmp_path, cli):
     runs = _runs(tmp_path, "hendrycks2016_gelu")
     assert len(runs) == 8  # 2 activations x 2 learning rates x 2 replicas
     rows, report = _claims_csv(tmp_path)
-    assert len(rows) == 6 and [row["n"] for row in rows[::2]] == ["4 runs at 2 optimizer.lr vs 4 runs at 2 optimizer.lr"] * 3
+    both = "4 runs at 2 optimizer.lr vs 4 runs at 2 optimizer.lr"
+    assert len(rows) == 6 and [row["n"] for row in rows[::2]] == [both] * 3
     assert all(row["verdict"] == "inconclusive" and row["n"].endswith("vs 0 runs at 0 optimizer.lr")
                for row in rows[1::2])  # ELU was not run
     loss = {}

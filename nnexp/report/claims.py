@@ -37,7 +37,8 @@ rates is lower than ReLU's", or "its spread over the learning rates is smaller")
 value at each level of ``over`` is the **median** of that level's runs (the papers' "median of five runs"), and
 the group's value is the ``aggregate`` of those medians over the levels:
 
-.. math:: A = \operatorname{agg}_{v \in \text{levels}} \operatorname{median}\{x_r : r \in \text{group}, r[\text{over}] = v\}
+.. math:: A = \operatorname{agg}_{v \in \text{levels}}
+          \operatorname{median}\{x_r : r \in \text{group}, r[\text{over}] = v\}
 
 (``spread`` is the max minus the min: how much the outcome depends on the swept value). With ``than`` the claim
 is on :math:`A_\text{where} - A_\text{than}`. Its interval is a percentile bootstrap
@@ -156,7 +157,8 @@ def parse_claims(raw: Any) -> list[Claim]:
             raise ClaimError(f"{where}: give over and aggregate together (over: a swept run column such as "
                              f"optimizer.lr; aggregate: one of {', '.join(AGGREGATES)})")
         if c.get("aggregate") is not None and str(c["aggregate"]) not in AGGREGATES:
-            raise ClaimError(f"{where}.aggregate={c['aggregate']!r} is not known; choose one of: {', '.join(AGGREGATES)}")
+            raise ClaimError(f"{where}.aggregate={c['aggregate']!r} is not known; "
+                             f"choose one of: {', '.join(AGGREGATES)}")
         if c.get("over") is not None and c.get("per_replica"):
             raise ClaimError(f"{where}: over/aggregate and per_replica cannot be combined")
         if c.get("paired") and (c.get("than") is None or c.get("over") is not None or c.get("per_replica")):

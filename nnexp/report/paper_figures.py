@@ -405,7 +405,8 @@ def moments_by_layer(data: pd.DataFrame, *, y: str, x: str = "layer", hue: str =
             r = r.sort_values(x)
             ax.plot(r[x], r[y], dashes[st], color=colours[level], alpha=0.2, lw=0.7)
         m = d.groupby(x)[y].mean()
-        ax.plot(m.index, m.to_numpy(), dashes[st], color=colours[level], lw=1.6, label=f"{st}, {hue.replace('_', ' ')} {level:g}")
+        ax.plot(m.index, m.to_numpy(), dashes[st], color=colours[level], lw=1.6,
+                label=f"{st}, {hue.replace('_', ' ')} {level:g}")
     ax.set_xlabel("hidden layer")
     ax.legend(fontsize="x-small", ncol=2)
     return ax
