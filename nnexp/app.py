@@ -66,7 +66,8 @@ def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tu
         params["path"] = str(Path(base_dir or Path.cwd()) / params["path"])
     try:
         data = load(ds.name, val_fraction=ds.val_fraction, test_fraction=ds.test_fraction,
-                    split_seed=ds.split_seed, standardize=ds.standardize, cache=True, **params)
+                    split_seed=ds.split_seed, standardize=ds.standardize, cache=True,
+                    input_variance=ds.get("input_variance"), **params)
         loss = get_loss(resolve_loss_name(cfg.model.loss, data.task, data.n_classes))
     except ValueError as e:
         raise ConfigError(str(e)) from None

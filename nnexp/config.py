@@ -68,6 +68,7 @@ class DatasetConfig:
     test_fraction: float = 0.2  # share of samples for test
     split_seed: int = 0  # seed of the split (the same for every training seed)
     standardize: bool = True  # zero mean, unit variance from the training part
+    input_variance: Optional[float] = None  # variance of the standardised features (x sqrt(v)); null: 1
     n_samples: Optional[int] = None  # synthetic datasets: number of points
     noise: Optional[float] = None  # synthetic datasets: noise level
     path: Optional[str] = None  # csv: file path
@@ -388,6 +389,10 @@ def validate(cfg: DictConfig) -> None:
     need(0 < c.dataset.val_fraction < 1 and 0 < c.dataset.test_fraction < 1
          and c.dataset.val_fraction + c.dataset.test_fraction < 1,
          "dataset.val_fraction and dataset.test_fraction must each be in (0, 1) and sum to less than 1")
+    v = c.dataset.get("input_variance")
+    need(v is None or (0 < v < math.inf and c.dataset.standardize and c.dataset.name != "xor"),
+         f"dataset.input_variance={v} must be a number > 0 (the variance of the standardised features), with "
+         "dataset.standardize=true and a dataset other than xor")
     need(c.divergence_threshold > 1, f"divergence_threshold={c.divergence_threshold} must be > 1")
     need(c.seed >= 0, f"seed={c.seed} must be an integer >= 0")
     need(c.tracking.percentiles_every is None or c.tracking.percentiles_every >= 1,

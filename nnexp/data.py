@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -331,7 +331,7 @@ REGRESSION = {"linear_teacher"}
 
 
 def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, split_seed: int = 0,
-         standardize: bool = True, cache: bool = False, **params) -> Dataset:
+         standardize: bool = True, cache: bool = False, input_variance: float | None = None, **params) -> Dataset:
     """Load, split and standardise a dataset.
 
     Parameters
@@ -349,14 +349,26 @@ def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, sp
         Reuse the prepared arrays from nnexp's user cache (:mod:`nnexp.cache`), and
         store them there on a miss; see :func:`cache_path` for what the entry is keyed
         by. The arrays are bit for bit those of a fresh load. CSV files are never cached.
+    input_variance : float > 0, optional
+        The variance of every (non-constant) standardised feature over the training part: the standardised
+        features are multiplied by ``sqrt(input_variance)`` (``scale`` divided by it, so that
+        ``X = (X_raw - mean) / scale`` still holds). None (default) leaves them at variance 1. Needs
+        ``standardize``. Klambauer et al. (2017) start SELU networks from input variances 0.5 and 2 this way.
     **params
         Passed to the loader (for example ``noise`` or ``n_samples``).
 
     Raises
     ------
     ValueError
-        If ``name`` is unknown or the fractions leave no training data.
+        If ``name`` is unknown, the fractions leave no training data, or ``input_variance`` is not a positive
+        number or is given without ``standardize``.
     """
+    if input_variance is not None:
+        if not (standardize and name not in UNSPLIT and 0 < input_variance < float("inf")):
+            raise ValueError(f"dataset.input_variance={input_variance} must be a number > 0, with "
+                             "dataset.standardize=true (it sets the variance of the standardised features)")
+        return _rescaled(load(name, val_fraction=val_fraction, test_fraction=test_fraction, split_seed=split_seed,
+                              standardize=standardize, cache=cache, **params), input_variance)
     if name not in DATASETS:
         raise ValueError(f"dataset={name!r} is not known; choose one of: {', '.join(sorted(DATASETS))}")
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
@@ -373,6 +385,13 @@ def load(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2, sp
     if path is not None:
         _write_cached(path, data)
     return data
+
+
+def _rescaled(data: Dataset, variance: float) -> Dataset:
+    """``data`` with its standardised features multiplied by ``sqrt(variance)`` (see :func:`load`)."""
+    r = float(np.sqrt(variance))
+    return replace(data, X_train=data.X_train * r, X_val=data.X_val * r, X_test=data.X_test * r,
+                   scale=data.scale / r)
 
 
 #: Datasets read from a user's file, which may change under the same parameters: never cached.

@@ -15,12 +15,13 @@ or drawing random numbers (training is bit-identical with or without it):
 
 Metrics (each an ``ndarray of shape (n_replicas,)``, hidden layer ``l`` from 1)::
 
-    layer{l}.probe.act_std, layer{l}.probe.act_p01, ...p50, ...p99      over samples and units of a_l
-    layer{l}.probe.delta_std, layer{l}.probe.delta_p01, ...p50, ...p99  of the per-sample delta_l
+    layer{l}.probe.act_mean, ...act_std, ...act_p01, ...p50, ...p99      over samples and units of a_l
+    layer{l}.probe.delta_mean, ...delta_std, ...delta_p01, ...p50, ...p99  of the per-sample delta_l
 
 :data:`PERCENTILES` are the 1st, 50th and 99th: the band that holds 98 % of the values, as Glorot & Bengio's
-Figure 2 and 3 draw it ("mean and the 98 percentiles"). 8 metrics per hidden layer and probe: a 30-layer
-network probed 7 times writes 1,680 points per run.
+Figure 2 and 3 draw it ("mean and the 98 percentiles"); the mean and std are what Klambauer et al.'s (2017)
+self-normalisation keeps at 0 and 1. 10 metrics per hidden layer and probe: a 30-layer network probed 7 times
+writes 2,100 points per run.
 
 Histograms (:func:`histograms`): counts in :data:`HIST_BINS` equal bins between each layer's own minimum and
 maximum, per replica, layer and probe epoch, saved as one ``.npz`` artifact per run by :func:`save_histograms`.
@@ -82,6 +83,7 @@ def percentile_metrics(acts: list[np.ndarray], deltas: list[np.ndarray]) -> dict
         for kind, v in (("act", a), ("delta", d)):
             flat = v.reshape(v.shape[0], -1).astype(np.float64, copy=False)
             with np.errstate(all="ignore"):
+                out[f"layer{l}.probe.{kind}_mean"] = flat.mean(axis=1)
                 out[f"layer{l}.probe.{kind}_std"] = flat.std(axis=1)
                 qs = np.percentile(flat, PERCENTILES, axis=1)
             for p, q in zip(PERCENTILES, qs):

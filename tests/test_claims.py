@@ -101,3 +101,86 @@ def test_a_mistaken_claim_is_reported_in_its_section_not_a_crash(tmp_path):
                          "claims": [str([{"claim": "c", "metric": "m", "compare": "=", "threshold": 1}])]})
     ((title, text),) = sections(runs, "sqlite:///unused.db", tmp_path)
     assert title == "Claim check" and "claims[0].compare=&#x27;=&#x27; is not known" in text
+
+
+def _grid_runs():
+    """Two activations over a learning-rate grid, 3 seeds per cell: gelu's losses are 1, 2 and 3 at the three
+    rates (plus seed noise of +-0.1), relu's 1, 5 and 9."""
+    rows = []
+    for act, centres in (("gelu", (1.0, 2.0, 3.0)), ("relu", (1.0, 5.0, 9.0))):
+        for lr, centre in zip((1e-3, 1e-2, 1e-1), centres):
+            for k, noise in enumerate((-0.1, 0.0, 0.1)):
+                rows.append(dict(run_id=f"{act}{lr}{k}", activation=act, **{"optimizer.lr": lr},
+                                 train_loss=centre + noise))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("aggregate, gelu, relu", [("min", 1.0, 1.0), ("max", 3.0, 9.0), ("median", 2.0, 5.0),
+                                                   ("mean", 2.0, 5.0), ("spread", 2.0, 8.0)])
+def test_a_claim_across_a_grid_aggregates_the_per_level_medians(aggregate, gelu, relu):
+    runs = _grid_runs()
+    one = dict(claim="c", metric="train_loss", compare="<", threshold=0, over="optimizer.lr", aggregate=aggregate,
+               where={"activation": "gelu"})
+    row = evaluate(parse_claims([one]), runs).iloc[0]
+    assert row["estimate"] == pytest.approx(gelu) and row["n"] == "9 runs at 3 optimizer.lr"
+    two = evaluate(parse_claims([{**one, "than": {"activation": "relu"}}]), runs).iloc[0]
+    assert two["estimate"] == pytest.approx(gelu - relu)
+    assert two["n"] == "9 runs at 3 optimizer.lr vs 9 runs at 3 optimizer.lr"
+
+
+def test_a_grid_claims_bootstrap_interval_brackets_the_estimate_and_decides():
+    runs = _grid_runs()
+    claim = dict(claim="c", metric="train_loss", compare="<", threshold=0, over="optimizer.lr", aggregate="spread",
+                 where={"activation": "gelu"}, than={"activation": "relu"})
+    row = evaluate(parse_claims([claim]), runs).iloc[0]
+    # every resample moves each cell's median by at most 0.1: the spread's difference stays within -6 +- 0.4
+    assert row["estimate"] == pytest.approx(-6.0) and -6.4 <= row["low"] <= -6.0 <= row["high"] <= -5.6
+    assert row["verdict"] == "reproduced"
+    # the best rate: 1 against 1, up to seed noise: the interval straddles 0
+    best = evaluate(parse_claims([{**claim, "aggregate": "min"}]), runs).iloc[0]
+    assert best["low"] < 0 < best["high"] and best["verdict"] == "inconclusive"
+    # reproducible: a fixed generator
+    assert evaluate(parse_claims([claim]), runs).iloc[0]["low"] == row["low"]
+
+
+def test_a_grid_cell_with_one_run_gives_no_interval():
+    runs = _grid_runs().drop_duplicates(subset=["activation", "optimizer.lr"])
+    claim = dict(claim="c", metric="train_loss", compare="<", threshold=10, over="optimizer.lr", aggregate="max",
+                 where={"activation": "gelu"})
+    row = evaluate(parse_claims([claim]), runs).iloc[0]
+    assert row["estimate"] == pytest.approx(2.9) and row["verdict"] == "inconclusive"
+
+
+@pytest.mark.parametrize("extra, words", [
+    ({"over": "optimizer.lr"}, "give over and aggregate together"),
+    ({"aggregate": "min"}, "give over and aggregate together"),
+    ({"over": "optimizer.lr", "aggregate": "best"}, "claims[0].aggregate='best' is not known; choose one of: min"),
+    ({"over": "optimizer.lr", "aggregate": "min", "per_replica": True}, "cannot be combined"),
+])
+def test_grid_keys_are_checked_in_one_line(extra, words):
+    with pytest.raises(ClaimError, match=re_escape(words)):
+        parse_claims([dict(claim="c", metric="m", compare="<", threshold=1, **extra)])
+
+
+def re_escape(text):
+    import re
+
+    return re.escape(text)
+
+
+def test_a_paired_claim_takes_the_per_seed_differences():
+    # the two groups vary a lot from seed to seed, but the difference is 1 +- 0.01 for every seed
+    base = np.array([0.5, 3.0, 10.0, 1.5])
+    shift = np.array([1.0, 1.01, 0.99, 1.0])
+    runs = pd.DataFrame([dict(run_id=f"a{s}", init="he_normal", seed=s, m=base[s] + shift[s]) for s in range(4)]
+                        + [dict(run_id=f"b{s}", init="lecun_normal", seed=s, m=base[s]) for s in range(4)]
+                        + [dict(run_id="b9", init="lecun_normal", seed=9, m=100.0)])  # no partner: left out
+    claim = dict(claim="c", metric="m", compare=">", threshold=0.9, where={"init": "he_normal"},
+                 than={"init": "lecun_normal"})
+    paired = evaluate(parse_claims([{**claim, "paired": True}]), runs).iloc[0]
+    lo, hi = stats.t.interval(0.95, 3, loc=shift.mean(), scale=stats.sem(shift))
+    assert (paired["estimate"], paired["low"], paired["high"]) == pytest.approx((shift.mean(), lo, hi))
+    assert paired["n"] == "4 seeds, paired" and paired["verdict"] == "reproduced"
+    assert evaluate(parse_claims([claim]), runs).iloc[0]["verdict"] == "inconclusive"  # Welch: the seeds' spread
+    with pytest.raises(ClaimError, match=r"claims\[0\]\.paired needs than"):
+        parse_claims([dict(claim="c", metric="m", compare=">", threshold=0, paired=True)])

@@ -50,11 +50,12 @@ def test_percentiles_match_a_direct_forward_pass_and_deltas_give_the_weight_grad
     for k in range(2):
         np.testing.assert_allclose(m["layer2.probe.act_p99"][k], np.percentile(ws_a[1][k], 99))
         np.testing.assert_allclose(m["layer1.probe.act_std"][k], ws_a[0][k].std())
+        np.testing.assert_allclose(m["layer2.probe.act_mean"][k], ws_a[1][k].mean())
     # per-sample deltas: the batch-mean weight gradient of layer l+1 is a_l^T delta_{l+1} / n
     n = data.X_train.shape[0]
     dW2 = np.matmul(acts[0].transpose(0, 2, 1), deltas[1]) / n
     np.testing.assert_allclose(dW2, model.dW[1], rtol=1e-12, atol=1e-15)
-    assert len(m) == 2 * 2 * (1 + len(D.PERCENTILES))
+    assert len(m) == 2 * 2 * (2 + len(D.PERCENTILES))
 
 
 def test_probing_leaves_training_bit_identical():

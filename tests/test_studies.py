@@ -20,7 +20,8 @@ from nnexp.report.claims import VERDICTS, parse_claims
 from nnexp.report.paper_figures import born_dead_probability
 from nnexp.train import fit
 
-STUDIES = ("he2015_deep_relu", "lu2019_dying_relu", "glorot2010_saturation", "saxe2013_deep_linear")
+STUDIES = ("he2015_deep_relu", "lu2019_dying_relu", "glorot2010_saturation", "saxe2013_deep_linear",
+           "klambauer2017_selu", "hendrycks2016_gelu")
 
 
 @pytest.mark.parametrize("name", STUDIES)
@@ -143,3 +144,89 @@ def test_saxe2013_reduced(tmp_path, cli):
         table = list(csv.DictReader(f))
     assert len(table) == 12 and all(1 <= float(row["epochs"]) <= 81 for row in table)
     assert (report / "paper_saxe2013.png").exists()
+
+
+def test_input_variance_scales_the_standardised_features_and_keeps_the_raw_mapping():
+    from nnexp.data import load
+
+    base, wide = load("digits"), load("digits", input_variance=2.0)
+    for part in ("X_train", "X_val", "X_test"):
+        np.testing.assert_allclose(getattr(wide, part), getattr(base, part) * np.sqrt(2.0), rtol=1e-12)
+    live = base.X_train.std(axis=0) > 0  # digits' blank border pixels stay 0
+    np.testing.assert_allclose(wide.X_train[:, live].var(axis=0), 2.0, rtol=1e-9)
+    # X = (X_raw - mean) / scale still holds, so a served model standardises raw inputs as it was trained
+    raw = base.X_test * base.scale + base.mean
+    np.testing.assert_allclose((raw - wide.mean) / wide.scale, wide.X_test, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="dataset.input_variance=0 must be a number > 0"):
+        load("digits", input_variance=0)
+    with pytest.raises(ValueError, match="dataset.standardize=true"):
+        load("digits", input_variance=2.0, standardize=False)
+
+
+def test_input_variance_is_part_of_the_run_identity_and_null_keeps_old_ids(compose):
+    from nnexp.identity import canonical, config_id
+
+    ids = {v: config_id(canonical(compose(["dataset=digits"] + ([f"dataset.input_variance={v}"] if v else [])),
+                                  n_classes=10)) for v in (None, 0.5, 2.0)}
+    assert len(set(ids.values())) == 3
+    canon = canonical(compose(["dataset=digits"]), n_classes=10)
+    assert canon["dataset.input_variance"] is None
+    assert config_id({k: v for k, v in canon.items() if k != "dataset.input_variance"}) == ids[None]
+
+
+def test_input_variance_mistakes_are_one_line_and_leave_no_store(tmp_path, cli):
+    for bad, words in (("dataset.input_variance=-1", "dataset.input_variance=-1.0 must be a number > 0"),
+                       ("dataset.standardize=false dataset.input_variance=2", "with dataset.standardize=true")):
+        r = cli(["dataset=moons", "epochs=1", *bad.split()], tmp_path)
+        assert r.returncode == 2 and r.stderr.strip().startswith("nnexp: error: ") and words in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_klambauer2017_reduced(tmp_path, cli):
+    r = cli(["-m", "experiment=klambauer2017_selu", "model.depth=8,32", "model.width=16", "epochs=1", "replicas=2",
+             "dataset.input_variance=0.5,2.0", "tracking.percentiles_every=1"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = _runs(tmp_path, "klambauer2017_selu")
+    assert len(runs) == 16  # 2 activations x 2 depths x 2 input variances x 2 replicas
+    rows, report = _claims_csv(tmp_path)
+    assert len(rows) == 11 and {row["verdict"] for row in rows} <= set(VERDICTS)
+    # input variance 1 and depth 16 were not run, nor epoch 6: nothing to measure
+    for i in (0, 1, 5, 6, 7, 10):
+        assert rows[i]["verdict"] == "inconclusive", rows[i]
+    # ReLU is positively homogeneous and its biases start at 0: the input's factor 4 reaches layer 32 exactly
+    assert float(rows[9]["estimate"]) == pytest.approx(np.log(4.0), abs=1e-9) and rows[9]["verdict"] == "reproduced"
+    # SELU forgets most of it even at width 16 (a factor 4 would be log 4 = 1.39)
+    assert abs(float(rows[8]["estimate"])) < 0.7
+    with open(report / "moments_by_layer.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 8 * 32 * 2  # depth-32 runs x layers x probes (epochs 0 and 1)
+    assert (report / "paper_klambauer2017.png").exists()
+
+
+@pytest.mark.slow
+def test_hendrycks2016_reduced(tmp_path, cli):
+    r = cli(["-m", "experiment=hendrycks2016_gelu", "model.depth=2", "model.width=16", "epochs=2", "replicas=2",
+             "activation=gelu,relu", "optimizer.lr=0.001,0.01"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = _runs(tmp_path, "hendrycks2016_gelu")
+    assert len(runs) == 8  # 2 activations x 2 learning rates x 2 replicas
+    rows, report = _claims_csv(tmp_path)
+    both = "4 runs at 2 optimizer.lr vs 4 runs at 2 optimizer.lr"
+    assert len(rows) == 6 and [row["n"] for row in rows[::2]] == [both] * 3
+    assert all(row["verdict"] == "inconclusive" and row["n"].endswith("vs 0 runs at 0 optimizer.lr")
+               for row in rows[1::2])  # ELU was not run
+    loss = {}
+    for run in runs:
+        key = (run.data.params["activation.name"], float(run.data.params["optimizer.lr"]))
+        loss.setdefault(key, []).append(run.data.metrics["train_loss"])
+    med = {k: np.median(v) for k, v in loss.items()}
+    best = {a: min(med[(a, lr)] for lr in (0.001, 0.01)) for a in ("gelu", "relu")}
+    assert float(rows[0]["estimate"]) == pytest.approx(best["gelu"] - best["relu"], rel=1e-6)
+    logmed = {k: np.median(np.log10(v)) for k, v in loss.items()}  # the claim's metric is log10 of each run's loss
+    spread = {a: abs(logmed[(a, 0.001)] - logmed[(a, 0.01)]) for a in ("gelu", "relu")}
+    assert float(rows[2]["estimate"]) == pytest.approx(spread["gelu"] - spread["relu"], rel=1e-6)
+    with open(report / "loss_by_lr.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 8
+    assert (report / "paper_hendrycks2016.png").exists()

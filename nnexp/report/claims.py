@@ -1,4 +1,4 @@
-"""The claim check: a study's claims, declared in its experiment file, measured on its runs with their uncertainty.
+r"""The claim check: a study's claims, declared in its experiment file, measured on its runs with their uncertainty.
 
 A study (``experiments/<name>.yaml``) lists its paper's measurable claims under ``claims:``; each is a mapping::
 
@@ -13,6 +13,10 @@ A study (``experiments/<name>.yaml``) lists its paper's measurable claims under 
         than: {init: xavier_normal}     # optional: a second group; the claim is then on mean(where) - mean(than)
         per_replica: false     # true: each run is a population (tracking.replica_runs=false) and the metric the
                                # fraction of its `replicas` networks with a 0/1 property: counts are pooled
+        paired: false          # true (with than): the two groups' runs are paired by seed (the same initial weights
+                               # under two settings); the claim is on the mean of the per-seed differences
+        over: optimizer.lr     # optional: a run column swept within each group (e.g. a learning-rate grid) ...
+        aggregate: min         # ... and how its levels are combined: min, max, mean, median or spread (max - min)
         compare: ">"           # ">", "<" or "between"
         threshold: 0.5         # a number, or [low, high] for "between"
 
@@ -22,6 +26,24 @@ row per claim: the estimate with its 95 % interval and a verdict,
 - **reproduced**: the whole interval is on the claimed side of the threshold (inside it, for ``between``);
 - **not reproduced**: the whole interval is on the other side (outside, for ``between``);
 - **inconclusive**: the interval straddles the threshold, or fewer than two runs were measured.
+
+A *paired* claim (``paired: true``, with ``than``) matches the runs of the two groups by ``seed`` and measures the
+mean of the per-seed differences with its Student-t interval: right when a seed gives both groups the same
+initial weights (a setting that does not change the architecture, such as the input's variance), where Welch's
+unpaired interval would count the seed-to-seed spread that the pairing cancels.
+
+A claim *across a grid* (``over`` and ``aggregate``; for example "GELU's best training loss over the learning
+rates is lower than ReLU's", or "its spread over the learning rates is smaller") reads each group as a grid: the
+value at each level of ``over`` is the **median** of that level's runs (the papers' "median of five runs"), and
+the group's value is the ``aggregate`` of those medians over the levels:
+
+.. math:: A = \operatorname{agg}_{v \in \text{levels}}
+          \operatorname{median}\{x_r : r \in \text{group}, r[\text{over}] = v\}
+
+(``spread`` is the max minus the min: how much the outcome depends on the swept value). With ``than`` the claim
+is on :math:`A_\text{where} - A_\text{than}`. Its interval is a percentile bootstrap
+(``scipy.stats.bootstrap``, :data:`BOOTSTRAP_RESAMPLES` resamples, a fixed generator so that a report is
+reproducible) that resamples the runs within each level of each group independently; every level needs two runs.
 
 Intervals: for one group, the mean's Student-t interval, or Wilson's score interval when every value is 0 or 1
 (a fraction: ``scipy.stats.binomtest(k, n).proportion_ci``); for two groups, Welch's t interval of the
@@ -48,12 +70,15 @@ import pandas as pd
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 __all__ = ["Claim", "ClaimError", "parse_claims", "claims_of", "history_metrics", "measure", "evaluate", "sections",
-           "CONFIDENCE", "VERDICTS"]
+           "CONFIDENCE", "VERDICTS", "AGGREGATES", "BOOTSTRAP_RESAMPLES"]
 
 CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+AGGREGATES = {"min": np.min, "max": np.max, "mean": np.mean, "median": np.median, "spread": np.ptp}
 VERDICTS = ("reproduced", "not reproduced", "inconclusive")
 COMPARISONS = (">", "<", "between")
-_KEYS = {"claim", "paper", "metric", "epoch", "first_below", "where", "than", "compare", "threshold", "per_replica"}
+_KEYS = {"claim", "paper", "metric", "epoch", "first_below", "where", "than", "compare", "threshold", "per_replica",
+         "over", "aggregate", "paired"}
 _NAME = re.compile(r"`([^`]+)`")
 
 
@@ -75,6 +100,9 @@ class Claim:
     first_below: float | None = None
     paper: str = ""
     per_replica: bool = False
+    over: str | None = None
+    aggregate: str | None = None
+    paired: bool = False
 
     def metrics(self) -> list[str]:
         """The metric names the claim reads: the backticked names of an expression, or the metric itself."""
@@ -125,11 +153,22 @@ def parse_claims(raw: Any) -> list[Claim]:
         for key in ("where", "than"):
             if c.get(key) is not None and not isinstance(c[key], dict):
                 raise ClaimError(f"{where}.{key} must be a mapping of run columns to values, e.g. {{init: he_normal}}")
+        if (c.get("over") is None) != (c.get("aggregate") is None):
+            raise ClaimError(f"{where}: give over and aggregate together (over: a swept run column such as "
+                             f"optimizer.lr; aggregate: one of {', '.join(AGGREGATES)})")
+        if c.get("aggregate") is not None and str(c["aggregate"]) not in AGGREGATES:
+            raise ClaimError(f"{where}.aggregate={c['aggregate']!r} is not known; "
+                             f"choose one of: {', '.join(AGGREGATES)}")
+        if c.get("over") is not None and c.get("per_replica"):
+            raise ClaimError(f"{where}: over/aggregate and per_replica cannot be combined")
+        if c.get("paired") and (c.get("than") is None or c.get("over") is not None or c.get("per_replica")):
+            raise ClaimError(f"{where}.paired needs than (two groups to pair by seed) and neither over nor per_replica")
         out.append(Claim(str(c["claim"]), str(c["metric"]), compare, threshold, dict(c.get("where") or {}),
                          dict(c["than"]) if c.get("than") is not None else None,
                          None if c.get("epoch") is None else int(c["epoch"]),
                          None if c.get("first_below") is None else float(c["first_below"]), str(c.get("paper") or ""),
-                         bool(c.get("per_replica", False))))
+                         bool(c.get("per_replica", False)), None if c.get("over") is None else str(c["over"]),
+                         None if c.get("aggregate") is None else str(c["aggregate"]), bool(c.get("paired", False))))
     return out
 
 
@@ -251,6 +290,70 @@ def _interval_pooled(a, na, b, nb) -> tuple[float, float, float]:
     return pa - pb, pa - pb - half, pa - pb + half
 
 
+def _levels(values: np.ndarray, levels: np.ndarray) -> list[np.ndarray]:
+    """The finite ``values`` split by ``levels``, in sorted level order (levels without a finite value dropped)."""
+    ok = np.isfinite(values)
+    values, levels = values[ok], levels[ok]
+    return [values[levels == v] for v in sorted(set(levels.tolist()), key=str)]
+
+
+def _interval_grid(a: list[np.ndarray], b: list[np.ndarray] | None, aggregate: str) -> tuple[float, float, float]:
+    """``(estimate, low, high)`` of a claim across a grid (module docstring): the aggregate over levels of the
+    per-level medians (minus the other group's), with a percentile bootstrap over the runs of every level."""
+    from scipy import stats
+
+    agg = AGGREGATES[aggregate]
+    groups = [a] if b is None else [a, b]
+    if any(not g for g in groups):
+        return math.nan, math.nan, math.nan
+    sizes = [len(g) for g in groups]
+
+    def statistic(*samples):
+        value = [agg([np.median(s) for s in samples[:sizes[0]]])]
+        if b is not None:
+            value.append(agg([np.median(s) for s in samples[sizes[0]:]]))
+        return value[0] - value[1] if b is not None else value[0]
+
+    samples = [s for g in groups for s in g]
+    est = float(statistic(*samples))
+    if any(s.size < 2 for s in samples):
+        return est, math.nan, math.nan
+    if all(np.ptp(s) == 0 for s in samples):
+        return est, est, est
+    res = stats.bootstrap(samples, statistic, n_resamples=BOOTSTRAP_RESAMPLES, vectorized=False, paired=False,
+                          confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(0))
+    return est, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def _paired_differences(values: pd.Series, runs: pd.DataFrame, where: dict, than: dict) -> np.ndarray:
+    """Per-seed differences ``where - than`` over the seeds both groups have a finite value for (sorted by seed)."""
+    if "seed" not in runs:
+        return np.array([])
+
+    def by_seed(group):
+        idx = _select(runs, group).index
+        v = pd.Series(values.loc[idx].to_numpy(float), index=pd.to_numeric(runs.loc[idx, "seed"]).to_numpy())
+        v = v[np.isfinite(v.to_numpy())]
+        return v[~v.index.duplicated()]
+
+    a, b = by_seed(where), by_seed(than)
+    seeds = sorted(set(a.index) & set(b.index))
+    return (a.loc[seeds] - b.loc[seeds]).to_numpy(float)
+
+
+def _t_interval(d: np.ndarray) -> tuple[float, float, float]:
+    """``(mean, low, high)``: Student-t :data:`CONFIDENCE` interval of a mean (no interval below two values)."""
+    from scipy import stats
+
+    m = float(d.mean()) if d.size else math.nan
+    if d.size < 2:
+        return m, math.nan, math.nan
+    if np.ptp(d) == 0:
+        return m, m, m
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+    return m, m - half, m + half
+
+
 def verdict(claim: Claim, low: float, high: float) -> str:
     """``reproduced`` / ``not reproduced`` / ``inconclusive`` for an interval ``[low, high]`` (module docstring)."""
     if not (math.isfinite(low) and math.isfinite(high)):
@@ -298,14 +401,28 @@ def evaluate(claims: list[Claim], runs: pd.DataFrame, hist: pd.DataFrame | None 
             v, n = values.loc[idx].to_numpy(float), sizes.loc[idx].to_numpy(float)
             return v[np.isfinite(v)], n[np.isfinite(v)]
 
+        def grid(where):
+            idx = _select(runs, where).index
+            column = runs[c.over] if c.over in runs else pd.Series(np.nan, index=runs.index)
+            return _levels(values.loc[idx].to_numpy(float), column.loc[idx].to_numpy(object))
+
         (a, na), (b, nb) = group(c.where), (group(c.than) if c.than is not None else (None, None))
-        if c.per_replica:
+        if c.over is not None:
+            ga, gb = grid(c.where), (grid(c.than) if c.than is not None else None)
+            est, low, high = _interval_grid(ga, gb, c.aggregate)
+            runs_of = lambda g: f"{sum(s.size for s in g)} runs at {len(g)} {c.over}"  # noqa: E731
+            n = runs_of(ga) if gb is None else f"{runs_of(ga)} vs {runs_of(gb)}"
+        elif c.paired:
+            d = _paired_differences(values, runs, c.where, c.than)
+            est, low, high = _t_interval(d)
+            n = f"{d.size} seeds, paired"
+        elif c.per_replica:
             est, low, high = _interval_pooled(a, na, b, nb)
             n = f"{int(na.sum())} networks" if b is None else f"{int(na.sum())} vs {int(nb.sum())} networks"
         else:
             est, low, high = _interval(a, b)
             n = f"{a.size}" if b is None else f"{a.size} vs {b.size}"
-        what = "difference " if b is not None else ""
+        what = "difference " if c.than is not None else ""
         measured = f"{what}{_g(est)} [{_g(low)}, {_g(high)}]" if math.isfinite(low) else f"{what}{_g(est)} (no interval)"
         t = c.threshold
         expected = f"in [{_g(t[0])}, {_g(t[1])}]" if c.compare == "between" else f"{c.compare} {_g(t)}"

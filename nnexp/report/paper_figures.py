@@ -16,6 +16,11 @@ with the figures embedded.
 - ``saxe2013_deep_linear``: Saxe et al. (2013): epochs until the training loss reaches the claims' threshold
   against depth, one line per initialisation (median and min-max band over seeds), and the training loss of the
   deepest networks against epochs.
+- ``klambauer2017_selu``: Klambauer et al. (2017): each hidden layer's activation mean and variance against depth,
+  one line per input variance, SELU against ReLU, at initialisation and after training, with the tolerance band
+  the claims test.
+- ``hendrycks2016_gelu``: Hendrycks & Gimpel (2016): final training loss against the learning rate, one line per
+  activation (median over seeds, band from the lowest to the highest seed).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["layer_profile", "loss_curves", "layer_epoch_heatmap", "born_dead", "percentile_bands", "layer_histograms",
-           "load_histograms", "sections", "STUDY_FIGURES", "born_dead_probability", "time_to_threshold"]
+           "load_histograms", "sections", "STUDY_FIGURES", "born_dead_probability", "time_to_threshold", "moments_by_layer", "loss_by_lr"]
 
 
 def _embed(fig, out_dir: Path, name: str, caption: str) -> str:
@@ -440,12 +445,148 @@ def _glorot2010(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, st
     return [("Paper figure: Glorot & Bengio (2010)", "".join(parts))]
 
 
+def moments_by_layer(data: pd.DataFrame, *, y: str, x: str = "layer", hue: str = "input_variance",
+                     style: str = "activation", band: tuple[float, float] | None = None,
+                     dashes: dict | None = None, ax=None):
+    """A per-layer moment (mean or variance) against depth: one line per ``hue`` level (mean over runs, each run
+    faint), line style per ``style`` level, and a shaded tolerance ``band``, as Klambauer et al.'s Fig. 2 reads.
+
+    Parameters
+    ----------
+    data : DataFrame with columns ``x``, ``y``, ``hue``, ``style`` and ``run_id``
+    band : (low, high), optional
+        Shaded in grey: the interval the study's claims test.
+    dashes : dict, optional
+        Line style per ``style`` level (default: solid, dashed, dotted, ... in sorted order).
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    if band is not None:
+        ax.axhspan(*band, color="grey", alpha=0.15, lw=0, zorder=0)
+    levels = sorted(data[hue].unique())
+    colours = dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+    dashes = {**dict(zip(sorted(data[style].astype(str).unique()), ("-", "--", ":", "-."))), **(dashes or {})}
+    for (level, st), d in data.groupby([hue, data[style].astype(str)]):
+        for _, r in d.groupby("run_id"):
+            r = r.sort_values(x)
+            ax.plot(r[x], r[y], dashes[st], color=colours[level], alpha=0.2, lw=0.7)
+        m = d.groupby(x)[y].mean()
+        ax.plot(m.index, m.to_numpy(), dashes[st], color=colours[level], lw=1.6,
+                label=f"{st}, {hue.replace('_', ' ')} {level:g}")
+    ax.set_xlabel("hidden layer")
+    ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def _klambauer2017(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    from .load import load_histories
+
+    depth = int(pd.to_numeric(ok["model.depth"]).max())
+    deep = ok[pd.to_numeric(ok["model.depth"]) == depth]
+    wanted = [f"layer{l}.probe.act_{k}" for l in range(1, depth + 1) for k in ("mean", "std")]
+    hist = load_histories(uri, list(deep["run_id"]), metrics=wanted)
+    if not len(hist):
+        return []
+    runs = deep[["run_id", "activation"]].assign(
+        input_variance=pd.to_numeric(deep.get("dataset.input_variance", pd.Series(1.0, index=deep.index))).fillna(1.0))
+    hist = hist.merge(runs, on="run_id")
+    hist["layer"] = hist["metric"].str.extract(r"layer(\d+)\.", expand=False).astype(int)
+    hist["kind"] = hist["metric"].str.extract(r"act_(\w+)$", expand=False)
+    wide = hist.pivot_table(index=["run_id", "activation", "input_variance", "layer", "step"], columns="kind",
+                            values="value").reset_index()
+    wide["variance"] = wide["std"] ** 2
+    last = int(wide["step"].max())
+    wide.to_csv(Path(out_dir) / "moments_by_layer.csv", index=False)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained", sharex=True)
+    for j, (step, when) in enumerate(((0, "at initialisation"), (last, f"after {last} epochs"))):
+        d = wide[wide["step"] == step]
+        styles = {"selu": "-", "relu": "--"}
+        moments_by_layer(d, y="mean", band=(-0.1, 0.1), dashes=styles, ax=axes[0, j])
+        axes[0, j].set_ylabel("activation mean")
+        axes[0, j].set_title(f"mean per layer, {when}")
+        moments_by_layer(d, y="variance", band=(0.8, 1.2), dashes=styles, ax=axes[1, j])
+        axes[1, j].set_yscale("log")
+        axes[1, j].set_ylabel("activation variance")
+        axes[1, j].set_title(f"variance per layer, {when}")
+    caption = (f"Mean and variance of each hidden layer's activations (over the probe batch's samples and the layer's "
+               f"units) against depth in the {depth}-layer networks, one colour per input variance; solid: SELU with "
+               "LeCun normal weights, dashed: ReLU with He normal weights; faint: seeds. Grey: the tolerance the "
+               "claims test (|mean| < 0.1, |variance - 1| < 0.2). Table: moments_by_layer.csv.")
+    return [("Paper figure: Klambauer et al. (2017)", _embed(fig, out_dir, "paper_klambauer2017", caption))]
+
+
+def loss_by_lr(data: pd.DataFrame, *, x: str = "lr", y: str = "value", hue: str = "activation", ax=None):
+    """Final training loss against the learning rate (log-log), one line per ``hue`` level: the median over runs
+    with a band from the lowest to the highest run, as Hendrycks & Gimpel report medians of five runs.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    levels = sorted(data[hue].unique())
+    colours = dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+    for level in levels:
+        g = data[data[hue] == level].groupby(x)[y]
+        med, lo, hi = g.median(), g.min(), g.max()
+        ax.fill_between(med.index, lo.to_numpy(), hi.to_numpy(), color=colours[level], alpha=0.2, lw=0)
+        ax.plot(med.index, med.to_numpy(), "o-", color=colours[level], ms=4, label=f"{level} (median)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate (Adam)")
+    ax.set_ylabel("final training loss")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def _hendrycks2016(ok: pd.DataFrame, uri: str, out_dir: Path) -> list[tuple[str, str]]:
+    import matplotlib.pyplot as plt
+
+    from .load import load_histories
+
+    d = ok.assign(lr=pd.to_numeric(ok["optimizer.lr"]), value=pd.to_numeric(ok.get("train_loss"), errors="coerce"))
+    d = d.dropna(subset=["value"])
+    if not len(d):
+        return []
+    d[["activation", "lr", "seed", "value"]].to_csv(Path(out_dir) / "loss_by_lr.csv", index=False)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    loss_by_lr(d, ax=axes[0])
+    axes[0].set_title(f"final training loss after {int(pd.to_numeric(d['epochs']).max())} epochs")
+    best = d.groupby(["activation", "lr"])["value"].median().groupby("activation").idxmin()
+    runs = d[[(a, l) in set(best) for a, l in zip(d["activation"], d["lr"])]]
+    hist = load_histories(uri, list(runs["run_id"]), metrics=["train_loss"]).merge(
+        runs[["run_id", "activation", "lr"]], on="run_id")
+    hist["activation"] = [f"{a}, lr {l:g}" for a, l in zip(hist["activation"], hist["lr"])]
+    loss_curves(hist, hue="activation", ax=axes[1])
+    axes[1].set_yscale("log")
+    axes[1].set_title("training loss at each activation's best rate (Fig. 2)")
+    caption = ("Left: final training loss against Adam's learning rate, median over seeds (band: lowest to highest "
+               "seed) per activation. Right: training loss against epochs at each activation's best learning rate, "
+               "one line per seed, as the paper's Fig. 2. Table: loss_by_lr.csv.")
+    return [("Paper figure: Hendrycks & Gimpel (2016)", _embed(fig, out_dir, "paper_hendrycks2016", caption))]
+
+
 #: Study name -> function ``(finished runs, uri, out_dir) -> [(section title, html)]``.
 STUDY_FIGURES: dict[str, Callable[[pd.DataFrame, str, Path], list[tuple[str, str]]]] = {
     "he2015_deep_relu": _he2015,
     "lu2019_dying_relu": _lu2019,
     "glorot2010_saturation": _glorot2010,
     "saxe2013_deep_linear": _saxe2013,
+    "klambauer2017_selu": _klambauer2017,
+    "hendrycks2016_gelu": _hendrycks2016,
 }
 
 
