@@ -53,6 +53,7 @@ class Setup:
     init_names: list = None
     members: list = None
 
+
 def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tuple[Dataset, Loss]:
     """Load the configured dataset and pick its loss.
 

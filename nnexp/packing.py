@@ -17,6 +17,13 @@ composes and checks every member's job (:func:`nnexp.preflight.preflight` expand
 Job side: :func:`job_members` gives each member's composed config and job paths (its override text, config-group
 choices, job number and an output folder of its own), and :func:`nnexp.app.run_job` trains them as replicas of one
 network (:func:`nnexp.app.build` with ``members``).
+
+What packing changes: a packed job is one process step, so an exception in it (a bug, memory) fails all its
+members' runs together, where unpacked jobs would fail one by one (``hydra.sweeper.pack=false`` keeps them apart);
+a diverging member is not a failure and leaves the others as they would train alone. The timing tags
+``nnexp.seconds.setup`` and ``nnexp.seconds.train`` of a member's run are its packed job's, as for seed replicas.
+Packing applies to Hydra's basic launcher and to parallel ones (joblib, Ray, SLURM) alike; the Optuna search
+(``hydra/sweeper=nnexp_optuna``) never packs.
 """
 
 from __future__ import annotations
