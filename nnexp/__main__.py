@@ -18,10 +18,12 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import ConfigError, register
+from .packing import register_plugin as register_packing_sweeper
 from .search import register_plugin
 
 register()
 register_plugin()  # hydra/sweeper=nnexp_optuna (Hydra's own discovery misses plugins of an editable install)
+register_packing_sweeper()  # hydra/sweeper=nnexp_basic, the default
 
 log = logging.getLogger("nnexp")
 

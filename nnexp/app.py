@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from . import context, identity, mlflow_model, population, search, tracking
+from . import context, identity, mlflow_model, packing, population, search, tracking
 from .activations import get_activation
 from .config import ConfigError, flatten, hidden_sizes, log_every, validate
 from .data import DATASET_KEYS, Dataset, load
@@ -36,7 +36,11 @@ __all__ = ["Setup", "build", "run_job", "job_paths"]
 
 @dataclass
 class Setup:
-    """Everything one training needs, built from a config."""
+    """Everything one training needs, built from a config (or from the configs of packed members).
+
+    ``seeds``, ``init_names`` and ``members`` have one entry per replica: its seed, its resolved initialiser and
+    the index of the member configuration it trains (0 without packing).
+    """
 
     data: Dataset
     model: MLP
@@ -46,6 +50,8 @@ class Setup:
     rngs: list
     seeds: list
     init_name: str
+    init_names: list = None
+    members: list = None
 
 
 def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tuple[Dataset, Loss]:
@@ -75,38 +81,59 @@ def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tu
 
 
 def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
-          checked: tuple[Dataset, Loss] | None = None) -> Setup:
+          checked: tuple[Dataset, Loss] | None = None, members: list[DictConfig] | None = None) -> Setup:
     """Build data, model, loss, optimiser, schedule and generators from a composed config.
 
     Replica ``k`` is seeded with ``cfg.seed + k``. ``checked`` is :func:`check_data`'s result when the caller
     already has it (a job checks the data first, for its run identity).
+
+    ``members`` (a packed job, :mod:`nnexp.packing`): configurations that differ from ``cfg`` only in per-replica
+    values (seed, initialiser, learning rate, weight decay); the network then holds ``cfg.replicas`` replicas of
+    each member in turn (seeds ``member.seed + r``), each with its member's initialiser, gain, learning rate and
+    weight decay, so each trains bit for bit as its member would alone.
 
     Raises
     ------
     ConfigError
         If the config is invalid or does not fit the dataset (see :func:`nnexp.config.validate`).
     """
-    validate(cfg)
+    members = members or [cfg]
+    for m in members:
+        validate(m)
     dtype = np.dtype(cfg.model.dtype)
     data, loss = checked or check_data(cfg, base_dir)  # a job passes what it checked: the data is read once
     data = data.astype(dtype)
     n_out = 1 if (data.n_classes == 2 and loss.name != "cross_entropy" and not data.regression) else data.n_classes
     act = get_activation(cfg.activation.name, alpha=cfg.activation.alpha, beta=cfg.activation.beta,
                          approximate=cfg.activation.approximate)
-    init_name = auto_initializer(act.spec.family) if cfg.init.name == "auto" else cfg.init.name
-    weight_init = get_initializer(init_name, std=cfg.init.std, limit=cfg.init.limit)
-    bias_init = get_bias_initializer(cfg.init.bias, cfg.init.bias_value)
-    gain = act.gain if cfg.init.gain is None else float(cfg.init.gain)
-    seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
+    R = int(cfg.replicas)
+    seeds, init_names, weight_inits, bias_inits, gains, lrs, decays, index = [], [], [], [], [], [], [], []
+    for i, m in enumerate(members):
+        name = auto_initializer(act.spec.family) if m.init.name == "auto" else m.init.name
+        w_init = get_initializer(name, std=m.init.std, limit=m.init.limit)
+        b_init = get_bias_initializer(m.init.bias, m.init.bias_value)
+        gain = act.gain if m.init.gain is None else float(m.init.gain)
+        for r in range(R):
+            seeds.append(int(m.seed) + r)
+            init_names.append(name)
+            weight_inits.append(w_init)
+            bias_inits.append(b_init)
+            gains.append(gain)
+            lrs.append(float(m.optimizer.lr))
+            decays.append(float(m.optimizer.weight_decay))
+            index.append(i)
     rngs = [np.random.default_rng(s) for s in seeds]
-    model = MLP([data.n_features, *hidden_sizes(cfg), n_out], act, replicas=cfg.replicas, dtype=dtype)
-    model.initialize(weight_init, bias_init, rngs, gain=gain)
+    model = MLP([data.n_features, *hidden_sizes(cfg), n_out], act, replicas=len(seeds), dtype=dtype)
+    one = len(members) == 1  # one configuration: scalars, the code path of a network of one configuration
+    model.initialize(weight_inits[0] if one else weight_inits, bias_inits[0] if one else bias_inits, rngs,
+                     gain=gains[0] if one else gains)
     o = cfg.optimizer
-    optimizer = make_optimizer(o.name, model.params(), weight_decay=o.weight_decay,
+    optimizer = make_optimizer(o.name, model.params(), weight_decay=decays[0] if one else np.array(decays),
                                decay_mask=[True, False] * model.n_layers, momentum=o.momentum,
                                beta1=o.beta1, beta2=o.beta2, eps=o.eps)
-    schedule = make_schedule(o.schedule, o.lr, cfg.epochs, step_size=o.step_size, gamma=o.gamma, min_lr=o.min_lr)
-    return Setup(data, model, loss, optimizer, schedule, rngs, seeds, init_name)
+    schedule = make_schedule(o.schedule, lrs[0] if one else np.array(lrs), cfg.epochs, step_size=o.step_size,
+                             gamma=o.gamma, min_lr=o.min_lr)
+    return Setup(data, model, loss, optimizer, schedule, rngs, seeds, init_names[0], init_names, index)
 
 
 def job_paths() -> dict:
@@ -229,7 +256,8 @@ def _save_weights(path: Path, model: MLP, k: int, data: Dataset) -> None:
 
 
 def run_job(cfg: DictConfig) -> float:
-    """Train one configuration and record it in MLflow; return the mean final validation loss.
+    """Train one configuration (or a packed job's configurations) and record it in MLflow; return the mean final
+    validation loss.
 
     In a multirun, a job that fails is recorded as FAILED and reported, and the
     sweep goes on (the return value is NaN); in a single run the error propagates.
@@ -238,12 +266,27 @@ def run_job(cfg: DictConfig) -> float:
     has a FINISHED run in the experiment is not trained again: a run of an earlier sweep is tagged
     ``nnexp.reused_by.<parent>``, one of this sweep (another spelling of the same configuration) is tagged
     ``nnexp.repeat.<parent>.<job>`` with the job's overrides.
+
+    A job the sweeper packed (:mod:`nnexp.packing`) trains its members' configurations as the replicas of one
+    network, each member recorded as the job it stands for would record it (its runs, tags, params, run names,
+    artifacts, resume and claims); members already FINISHED are skipped, the others are still trained together.
     """
     t_job = time.perf_counter()
     paths = job_paths()
     validate(cfg)
-    if cfg.dataset.get("path"):  # absolute: the job reads the file the user named, wherever its working directory
-        cfg.dataset.path = str((paths["launch_dir"] / cfg.dataset.path).resolve())
+    members = packing.job_members(cfg, paths)
+    for m_cfg, _ in members:
+        validate(m_cfg)
+        if m_cfg.dataset.get("path"):  # absolute: the job reads the file the user named, wherever its working directory
+            m_cfg.dataset.path = str((paths["launch_dir"] / m_cfg.dataset.path).resolve())
+    if len(members) > 1 and not cfg.tracking.replica_runs:  # one population run per member: one after another
+        return _mean_finite([_run_members([m], t_job) for m in members])
+    return _run_members(members, t_job)
+
+
+def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
+    """:func:`run_job` for the configurations ``members`` (``(cfg, paths)`` each, :func:`nnexp.packing.job_members`)."""
+    cfg, paths = members[0]
     uri = tracking.resolve_uri(cfg.tracking.uri, paths["launch_dir"])
     parent_id = None
     if paths["multirun"]:
@@ -259,84 +302,113 @@ def run_job(cfg: DictConfig) -> float:
 
     trial = search.job_trial()  # a trial of an Optuna search (nnexp.search), else None
     parent_id = trial.parent_id if trial else parent_id
-    seeds = [int(cfg.seed) + k for k in range(cfg.replicas)]
+    member_seeds = [[int(m.seed) + r for r in range(m.replicas)] for m, _ in members]
     swept = swept_keys(paths, c, parent_id)
     try:
         checked = check_data(cfg, paths["launch_dir"])
-        canon = job_identity(cfg, checked[0])
+        canons = [job_identity(m, checked[0]) for m, _ in members]
     except Exception as exc:  # e.g. a data file that changed or vanished since the sweep was checked
         if not paths["multirun"]:
             raise
-        _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc)
+        for (m, m_paths), seeds in zip(members, member_seeds):
+            _record_failure_before_training(c, exp_id, m, parent_id, seeds, m_paths, exc)
         return math.nan
-    if not cfg.tracking.replica_runs:  # one run for the population of replicas (nnexp.population)
-        canon["population"] = int(cfg.replicas)
-        seeds = seeds[:1]
-    id_tags = [identity.tags(canon, s) for s in seeds]
+    if not cfg.tracking.replica_runs:  # one run for the population of replicas (nnexp.population); never packed
+        canons[0]["population"] = int(cfg.replicas)
+        member_seeds[0] = member_seeds[0][:1]
+    # one slot per replica of the packed network: (member, seed), in the order build() stacks them
+    slots = [(i, s) for i, seeds in enumerate(member_seeds) for s in seeds]
+    id_tags = [identity.tags(canons[i], s) for i, s in slots]
     keys = [t[identity.TAG_RUN_KEY] for t in id_tags]
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
     resume = cfg.tracking.resume and paths["multirun"]
-    done = {k: tracking.find_finished(c, exp_id, k) for k in keys} if resume else {}
-    for seed, k in zip(seeds, keys):
-        run = done.get(k)
+    done = {k: tracking.find_finished(c, exp_id, k) for k in dict.fromkeys(keys)} if resume else {}
+    for (i, seed), k in zip(slots, keys):
+        run, m_paths = done.get(k), members[i][1]
         if run is None:
             continue
         if parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
             # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
             tracking.set_tags(c, run.info.run_id,
-                              {f"{tracking.TAG}repeat.{parent_id}.{paths['job_num']}": paths["override"] or "-"})
+                              {f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
             log.info("skip %s, seed %d: same configuration and seed as run %s of this sweep (%s)",
-                     paths["override"] or "config", seed, run.info.run_id, run.info.run_name)
+                     m_paths["override"] or "config", seed, run.info.run_id, run.info.run_name)
         elif parent_id:
             tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
-            log.info("skip %s, seed %d: already FINISHED in run %s", paths["override"] or "config", seed,
+            log.info("skip %s, seed %d: already FINISHED in run %s", m_paths["override"] or "config", seed,
                      run.info.run_id)
+    repeats_here = []  # (slot, slot it repeats): two members of this job that spell one configuration and seed
     if resume and paths["sweep_dir"] is not None and parent_id and trial is None:
         # jobs running side by side (joblib, Ray) that spell one configuration and seed: the first to claim trains
-        for seed, k in zip(seeds, keys):
-            if done.get(k) is None and not _claim(paths["sweep_dir"], k):
+        first_slot = {}
+        for j, ((i, seed), k) in enumerate(zip(slots, keys)):
+            if done.get(k) is not None:
+                continue
+            if k in first_slot:
+                repeats_here.append((j, first_slot[k]))
+                continue
+            first_slot[k] = j
+            if not _claim(paths["sweep_dir"], k):
+                m_paths = members[i][1]
                 run = tracking.find_sweep_run(c, exp_id, k, parent_id)
                 log.info("skip %s, seed %d: same configuration and seed as a job of this sweep running beside it%s",
-                         paths["override"] or "config", seed, f" (run {run.info.run_id})" if run else "")
+                         m_paths["override"] or "config", seed, f" (run {run.info.run_id})" if run else "")
                 if run is not None:
                     tracking.set_tags(c, run.info.run_id, {
-                        f"{tracking.TAG}repeat.{parent_id}.{paths['job_num']}": paths["override"] or "-"})
+                        f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
                 done[k] = run or True
-    if done and all(done.values()):
+    repeated = {j for j, _ in repeats_here}
+    if all(done.get(k) for j, k in enumerate(keys) if j not in repeated):
         return _final_val_loss(c, [r.info.run_id for r in done.values() if r is not True])
 
+    # the members with a slot to train, all their replicas (as a job of seed replicas trains every seed)
+    todo_members = [i for i in range(len(members))
+                    if any(m == i and not done.get(k) and j not in repeated for j, ((m, _), k) in enumerate(zip(slots, keys)))]
+    todo_cfgs = [members[i][0] for i in todo_members]
     try:
-        setup = build(cfg, paths["launch_dir"], checked)
+        setup = build(cfg, paths["launch_dir"], checked, members=todo_cfgs if len(members) > 1 else None)
     except Exception as exc:  # e.g. memory
         if not paths["multirun"]:
             raise
-        _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc, canon)
+        for i in todo_members:
+            _record_failure_before_training(c, exp_id, members[i][0], parent_id, member_seeds[i], members[i][1], exc,
+                                            canons[i])
         return math.nan
-    choices = paths["choices"]
-    flat = flatten(cfg)
-    base_tags = {
-        "activation": cfg.activation.name, "init": setup.init_name, "optimizer": cfg.optimizer.name,
-        "dataset": cfg.dataset.name, "loss": setup.loss.name,
-        **{f"choice.{k}": v for k, v in choices.items() if v is not None and not k.startswith("hydra")},
-        f"{tracking.TAG}overrides": paths["override"],
-        f"{tracking.TAG}output_dir": str(paths["output_dir"]),
-    }
+    # replica k of the network is slot slot_of[k]
+    slot_of = [j for i in todo_members for j, (m, _) in enumerate(slots) if m == i]
+    common_tags = {"activation": cfg.activation.name, "optimizer": cfg.optimizer.name, "dataset": cfg.dataset.name,
+                   "loss": setup.loss.name}
     if cfg.study:
-        base_tags[f"{tracking.TAG}study"] = cfg.study
-    base_tags.update(trial.tags() if trial else {})
-    base_tags.update(context.run_context(c, exp_id, cfg, paths))
-    todo = [k for k, rk in enumerate(keys) if not done.get(rk)]
-    runs = {}
-    for k in todo:
-        seed = setup.seeds[k]
-        run_id = tracking.start_run(c, exp_id, run_name=identity.run_name(canon, swept, seed), parent_id=parent_id,
-                                    tags={**base_tags, **id_tags[k]})
+        common_tags[f"{tracking.TAG}study"] = cfg.study
+    common_tags.update(trial.tags() if trial else {})
+    common_tags.update(context.run_context(c, exp_id, cfg, paths))
+    runs, run_member = {}, {}  # replica -> run id, replica -> (cfg, paths, canon) of its member
+    for k, j in enumerate(slot_of):
+        i, seed = slots[j]
+        if done.get(keys[j]) or j in repeated:
+            continue
+        m_cfg, m_paths = members[i]
+        tags = {**common_tags, "init": setup.init_names[k],
+                **{f"choice.{g}": v for g, v in m_paths["choices"].items() if v is not None and not g.startswith("hydra")},
+                f"{tracking.TAG}overrides": m_paths["override"], f"{tracking.TAG}output_dir": str(m_paths["output_dir"]),
+                **id_tags[j]}
+        run_id = tracking.start_run(c, exp_id, run_name=identity.run_name(canons[i], swept, seed), parent_id=parent_id,
+                                    tags=tags)
         runs[k] = run_id
+        run_member[k] = (m_cfg, m_paths, canons[i])
         if trial:
             trial.started(run_id)
+    for j, first in repeats_here:  # recorded as a job of the sweep that repeats another's run would record it
+        k_first = slot_of.index(first)
+        m_paths = members[slots[j][0]][1]
+        if k_first in runs:
+            tracking.set_tags(c, runs[k_first], {
+                f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
     try:
         for k, run_id in runs.items():
-            params = {**flat, "seed": setup.seeds[k], "init.resolved": setup.init_name, "loss.resolved": setup.loss.name,
+            m_cfg = run_member[k][0]
+            params = {**flatten(m_cfg), "seed": setup.seeds[k], "init.resolved": setup.init_names[k],
+                      "loss.resolved": setup.loss.name,
                       "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
                       "n_train": len(setup.data.y_train), "n_val": len(setup.data.y_val),
                       "n_test": len(setup.data.y_test)}
@@ -375,7 +447,7 @@ def run_job(cfg: DictConfig) -> float:
         if progress is not None:
             progress.close()
         hist.info["setup_seconds"] = setup_seconds
-        _record(c, cfg, setup, hist, runs, buffers, paths)
+        _record(c, cfg, setup, hist, runs, buffers, run_member)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         for run_id in runs.values():
@@ -389,13 +461,14 @@ def run_job(cfg: DictConfig) -> float:
             log.error("job %s failed: %s\n%s", paths["override"], exc, traceback.format_exc())
             return math.nan
         raise
-    label = identity.describe(canon, identity.order_keys(["activation", *swept]))
-    _print_result(cfg, hist, runs, None if paths["multirun"] else uri, label)
+    order = identity.order_keys(["activation", *swept])
+    _print_result(cfg, hist, runs, None if paths["multirun"] else uri,
+                  {k: identity.describe(run_member[k][2], order) for k in runs}, setup.seeds)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
 
 
-def _print_result(cfg, hist: History, runs: dict, uri: str | None, label: str) -> None:
-    """One line per run: its swept values (``label``), how it ended, and (``uri`` given, for a single run) where
+def _print_result(cfg, hist: History, runs: dict, uri: str | None, labels: dict, seeds: list) -> None:
+    """One line per run: its swept values (``labels[k]``), how it ended, and (``uri`` given, for a single run) where
     it is recorded."""
     for k, run_id in runs.items():
         m = hist.replica(k)
@@ -403,7 +476,7 @@ def _print_result(cfg, hist: History, runs: dict, uri: str | None, label: str) -
         accuracy_text = f", val_accuracy {m['val_accuracy'][-1]:.4g}" if "val_accuracy" in m else ""  # not regression
         outcome = f"diverged at epoch {diverged}" if diverged else f"val_loss {m['val_loss'][-1]:.4g}{accuracy_text}"
         where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
-        print(f"run {run_id} ({label}, seed {int(cfg.seed) + k}): {outcome}, "
+        print(f"run {run_id} ({labels[k]}, seed {seeds[k]}): {outcome}, "
               f"{hist.seconds:.2f} s of training{where}", flush=True)
 
 
@@ -443,16 +516,17 @@ def _progress(cfg, paths):
     return tqdm(total=cfg.epochs, desc=paths["override"] or "train", unit="epoch", leave=False)
 
 
-def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, paths: dict) -> None:
+def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, run_member: dict) -> None:
     """Log histories, final test metrics, artifacts and outcome of each replica's run, then end it.
+
+    ``run_member[k]`` is ``(cfg, paths, canonical config)`` of replica ``k``'s member configuration: its
+    ``config.yaml``, weights and histograms go to that member's output folder.
 
     Timing tags (seconds, for ``benchmarks/run.py``): ``nnexp.seconds.setup`` from the job's start to
     training, ``nnexp.seconds.train`` the training loop, ``nnexp.seconds.log`` the metric logging
     during and after training up to this run's last metric batch.
     """
     t_record = time.perf_counter()
-    out_dir = paths["output_dir"]
-    out_dir.mkdir(parents=True, exist_ok=True)
     from .data import encode_targets
 
     Y_test = encode_targets(setup.data.y_test, setup.model.sizes[-1], setup.model.dtype)
@@ -461,9 +535,14 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
         test_loss = setup.loss.value_and_grad(test_logits, Y_test, np.empty_like(test_logits))
     test_acc = (np.full(len(test_loss), np.nan) if setup.data.regression  # no classes: no accuracy
                 else accuracy(test_logits, setup.data.y_test, decision_threshold(setup.loss)))
-    cfg_yaml = out_dir / "config.yaml"
-    OmegaConf.save(cfg, cfg_yaml, resolve=True)
+    saved = {}  # output folder -> its config.yaml
     for k, run_id in runs.items():
+        m_cfg, m_paths, _ = run_member[k]
+        out_dir = m_paths["output_dir"]
+        if out_dir not in saved:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(m_cfg, saved.setdefault(out_dir, out_dir / "config.yaml"), resolve=True)
+        cfg_yaml = saved[out_dir]
         buf = buffers[k]
         diverged = int(hist.diverged_epoch[k])
         if not cfg.tracking.replica_runs:  # the population's means (nnexp.population)
@@ -484,7 +563,7 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
         if diverged:
             tags[f"{tracking.TAG}diverged_epoch"] = diverged
         tracking.set_tags(c, run_id, tags)
-        suffix = f"_s{setup.seeds[k]}" if len(runs) > 1 or cfg.replicas > 1 else ""
+        suffix = f"_s{setup.seeds[k]}" if m_cfg.replicas > 1 else ""
         tracking.retry(c.log_artifact, run_id, str(cfg_yaml))
         if cfg.tracking.save_weights:
             wpath = out_dir / f"weights{suffix}.npz"
@@ -496,7 +575,7 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, path
             save_histograms(hpath := out_dir / f"histograms{suffix}.npz", hist.histograms["epochs"],
                             hist.histograms["per_epoch"], k)
             tracking.retry(c.log_artifact, run_id, str(hpath))
-        mlflow_model.record(c, run_id, cfg, setup.data, cfg_yaml, wpath if cfg.tracking.save_weights else None,
+        mlflow_model.record(c, run_id, m_cfg, setup.data, cfg_yaml, wpath if cfg.tracking.save_weights else None,
                             final["epochs_run"], bool(diverged))
         tracking.end_run(c, run_id, "FINISHED")
 

@@ -52,7 +52,10 @@ ufuncs do not mix replicas, and every reduction runs over one replica's own
 contiguous block (``db_l`` is ``ones @ delta_l``, one ``gemm`` per replica).
 So replica ``k`` of a stacked network is bit-identical to a one-replica
 network with the same initial weights and the same batches
-(:mod:`tests.test_replicas` checks it).
+(:mod:`tests.test_replicas` checks it). The replicas need not share a
+configuration: each may have its own initialiser and gain (:meth:`MLP.initialize`),
+learning rate and weight decay (:mod:`nnexp.optimizers`), which is how a sweep
+packs configurations into one network (:mod:`nnexp.packing`).
 """
 
 from __future__ import annotations
@@ -177,26 +180,39 @@ class MLP:
         """``[dW_1, db_1, ...]`` in the order of :meth:`params`."""
         return [g for wb in zip(self.dW, self.db) for g in wb]
 
-    def initialize(self, weight_init, bias_init, rngs: Sequence[np.random.Generator], *, gain: float) -> "MLP":
+    def initialize(self, weight_init, bias_init, rngs: Sequence[np.random.Generator], *, gain) -> "MLP":
         """Draw every replica's weights from its own generator.
 
         Parameters
         ----------
-        weight_init : callable ``(fan_in, fan_out, *, rng, gain, dtype) -> ndarray``
-        bias_init : callable ``(fan_out, *, rng, dtype) -> ndarray of shape (fan_out,)``
+        weight_init : callable ``(fan_in, fan_out, *, rng, gain, dtype) -> ndarray``, or a sequence of them
+        bias_init : callable ``(fan_out, *, rng, dtype) -> ndarray of shape (fan_out,)``, or a sequence of them
+            A sequence gives one initialiser per replica (packed configurations, :mod:`nnexp.packing`).
         rngs : sequence of numpy.random.Generator, one per replica
             Replica ``k`` draws layer by layer (weights, then biases) from
-            ``rngs[k]`` alone, so it is identical to a one-replica network seeded
-            the same way.
-        gain : float
-            Passed to the initialiser (the activation's recommended gain).
+            ``rngs[k]`` alone, with its own initialisers and gain, so it is
+            identical to a one-replica network seeded and initialised the same way.
+        gain : float or sequence of float (one per replica)
+            Passed to the initialiser (the activation's recommended gain, or the configured one).
+
+        Raises
+        ------
+        ValueError
+            If a sequence does not have one entry per replica.
         """
-        if len(rngs) != self.replicas:
-            raise ValueError(f"need one generator per replica ({self.replicas}), got {len(rngs)}")
-        for k, rng in enumerate(rngs):
+        def each(value, name):
+            if callable(value) or np.ndim(value) == 0:
+                return [value] * self.replicas
+            if len(value) != self.replicas:
+                raise ValueError(f"need one {name} per replica ({self.replicas}), got {len(value)}")
+            return list(value)
+
+        per = zip(each(rngs, "generator"), each(weight_init, "weight initialiser"),
+                  each(bias_init, "bias initialiser"), each(gain, "gain"))
+        for k, (rng, w_init, b_init, g) in enumerate(per):
             for W, b in zip(self.W, self.b):
-                W[k] = weight_init(W.shape[1], W.shape[2], rng=rng, gain=gain, dtype=self.dtype)
-                b[k, 0] = bias_init(b.shape[2], rng=rng, dtype=self.dtype)
+                W[k] = w_init(W.shape[1], W.shape[2], rng=rng, gain=g, dtype=self.dtype)
+                b[k, 0] = b_init(b.shape[2], rng=rng, dtype=self.dtype)
         return self
 
     def set_weights(self, weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], replica: int = 0) -> "MLP":

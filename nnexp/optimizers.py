@@ -19,6 +19,12 @@ adam       :math:`m \\leftarrow \\beta_1 m + (1-\\beta_1) g,\\ v \\leftarrow \\b
 L2 weight decay :math:`\\lambda` adds :math:`\\lambda W` to the gradient of each
 weight matrix (not the biases) before the update; it is the gradient of
 :math:`\\tfrac{\\lambda}{2}\\lVert W\\rVert^2` added to the loss.
+
+Per-replica values (configurations packed into one network, :mod:`nnexp.packing`): the learning rate and the
+weight decay may be arrays of shape ``(n_replicas,)``, one value per replica, applied as ``(n_replicas, 1, 1)``
+in the parameter's dtype. Replica ``k`` then takes exactly the floating-point operations it takes alone with the
+scalar ``lr[k]`` (a Python float meets a float32 array as float32, NEP 50; the array is cast the same way), so it is
+bit-identical to training alone. The schedules compute per-replica values elementwise with the scalar formula.
 """
 
 from __future__ import annotations
@@ -39,30 +45,49 @@ class Optimizer:
     params : sequence of ndarray
         Parameter arrays, updated in place by :meth:`step`. Each has the
         replica axis first: ``(n_replicas, ...)``.
-    weight_decay : float, default 0
-        L2 coefficient :math:`\\lambda \\ge 0`.
+    weight_decay : float or ndarray of shape (n_replicas,), default 0
+        L2 coefficient :math:`\\lambda \\ge 0`, one for all replicas or one per replica.
     decay_mask : sequence of bool, optional
         Which parameters get weight decay (by default all).
     """
 
     def __init__(self, params: Sequence[np.ndarray], *, weight_decay: float = 0.0, decay_mask=None):
         self.params = list(params)
-        self.weight_decay = float(weight_decay)
+        if np.ndim(weight_decay) == 0:
+            self.weight_decay = float(weight_decay)
+            self._decay_replicas = None
+        else:  # one per replica: only replicas with a non-zero decay touch their gradient, as each would alone
+            wd = np.asarray(weight_decay, dtype=np.float64)
+            self.weight_decay = wd
+            self._decay_replicas = [(k, float(wd[k])) for k in np.flatnonzero(wd)]
         self.decay_mask = list(decay_mask) if decay_mask is not None else [True] * len(self.params)
 
     def _decayed(self, grads):
-        if self.weight_decay:
+        if self._decay_replicas is not None:
+            for p, g, d in zip(self.params, grads, self.decay_mask):
+                if d:
+                    for k, wd in self._decay_replicas:
+                        g[k] += wd * p[k]
+        elif self.weight_decay:
             for p, g, d in zip(self.params, grads, self.decay_mask):
                 if d:
                     g += self.weight_decay * p
         return grads
 
-    def step(self, grads: Sequence[np.ndarray], lr: float) -> None:
-        """Apply one update with learning rate ``lr``; ``grads`` may be overwritten."""
+    def step(self, grads: Sequence[np.ndarray], lr) -> None:
+        """Apply one update with learning rate ``lr`` (a float, or one per replica); ``grads`` may be overwritten."""
         raise NotImplementedError
 
     def reset(self, replica: int) -> None:
         """Forget the optimiser state of one replica (after it diverged)."""
+
+
+def per_replica(value, p: np.ndarray):
+    """``value`` as :meth:`Optimizer.step` applies it to parameter ``p`` of shape (n_replicas, ...): a scalar as
+    it is, an array of shape (n_replicas,) as shape (n_replicas, 1, ...) in ``p``'s dtype."""
+    if np.ndim(value) == 0:
+        return value
+    return np.asarray(value).astype(p.dtype).reshape((-1,) + (1,) * (p.ndim - 1))
 
 
 class SGD(Optimizer):
@@ -70,7 +95,7 @@ class SGD(Optimizer):
 
     def step(self, grads, lr):
         for p, g in zip(self.params, self._decayed(grads)):
-            g *= lr
+            g *= per_replica(lr, p)
             p -= g
 
 
@@ -93,7 +118,7 @@ class Momentum(Optimizer):
     def step(self, grads, lr):
         mu = self.momentum
         for p, g, v, t in zip(self.params, self._decayed(grads), self.velocities, self._tmp):
-            g *= lr
+            g *= per_replica(lr, p)
             v *= mu
             v -= g
             if self.nesterov:
@@ -129,7 +154,8 @@ class Adam(Optimizer):
     def step(self, grads, lr):
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        lr_t = lr * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
+        # per replica: the scalar formula elementwise (float64, the same operations in the same order)
+        lr_t = (np.asarray(lr, np.float64) if np.ndim(lr) else lr) * math.sqrt(1 - b2**self.t) / (1 - b1**self.t)
         for p, g, m, v, t in zip(self.params, self._decayed(grads), self.m, self.v, self._tmp):
             m *= b1
             m += (1 - b1) * g
@@ -140,7 +166,7 @@ class Adam(Optimizer):
             np.sqrt(v, out=t)
             t += self.eps
             np.divide(m, t, out=t)
-            t *= lr_t
+            t *= per_replica(lr_t, p)
             p -= t
 
     def reset(self, replica):
@@ -196,8 +222,11 @@ def _cosine(lr, epoch, epochs, *, min_lr, **_):
 SCHEDULES: dict[str, Callable[..., float]] = {"constant": _constant, "step": _step, "cosine": _cosine}
 
 
-def make_schedule(name: str, lr: float, epochs: int, **params) -> Callable[[int], float]:
+def make_schedule(name: str, lr, epochs: int, **params) -> Callable[[int], float]:
     """Return ``epoch -> learning rate`` for schedule ``name``.
+
+    ``lr`` is a float, or an ndarray of shape (n_replicas,) (packed configurations): the schedule then returns
+    an ndarray of shape (n_replicas,), each value computed with the same float64 operations as the scalar.
 
     Raises
     ------
@@ -207,4 +236,6 @@ def make_schedule(name: str, lr: float, epochs: int, **params) -> Callable[[int]
     if name not in SCHEDULES:
         raise ValueError(f"optimizer.schedule={name!r} is not known; choose one of: {', '.join(sorted(SCHEDULES))}")
     fn = SCHEDULES[name]
+    if np.ndim(lr):
+        lr = np.asarray(lr, dtype=np.float64)
     return lambda epoch: fn(lr, epoch, epochs, **params)

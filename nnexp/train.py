@@ -311,6 +311,7 @@ def fit(model: MLP, loss: Loss, optimizer: Optimizer, schedule: Callable[[int], 
     optimizer : Optimizer
         Built over ``model.params()``.
     schedule : callable ``epoch -> learning rate`` (epoch counted from 0)
+        A float, or an ndarray of shape (n_replicas,) for replicas with their own learning rates.
     data : Dataset
         Features must already have the model's dtype.
     epochs : int >= 1

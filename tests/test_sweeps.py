@@ -29,6 +29,8 @@ SEEDS = (0, 1, 2)
 PAR_EPOCHS = 300
 #: Small and fast: XOR needs no scikit-learn import and no split.
 BASE = ["dataset=xor", "model.hidden_sizes=[2]", "batch_size=null", "tracking.report=false", "tracking.progress=false"]
+#: Each job alone (no packing, nnexp.packing): for tests of what one job's failure leaves to the others.
+ALONE = ["hydra.sweeper.pack=false"]
 #: The parallel sweep logs losses and accuracies only (4 metrics x PAR_EPOCHS points per run).
 PAR = [*BASE, "tracking.diagnostics=false"]
 
@@ -264,7 +266,7 @@ def test_first_job_raises_second_finishes(tmp_path, tmp_path_factory, monkeypatc
     migrated_store(tmp_path_factory, tmp_path)
     _raise_on_call(monkeypatch, 1, RuntimeError("boom in job 0"))
     rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "epochs=3", "activation=tanh", "seed=0,1",
-                                          "hydra.sweep.dir=s"])
+                                          "hydra.sweep.dir=s", *ALONE])
     assert rc == 1  # the sweep ran to the end, and says a job failed
     _, (parent,), children = all_runs(tmp_path)
     by_seed = {r.data.params["seed"]: r for r in children}
@@ -289,7 +291,7 @@ def test_a_job_failing_before_its_run_exists_is_recorded_and_the_sweep_ends_norm
 
     monkeypatch.setattr(nnexp.app, "build", build)
     rc = run_main(monkeypatch, tmp_path, ["-m", *BASE[:-2], "epochs=3", "activation=tanh", "seed=0,1",
-                                          "hydra.sweep.dir=s", "tracking.progress=false"])
+                                          "hydra.sweep.dir=s", "tracking.progress=false", *ALONE])
     assert rc == 1
     _, (parent,), children = all_runs(tmp_path)
     assert parent.info.status == "FINISHED"
@@ -304,7 +306,7 @@ def test_ctrl_c_marks_the_job_and_the_parent_killed(tmp_path, tmp_path_factory, 
     migrated_store(tmp_path_factory, tmp_path)
     _raise_on_call(monkeypatch, 2, KeyboardInterrupt())
     rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "epochs=3", "activation=tanh", "seed=0,1,2",
-                                          "hydra.sweep.dir=s"])
+                                          "hydra.sweep.dir=s", *ALONE])
     assert rc == 130
     _, (parent,), children = all_runs(tmp_path)
     assert sorted((r.data.params["seed"], r.info.status) for r in children) == [("0", "FINISHED"), ("1", "KILLED")]
@@ -398,6 +400,7 @@ def test_ctrl_c_inside_hydras_sweeper_is_an_interrupt(tmp_path, tmp_path_factory
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     import nnexp.__main__ as entry
+    from nnexp.packing import PackingSweeper
 
     migrated_store(tmp_path_factory, tmp_path)
 
@@ -406,6 +409,7 @@ def test_ctrl_c_inside_hydras_sweeper_is_an_interrupt(tmp_path, tmp_path_factory
         raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'")
 
     monkeypatch.setattr(BasicSweeper, "validate_batch_is_legal", interrupted_midway)
+    monkeypatch.setattr(PackingSweeper, "validate_batch_is_legal", interrupted_midway)  # the default sweeper
     rc = run_main(monkeypatch, tmp_path, ["-m", *BASE, "epochs=3", "activation=tanh", "seed=0,1",
                                           "hydra.sweep.dir=s"])
     assert rc == 130
