@@ -188,3 +188,27 @@ def test_bulk_histories_batch_runs_and_split_cut_answers(monkeypatch):
     assert sorted(rows) == sorted((r, "val_loss", s, v) for r in ids for s, v in history[r])
     assert sorted(n for n, _ in requests) == [50, 50, 50, 50, 50, 100, 100]
     assert np.isfinite([v for *_, v in rows]).all()
+
+
+def test_resume_lookups_use_the_run_key_index_and_answer_the_same_without_it(store):
+    import sqlite3
+
+    c = tracking.client(store["uri"])
+    db = tracking.sqlite_path(store["uri"])
+    keys = [*store["keys"].values(), store["deleted"][1], "0" * 16]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT sql FROM sqlite_master WHERE name = 'nnexp_run_key'").fetchone()[0] == \
+            tracking.RUN_KEY_INDEX.replace("IF NOT EXISTS ", "")
+        plan = " ".join(str(r) for r in con.execute(
+            "EXPLAIN QUERY PLAN SELECT run_uuid FROM tags INDEXED BY nnexp_run_key "
+            "WHERE key = 'nnexp.run_key' AND value IN ('x')"))
+        assert "nnexp_run_key (value=?)" in plan
+    with_index = {k: r and r.info.run_id for k, r in tracking.find_finished_many(c, store["exp_id"], keys).items()}
+    with sqlite3.connect(db) as con:
+        con.execute("DROP INDEX nnexp_run_key")
+    try:
+        without = {k: r and r.info.run_id for k, r in tracking.find_finished_many(c, store["exp_id"], keys).items()}
+    finally:
+        tracking.prepare_store(store["uri"], "scale")  # puts the index back
+    assert with_index == without
+    assert sum(v is not None for v in with_index.values()) == 30
