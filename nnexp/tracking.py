@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
            "start_run", "end_run", "MetricBuffer", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
            "stop_metric_writer", "mark_orphans_killed", "check_store", "TAG",
-           "StoreUnavailable", "find_sweep_parent", "end_orphan_children"]
+           "StoreUnavailable", "find_sweep_parent", "end_orphan_children", "find_finished_many"]
 
 T = TypeVar("T")
 
@@ -300,16 +300,19 @@ def prepare_store(uri: str, experiment: str):
         except Exception as e:
             raise ConfigError(f"tracking.uri={uri!r} cannot be opened: {str(e).splitlines()[0]}") from None
         if db is not None:
-            _set_wal(db)  # a store MLflow created itself (no template)
+            _set_wal(db, index=True)  # a store MLflow created itself (no template) too; resume's index of run keys
         exp_id = get_or_create_experiment(c, experiment, artifact_location(uri))
     return c, exp_id
 
 
-def _set_wal(db: Path) -> None:
-    """Switch the SQLite file ``db`` to write-ahead logging (a setting kept in the file)."""
+def _set_wal(db: Path, index: bool = False) -> None:
+    """Switch the SQLite file ``db`` to write-ahead logging (a setting kept in the file); with ``index``, also add
+    :data:`RUN_KEY_INDEX` (needs MLflow's tables)."""
     con = sqlite3.connect(db, timeout=30)
     try:
         con.execute("PRAGMA journal_mode=WAL")
+        if index:
+            con.execute(RUN_KEY_INDEX)  # resume looks keys up by value: O(log n), not a scan of every run's tag
     finally:
         con.close()
 
@@ -826,8 +829,71 @@ def find_finished(c, experiment_id: str, run_key: str):
     """A FINISHED, not deleted run of the experiment with this ``nnexp.run_key`` (for resume), else None.
 
     Deleted runs are never reused (MLflow's search sees active runs only); see :mod:`nnexp.identity`.
+    The earliest started such run is returned. :func:`find_finished_many` looks up many keys at once.
     """
-    runs = retry(c.search_runs, [experiment_id],
-                 filter_string=f"attributes.status = 'FINISHED' and tags.`{TAG}run_key` = '{run_key}'",
-                 order_by=["attributes.start_time ASC"], max_results=1)
-    return runs[0] if runs else None
+    return find_finished_many(c, experiment_id, [run_key])[run_key]
+
+
+#: A partial index of the SQLite store's ``nnexp.run_key`` tags by value (:func:`prepare_store` adds it): without
+#: it, each resume lookup reads the tag of every run in the store, and a sweep of n runs pays n x n row reads
+#: (0.5 s per 50 lookups at 10,000 runs). Its name marks it as nnexp's; dropping it only makes lookups scan again.
+RUN_KEY_INDEX = f"CREATE INDEX IF NOT EXISTS nnexp_run_key ON tags (value) WHERE key = '{TAG}run_key'"
+
+#: Searches in flight at once when :func:`find_finished_many` asks a tracking server.
+FIND_THREADS = 8
+
+
+def _finished_ids_sqlite(db: Path, experiment_id: str, run_keys: list[str]) -> dict[str, str]:
+    """``{run_key: run_id}`` of the earliest started FINISHED active run per key, read from the SQLite file."""
+    found: dict[str, str] = {}
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:  # without statistics SQLite's planner prefers the primary key (key, run_uuid): name the index when there
+        indexed = con.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'nnexp_run_key'").fetchone()
+        for i in range(0, len(run_keys), 10000):  # SQLite allows 32,766 bound variables per statement
+            part = run_keys[i:i + 10000]
+            rows = con.execute(
+                f"SELECT t.value, r.run_uuid FROM tags t {'INDEXED BY nnexp_run_key ' if indexed else ''}"
+                "JOIN runs r ON r.run_uuid = t.run_uuid "  # the key a literal: the partial index applies
+                f"WHERE t.key = '{TAG}run_key' AND t.value IN ({','.join('?' * len(part))}) AND r.experiment_id = ? "
+                "AND r.status = 'FINISHED' AND r.lifecycle_stage = 'active' ORDER BY r.start_time DESC, r.run_uuid DESC",
+                [*part, int(experiment_id)])
+            found.update(rows)  # later rows overwrite: the earliest started run wins
+    finally:
+        con.close()
+    return found
+
+
+def find_finished_many(c, experiment_id: str, run_keys: list[str]) -> dict:
+    """``{run_key: run or None}``: :func:`find_finished` of each key, in one SQL query on a SQLite store.
+
+    On SQLite the file is read directly (one query for all keys; MLflow's ``search_runs`` is then called only
+    for the keys found, to return MLflow ``Run`` objects), so a sweep's resume check costs no MLflow search
+    when nothing is finished yet. Any other store: one search per key, :data:`FIND_THREADS` at a time.
+    """
+    keys = list(dict.fromkeys(run_keys))
+    db = sqlite_path(c.tracking_uri)
+    if db is not None and db.exists():
+        ids = _finished_ids_sqlite(db, experiment_id, keys)
+        out = dict.fromkeys(keys)
+        if ids:
+            by_id = {}
+            wanted = sorted(set(ids.values()))
+            for i in range(0, len(wanted), 100):
+                quoted = ", ".join(f"'{r}'" for r in wanted[i:i + 100])
+                by_id.update((r.info.run_id, r) for r in retry(
+                    c.search_runs, [experiment_id], filter_string=f"attributes.run_id IN ({quoted})", max_results=100))
+            out.update({k: by_id.get(rid) for k, rid in ids.items()})
+        return out
+
+    def one(key: str):
+        runs = retry(c.search_runs, [experiment_id],
+                     filter_string=f"attributes.status = 'FINISHED' and tags.`{TAG}run_key` = '{key}'",
+                     order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0] if runs else None
+
+    if len(keys) == 1:
+        return {keys[0]: one(keys[0])}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=FIND_THREADS) as pool:
+        return dict(zip(keys, pool.map(one, keys)))
