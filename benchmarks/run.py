@@ -513,17 +513,26 @@ def sweep_breakdown(db: Path, wall: float, t_launch: float) -> dict:
     finally:
         con.close()
     parents = [r for r in runs if tags.get((r[0], "nnexp.kind")) == "sweep"]
-    jobs = [r for r in runs if r not in parents]
-    get = lambda key: sum(float(tags.get((r[0], f"nnexp.seconds.{key}"), "nan")) for r in jobs)  # noqa: E731
+    children = [r for r in runs if r not in parents]
+    # the runs of one job (several when the sweep packed them, nnexp.packing) share its process and its set-up and
+    # training times: count each job once; its logging time is that of its last run (nnexp.app._record)
+    by_job: dict[tuple, list[float]] = {}
+    for r in children:
+        t = lambda key: tags.get((r[0], f"nnexp.{key}"), "nan")  # noqa: E731
+        job = (t("pid"), t("seconds.setup"), t("seconds.train"))
+        by_job.setdefault(job, []).append(float(t("seconds.log")))
+    train = sum(float(j[2]) for j in by_job)
+    setup = sum(float(j[1]) for j in by_job)
+    log = sum(max(v) for v in by_job.values())
     parent_start = parents[0][1] / 1e3
-    last_end = max(r[2] for r in jobs) / 1e3
-    train, log, setup = get("train"), get("log"), get("setup")
+    last_end = max(r[2] for r in children) / 1e3
     startup = parent_start - t_launch
     after = wall - (last_end - t_launch)
     jobs_span = last_end - parent_start
-    n = len(jobs)
+    n = len(by_job)
     return {
-        "jobs": n, "wall_s": wall, "startup_s": startup, "train_s": train, "log_s": log, "job_setup_s": setup,
+        "runs": len(children), "jobs": n, "wall_s": wall, "startup_s": startup, "train_s": train, "log_s": log,
+        "job_setup_s": setup,
         "after_last_job_s": after,
         "per_job_overhead_s": (jobs_span - train) / n,
         "per_job_other_s": (jobs_span - train - log - setup) / n,
