@@ -322,7 +322,7 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     keys = [t[identity.TAG_RUN_KEY] for t in id_tags]
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
     resume = cfg.tracking.resume and paths["multirun"]
-    done = {k: tracking.find_finished(c, exp_id, k) for k in dict.fromkeys(keys)} if resume else {}
+    done = tracking.find_finished_many(c, exp_id, keys) if resume else {}
     for (i, seed), k in zip(slots, keys):
         run, m_paths = done.get(k), members[i][1]
         if run is None:

@@ -34,6 +34,10 @@ __all__ = ["preflight", "expand_jobs", "JobComposer"]
 #: Compose at most this many jobs one by one; larger sweeps are checked value by value.
 FULL_CHECK_LIMIT = 512
 
+#: The command lines :func:`preflight` has checked in this process (Hydra's sweeper need not compose their jobs again:
+#: :meth:`nnexp.packing.PackingSweeper.validate_batch_is_legal`).
+CHECKED: list[list[str]] = []
+
 
 def _parse(argv: list[str]):
     from hydra._internal.utils import get_args_parser
@@ -510,4 +514,5 @@ def preflight(argv: list[str]) -> int:
                     raise ConfigError(deleted_experiment_message(experiment, exp_id))
     finally:
         GlobalHydra.instance().clear()
+    CHECKED.append(list(argv))
     return len(jobs)
