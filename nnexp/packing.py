@@ -59,7 +59,7 @@ def _packable(override: str) -> bool:
     return key.lstrip("+") in PACKABLE and not key.startswith("~") and not any(ch in override for ch in "\"'\\")
 
 
-def pack_jobs(jobs: list[list[str]]) -> tuple[list[list[str]], list[str]]:
+def pack_jobs(jobs: list[list[str]], min_jobs: int = 1) -> tuple[list[list[str]], list[str]]:
     """Merge the jobs that differ only in packable overrides.
 
     Parameters
@@ -67,6 +67,9 @@ def pack_jobs(jobs: list[list[str]]) -> tuple[list[list[str]], list[str]]:
     jobs : list of list of str
         The override list of every job, as Hydra's basic sweeper expands them (every job sets the same keys in
         the same order).
+    min_jobs : int, default 1
+        Keep at least this many jobs where the groups allow it (the workers of a parallel launcher): the largest
+        group is halved, in order, until there are ``min_jobs`` jobs or every job trains one configuration.
 
     Returns
     -------
@@ -80,8 +83,13 @@ def pack_jobs(jobs: list[list[str]]) -> tuple[list[list[str]], list[str]]:
     for i, job in enumerate(jobs):
         common = tuple(o for o in job if not _packable(o))
         groups.setdefault(common, []).append(i)
+    chunks = list(groups.values())
+    while len(chunks) < min_jobs and max(map(len, chunks)) > 1:  # one per worker: none idle while another trains
+        big = max(range(len(chunks)), key=lambda j: len(chunks[j]))
+        half = (len(chunks[big]) + 1) // 2
+        chunks[big:big + 1] = [chunks[big][:half], chunks[big][half:]]
     packed, varying = [], []
-    for members in groups.values():
+    for members in chunks:
         first = jobs[members[0]]
         if len(members) == 1:
             packed.append(list(first))
@@ -119,6 +127,14 @@ class PackingSweeper(BasicSweeper):
         self.hydra_context = self.config = self.launcher = None
         self.pack = bool(pack)
 
+    def _workers(self) -> int:
+        """Jobs the launcher runs at once: ``hydra.launcher.n_jobs`` (joblib's; -1 all cores, -2 all but one), else 1."""
+        import os
+
+        n = (self.config.hydra.launcher.get("n_jobs") if self.config is not None else None) or 1
+        n = int(n)
+        return max(1, n if n > 0 else (os.cpu_count() or 1) + 1 + n)
+
     def validate_batch_is_legal(self, batch) -> None:
         """Hydra composes every job of a batch before launching it; skipped when :func:`nnexp.preflight.preflight`
         has already composed and validated this command's jobs (0.3 s per job; the jobs compose again at launch)."""
@@ -131,7 +147,7 @@ class PackingSweeper(BasicSweeper):
         """The jobs of the sweep, packed (:func:`pack_jobs`) unless ``pack`` is false, in batches of ``max_batch_size``."""
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
         if self.pack:
-            packed, varying = pack_jobs(jobs)
+            packed, varying = pack_jobs(jobs, min_jobs=self._workers())
             if len(packed) < len(jobs):
                 log.info("%d jobs packed into %d (%s vary within a job; hydra.sweeper.pack=false trains each alone)",
                          len(jobs), len(packed), ", ".join(varying))

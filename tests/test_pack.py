@@ -83,6 +83,19 @@ def assert_same_store(a: Path, b: Path, n: int) -> None:
 
 
 @pytest.mark.slow  # 16 jobs alone: about 2 min on 2 loaded cores
+def test_pack_jobs_keeps_one_job_per_worker_where_the_groups_allow_it():
+    jobs = [["activation=relu", f"optimizer.lr={lr}", f"seed={s}"] for lr in (0.1, 0.01) for s in (0, 1, 2)]
+
+    def members(job):  # the unpacked job numbers a packed job trains
+        text = next((o for o in job if o.startswith(MEMBERS_KEY)), None)
+        return [jobs.index(job)] if text is None else [int(m.split(",")[0]) for m in text.split("[")[2:]]
+
+    for workers, sizes in ((1, [6]), (2, [3, 3]), (3, [2, 1, 3]), (4, [2, 1, 2, 1]), (8, [1] * 6)):
+        packed, _ = pack_jobs(jobs, min_jobs=workers)
+        assert [len(members(j)) for j in packed] == sizes, workers
+        assert sorted(n for j in packed for n in members(j)) == list(range(6))  # every job exactly once
+
+
 def test_packed_sweep_stores_what_the_unpacked_one_stores(tmp_path, tmp_path_factory, monkeypatch, capsys):
     packed, alone = tmp_path / "packed", tmp_path / "alone"
     for d in (packed, alone):
