@@ -41,7 +41,7 @@ INITS = ("xavier_uniform", "he_normal", "lecun_normal")
 
 def build_store(root: Path, *, seeds: int = 5, epochs: int = 1000, hidden: int = 16) -> tuple[str, str]:
     """Create the synthetic store under ``root``; return ``(uri, parent_run_id)``."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     from nnexp import tracking
 

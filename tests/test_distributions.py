@@ -4,7 +4,6 @@ training unchanged, probe epochs and histogram counts are exact."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from nnexp import distributions as D
 from nnexp.activations import get_activation

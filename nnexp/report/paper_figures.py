@@ -52,6 +52,18 @@ def _embed(fig, out_dir: Path, name: str, caption: str) -> str:
             f'<figcaption>{caption} <a href="{name}.png">PNG</a></figcaption></figure>')
 
 
+
+def _axes_and_colours(ax, data, hue: str):
+    """``ax`` (a new 5.5 x 4 inch figure's if None), the sorted levels of ``data[hue]`` as text, and a colour-blind
+    safe colour per level."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
+    levels = sorted(data[hue].astype(str).unique())
+    return ax, levels, dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+
 def layer_profile(data: pd.DataFrame, *, x: str = "layer", y: str = "value", hue: str = "init",
                   theory: pd.DataFrame | None = None, ax=None, ylabel: str = "activation std at initialisation"):
     """A per-layer quantity against depth (log y), mean over seeds with each seed faint, and theoretical lines.
@@ -66,13 +78,7 @@ def layer_profile(data: pd.DataFrame, *, x: str = "layer", y: str = "value", hue
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
-    levels = sorted(data[hue].astype(str).unique())
-    colours = dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+    ax, levels, colours = _axes_and_colours(ax, data, hue)
     for level in levels:
         d = data[data[hue].astype(str) == level]
         for _, r in d.groupby("run_id"):
@@ -254,13 +260,7 @@ def time_to_threshold(data: pd.DataFrame, *, x: str = "depth", y: str = "epochs"
     -------
     matplotlib Axes
     """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5.5, 4), layout="constrained")
-    levels = sorted(data[hue].astype(str).unique())
-    colours = dict(zip(levels, sns.color_palette("colorblind", max(3, len(levels)))))
+    ax, levels, colours = _axes_and_colours(ax, data, hue)
     for level in levels:
         g = data[data[hue].astype(str) == level].groupby(x)[y]
         stats = pd.DataFrame({"median": g.median(), "lo": g.min(), "hi": g.max()}).sort_index()
