@@ -112,17 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the interrupted job marked its own run KILLED; mark the sweep's parent too
         abort_sweep("KILLED")
         print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
-        return 130
+        return _interrupt_status(interrupted)
     except Exception:  # a program error: its traceback follows, but no parent run is left RUNNING
         if interrupted:  # Ctrl-C landed inside a library (Hydra's sweeper, OmegaConf) and surfaced as another error
             _abort_sweep_quietly(abort_sweep, "KILLED")
             print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
-            return 130
+            return _interrupt_status(interrupted)
         _abort_sweep_quietly(abort_sweep)
         raise
     finally:
         if signal.getsignal(signal.SIGINT) is _note_interrupt:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if signal.getsignal(signal.SIGTERM) is _note_interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error"):
         return EXIT_FAILED
@@ -133,9 +135,15 @@ _INTERRUPTS: list[int] = []
 
 
 def _note_interrupt(signum, frame) -> None:
-    """Python's own SIGINT handler (raise KeyboardInterrupt), remembering that the user interrupted."""
+    """Python's own SIGINT handler (raise KeyboardInterrupt), remembering that the user interrupted; SIGTERM (sent
+    by ``timeout``, ``kill``, SLURM, ``docker stop``) is handled the same way, so no run is left RUNNING."""
     _INTERRUPTS.append(signum)
     signal.default_int_handler(signum, frame)
+
+
+def _interrupt_status(interrupts: list[int]) -> int:
+    """The shell's status for a command ended by a signal: 128 + its number (130 Ctrl-C, 143 SIGTERM)."""
+    return 128 + (interrupts[-1] if interrupts else signal.SIGINT)
 
 
 def _watch_interrupts() -> list[int]:
@@ -148,6 +156,8 @@ def _watch_interrupts() -> list[int]:
     _INTERRUPTS.clear()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, _note_interrupt)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _note_interrupt)
     return _INTERRUPTS
 
 

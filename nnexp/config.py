@@ -170,6 +170,7 @@ ACCEPTS = {
     "divergence_threshold": "a number > 1",
     "optimizer.lr": "a number > 0",
     "optimizer.weight_decay": "a number >= 0",
+    "init.gain": "a number > 0, or null for the activation's recommended gain",
     "optimizer.momentum": "a number in [0, 1)",
     "optimizer.step_size": "an integer >= 1",
     "model.hidden_sizes": "a non-empty list of integers >= 1, e.g. [64] or [32,32]",
@@ -342,6 +343,13 @@ def validate(cfg: DictConfig) -> None:
 
     c = cfg
     check_keys(c)
+    for key, value in flatten(c).items():  # nan and inf pass the type check; nothing trains or is stored with them
+        if key.startswith(("hydra.", "claims")):
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        need(not any(isinstance(v, float) and not math.isfinite(v) for v in values),
+             f"{key}={value} must be a finite number" + (f" ({ACCEPTS[key]})" if key in ACCEPTS else ""))
+    need(c.init.gain is None or c.init.gain > 0, f"init.gain={c.init.gain} must be {ACCEPTS['init.gain']}")
     try:
         act = get_activation(c.activation.name, alpha=c.activation.alpha, beta=c.activation.beta,
                              approximate=c.activation.approximate)

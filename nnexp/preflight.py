@@ -365,7 +365,7 @@ def parse_each(parser, lines: list[str]) -> list:
 
     parsed = []
     for line in lines:
-        if line.startswith("="):  # before the value is parsed: =shuffle(choice(null)) has no key to blame
+        if line.lstrip("+~").startswith("="):  # before the value is parsed: +=tag(_,0,0) has no key to blame
             raise ConfigError(f"{line!r} has no key before '='; write key=value, e.g. epochs=30")
         try:
             parsed.extend(parser.parse_overrides([line]))
@@ -428,6 +428,9 @@ def expand_jobs(argv: list[str]) -> tuple[list[list[str]], bool]:
         return check_search(base, overrides, GlobalHydra.instance().config_loader()), True
     if "BasicSweeper" not in sweeper:
         return [fixed], True
+    pack = base.hydra.sweeper.get("pack", True)
+    if not isinstance(pack, bool):  # Hydra's config is untyped here: "maybe" would read as true
+        raise ConfigError(f"hydra.sweeper.pack={pack!r} must be true or false (false: every job trains alone)")
     params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
     everything = parse_each(parser, params) + parsed
     reference = _reference_parser(loader)

@@ -251,6 +251,12 @@ def check_store(uri: str) -> None:
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
         raise ConfigError(f"tracking.uri={uri!r}: folder {db.parent} does not exist; create it or use another URI")
+    if db is not None and db.exists() and not (db.is_file() and (db.stat().st_size == 0 or _is_sqlite_file(db))):
+        raise ConfigError(f"tracking.uri={uri!r}: {db} is not an SQLite database (a folder or another file); "
+                          "move it away or use another URI")
+    if db is not None and not os.access(db if db.exists() else db.parent, os.W_OK):
+        raise ConfigError(f"tracking.uri={uri!r}: {db if db.exists() else db.parent} is not writable; "
+                          "use another URI or launch folder")
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -331,13 +337,22 @@ def store_template() -> Path:
     from .cache import atomic_write
 
     path = store_template_path()
-    if path.exists():
+    if _is_sqlite_file(path):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock", timeout=300):
-        if not path.exists():
+        if not _is_sqlite_file(path):  # missing, or damaged (it is a cache: made again)
             atomic_write(path, _migrate_empty_store)
     return path
+
+
+def _is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is a file that starts with SQLite's header (https://www.sqlite.org/fileformat.html)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def store_template_path() -> Path:
@@ -371,6 +386,10 @@ def _copy_store_template(db: Path) -> None:
 
     from .cache import atomic_write
 
+    for stale in (db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        # the write-ahead log of a deleted store: SQLite would replay it into the new file (its runs back, or a
+        # "malformed" database)
+        stale.unlink(missing_ok=True)
     try:
         template = store_template()
         atomic_write(db, lambda tmp: shutil.copyfile(template, tmp))

@@ -137,3 +137,46 @@ def test_existing_store_is_left_alone(cache, tmp_path):
     run = tracking.start_run(c, exp, run_name="kept")
     c2, exp2 = tracking.prepare_store(uri, "acts")
     assert exp2 == exp and [r.info.run_id for r in c2.search_runs([exp])] == [run]
+
+
+def test_a_deleted_store_starts_empty_and_a_damaged_template_is_made_again(cache, tmp_path):
+    """``rm mlflow.db`` leaves SQLite's -wal/-shm files: a new store must not replay them (the deleted runs came
+    back, or the file was "malformed"). A damaged template in the cache is a cache miss, not a broken store."""
+    from nnexp import tracking
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    c, exp = tracking.prepare_store(uri, "acts")
+    tracking.start_run(c, exp, run_name="deleted with its file")
+    tracking.retry(c.search_runs, [exp])  # the store's connections stay open, as in a job: the WAL holds the run
+    wal = db.with_name("mlflow.db-wal")
+    assert wal.exists() and wal.stat().st_size > 0
+    saved = wal.read_bytes()
+    db.unlink()
+    wal.write_bytes(saved)  # what a crash or an open connection leaves beside a removed file
+    # a new command (this process still holds a connection to the removed file)
+    code = ("from nnexp import tracking; c, e = tracking.prepare_store(%r, 'acts'); "
+            "print([r.info.run_name for r in c.search_runs([e])])" % uri)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+    (template,) = cache_dir("stores").glob("mlflow-*.db")
+    template.write_bytes(b"garbage")
+    other = tmp_path / "other.db"
+    c3, exp3 = tracking.prepare_store(f"sqlite:///{other}", "acts")
+    assert template.read_bytes()[:16] == b"SQLite format 3\x00"
+    assert [e.name for e in c3.search_experiments()] and c3.search_runs([exp3]) == []
+
+
+def test_a_store_path_that_is_not_a_database_is_one_line(cache, tmp_path):
+    from nnexp import tracking
+    from nnexp.config import ConfigError
+
+    (tmp_path / "mlflow.db").mkdir()
+    with pytest.raises(ConfigError, match="is not an SQLite database"):
+        tracking.check_store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "notes.db").write_text("not a database")
+    with pytest.raises(ConfigError, match="is not an SQLite database"):
+        tracking.check_store(f"sqlite:///{tmp_path / 'notes.db'}")
+    tracking.check_store(f"sqlite:///{tmp_path / 'new.db'}")  # a file to be made is fine

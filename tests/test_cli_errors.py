@@ -34,6 +34,15 @@ CASES = [
     ("lr zero", ["optimizer.lr=0"], ["optimizer.lr=0.0", "> 0"]),
     ("lr negative in a sweep", ["-m", "optimizer.lr=0.1,-1"], ["optimizer.lr=-1.0", "> 0"]),
     ("lr text", ["optimizer.lr=fast"], ["optimizer.lr='fast'", "a number > 0"]),
+    # nan and inf pass the float type check: every float key refuses them (they broke the run identity's JSON)
+    ("weight decay inf", ["optimizer.weight_decay=inf"], ["optimizer.weight_decay=inf", "finite number", ">= 0"]),
+    ("weight decay inf in a sweep", ["-m", "optimizer.weight_decay=0,inf"], ["optimizer.weight_decay=inf", "finite"]),
+    ("gain nan", ["init.gain=nan"], ["init.gain=nan", "finite number"]),
+    ("gain negative in a sweep", ["-m", "init.gain=1,-2"], ["init.gain=-2.0", "> 0"]),
+    ("alpha nan", ["activation=leaky_relu", "activation.alpha=nan"], ["activation.alpha=nan", "finite number"]),
+    ("divergence threshold inf", ["divergence_threshold=inf"], ["divergence_threshold=inf", "finite number"]),
+    ("no key, a sweep function", ["+=tag(_,0,0)"], ["'+=tag(_,0,0)'", "has no key"]),  # found by the long fuzz
+    ("pack not a boolean", ["-m", "hydra.sweeper.pack=maybe"], ["hydra.sweeper.pack='maybe'", "true or false"]),
     ("epochs zero", ["epochs=0"], ["epochs=0", "integer >= 1"]),
     ("epochs text", ["epochs=abc"], ["epochs='abc'", "integer >= 1"]),
     ("epochs float", ["epochs=1.5"], ["epochs='1.5'", "integer >= 1"]),

@@ -313,6 +313,38 @@ def test_ctrl_c_marks_the_job_and_the_parent_killed(tmp_path, tmp_path_factory, 
     assert parent.info.status == "KILLED"
 
 
+@pytest.mark.slow
+def test_sigterm_marks_the_runs_killed_and_exits_143(tmp_path, tmp_path_factory):
+    """``timeout``, ``kill``, SLURM and ``docker stop`` send SIGTERM: handled as Ctrl-C is, nothing left RUNNING."""
+    migrated_store(tmp_path_factory, tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnexp", "-m", *BASE, "epochs=100000000", "activation=tanh",
+                             "seed=0,1", "tracking.progress=false"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until a child run trains
+            time.sleep(0.5)
+            try:
+                con = sqlite3.connect(tmp_path / "mlflow.db", timeout=5)
+                running = con.execute("SELECT count(*) FROM runs WHERE status = 'RUNNING'").fetchone()[0]
+                con.close()
+            except sqlite3.Error:
+                running = 0
+            if running >= 2:  # the parent and a child
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    statuses = sorted(r[0] for r in con.execute("SELECT status FROM runs"))
+    con.close()
+    assert "RUNNING" not in statuses and statuses.count("KILLED") >= 2, statuses
+
+
 def test_diverging_child_is_marked_and_the_sweep_goes_on(tmp_path, tmp_path_factory, monkeypatch):
     """P05: one child diverges: it is kept, tagged diverged with its epoch; the other finishes; the parent FINISHED.
     No RuntimeWarning escapes training."""
