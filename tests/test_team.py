@@ -139,7 +139,8 @@ def _start_sweep(tmp_path: Path, server: TeamServer, experiment: str, env: dict)
     e = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     e.update(env)
     args = ["-m", f"tracking.uri={server.uri}", f"tracking.experiment={experiment}", *TINY,
-            "activation=tanh", "epochs=30", "dataset=digits", "model.hidden_sizes=[32]"]  # seeds 0, 1, 2
+            "activation=tanh", "epochs=30", "dataset=digits", "model.hidden_sizes=[32]",  # seeds 0, 1, 2
+            "hydra.sweeper.pack=false"]  # one job per seed: the server goes down between jobs, not after a packed one
     return subprocess.Popen([sys.executable, "-m", "nnexp", *args], cwd=tmp_path, env=e, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
