@@ -358,8 +358,13 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                         f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
                 done[k] = run or True
     repeated = {j for j, _ in repeats_here}
+    # jobs run one after another here (basic launcher): a writer process started by the sweep records the runs
+    writer = None if paths["parallel"] else tracking.metric_writer(uri)
     if all(done.get(k) for j, k in enumerate(keys) if j not in repeated):
-        return _final_val_loss(c, [r.info.run_id for r in done.values() if r is not True])
+        done_ids = [r.info.run_id for r in done.values() if r is not True]
+        if writer is not None:  # runs of this sweep the writer may not have ended yet
+            writer.wait(done_ids)
+        return _final_val_loss(c, done_ids)
 
     # the members with a slot to train, all their replicas (as a job of seed replicas trains every seed)
     todo_members = [i for i in range(len(members))
@@ -404,6 +409,8 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
         if k_first in runs:
             tracking.set_tags(c, runs[k_first], {
                 f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
+    defer = writer is not None and trial is None  # an Optuna trial's run is read back as soon as its job returns
+    ended = set()  # runs ended, or handed to the writer to end: never marked KILLED or FAILED by this job
     try:
         for k, run_id in runs.items():
             m_cfg = run_member[k][0]
@@ -414,13 +421,12 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                       "n_test": len(setup.data.y_test)}
             params.pop("replicas", None)
             params["replicas"] = cfg.replicas
-            tracking.log_params(c, run_id, params)
+            if not (defer and writer.log_params(run_id, params)):
+                tracking.log_params(c, run_id, params)
         n_train = len(setup.data.y_train)
         if cfg.batch_size is not None and cfg.batch_size > n_train:
             log.warning("batch_size=%d is more than the %d training samples: each epoch is one full batch",
                         cfg.batch_size, n_train)
-        # jobs run one after another here (basic launcher): a writer process started by the sweep stores the metrics
-        writer = None if paths["parallel"] else tracking.metric_writer(uri)
         thin = tracking.diagnostic_steps(int(cfg.epochs), log_every(cfg), cfg.tracking.get("diagnostics_points"))
         buffers = {k: tracking.MetricBuffer(c, run_id, writer=writer, diagnostic_steps=thin) for k, run_id in runs.items()}
         progress = _progress(cfg, paths)
@@ -447,14 +453,14 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
         if progress is not None:
             progress.close()
         hist.info["setup_seconds"] = setup_seconds
-        _record(c, cfg, setup, hist, runs, buffers, run_member)
+        _record(c, exp_id, cfg, setup, hist, runs, buffers, run_member, ended, defer)
     except BaseException as exc:
         status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
         for run_id in runs.values():
+            if run_id in ended:
+                continue
             try:
-                tracking.set_tags(c, run_id, {f"{tracking.TAG}outcome": "failed",
-                                              f"{tracking.TAG}error": f"{type(exc).__name__}: {exc}"[:500]})
-                tracking.end_run(c, run_id, status)
+                tracking.fail_run(c, run_id, f"{type(exc).__name__}: {exc}", status)
             except Exception:  # the store itself may be what failed
                 log.warning("could not mark run %s %s", run_id, status)
         if paths["multirun"] and status == "FAILED" and not isinstance(exc, ConfigError):
@@ -516,15 +522,20 @@ def _progress(cfg, paths):
     return tqdm(total=cfg.epochs, desc=paths["override"] or "train", unit="epoch", leave=False)
 
 
-def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, run_member: dict) -> None:
-    """Log histories, final test metrics, artifacts and outcome of each replica's run, then end it.
+def _record(c, exp_id: str, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, run_member: dict,
+            ended: set, defer: bool = False) -> None:
+    """Log final test metrics, artifacts, dataset inputs, model and outcome of each replica's run, then end it.
 
     ``run_member[k]`` is ``(cfg, paths, canonical config)`` of replica ``k``'s member configuration: its
-    ``config.yaml``, weights and histograms go to that member's output folder.
+    ``config.yaml``, weights and histograms go to that member's output folder. Each run's end
+    (:class:`nnexp.tracking.RunEnd`) follows its last metrics: with ``defer``, through the metric writer (the
+    next job starts at once; see :class:`nnexp.tracking.MetricWriter`), else here. Each run's id is added to
+    ``ended`` once it is ended or handed over.
 
     Timing tags (seconds, for ``benchmarks/run.py``): ``nnexp.seconds.setup`` from the job's start to
-    training, ``nnexp.seconds.train`` the training loop, ``nnexp.seconds.log`` the metric logging
-    during and after training up to this run's last metric batch.
+    training, ``nnexp.seconds.train`` the training loop, ``nnexp.seconds.log`` this process's time on metric
+    logging during and after training up to this run's end (written here, or handed to the writer), and
+    ``nnexp.seconds.model`` the time its dataset inputs and model took, in whichever process recorded them.
     """
     t_record = time.perf_counter()
     from .data import encode_targets
@@ -536,6 +547,7 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, run_
     test_acc = (np.full(len(test_loss), np.nan) if setup.data.regression  # no classes: no accuracy
                 else accuracy(test_logits, setup.data.y_test, decision_threshold(setup.loss)))
     saved = {}  # output folder -> its config.yaml
+    inputs = {}  # dataset of a member (name, path) -> its MLflow dataset inputs, made once per job
     for k, run_id in runs.items():
         m_cfg, m_paths, _ = run_member[k]
         out_dir = m_paths["output_dir"]
@@ -555,29 +567,35 @@ def _record(c, cfg, setup: Setup, hist: History, runs: dict, buffers: dict, run_
             if not setup.data.regression:
                 final.update(test_accuracy=float(test_acc[k]))
         buf.add(int(cfg.epochs), final)
-        buf.flush()
-        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else hist.info.get("stopped", "finished"),
-                f"{tracking.TAG}seconds.setup": f"{hist.info.get('setup_seconds', math.nan):.4f}",
-                f"{tracking.TAG}seconds.train": f"{hist.seconds:.4f}",
-                f"{tracking.TAG}seconds.log": f"{hist.info.get('callback_seconds', 0.0) + time.perf_counter() - t_record:.4f}"}
-        if diverged:
-            tags[f"{tracking.TAG}diverged_epoch"] = diverged
-        tracking.set_tags(c, run_id, tags)
         suffix = f"_s{setup.seeds[k]}" if m_cfg.replicas > 1 else ""
-        tracking.retry(c.log_artifact, run_id, str(cfg_yaml))
+        artifacts = [cfg_yaml]
+        wpath = None
         if cfg.tracking.save_weights:
-            wpath = out_dir / f"weights{suffix}.npz"
-            _save_weights(wpath, setup.model, k, setup.data)
-            tracking.retry(c.log_artifact, run_id, str(wpath))
+            _save_weights(wpath := out_dir / f"weights{suffix}.npz", setup.model, k, setup.data)
+            artifacts.append(wpath)
         if hist.histograms:
             from .distributions import save_histograms
 
             save_histograms(hpath := out_dir / f"histograms{suffix}.npz", hist.histograms["epochs"],
                             hist.histograms["per_epoch"], k)
-            tracking.retry(c.log_artifact, run_id, str(hpath))
-        mlflow_model.record(c, run_id, m_cfg, setup.data, cfg_yaml, wpath if cfg.tracking.save_weights else None,
-                            final["epochs_run"], bool(diverged))
-        tracking.end_run(c, run_id, "FINISHED")
+            artifacts.append(hpath)
+        data_key = (m_cfg.dataset.name, m_cfg.dataset.get("path"))
+        if data_key not in inputs:
+            inputs[data_key] = mlflow_model.dataset_inputs(setup.data, *data_key)
+        tags = {f"{tracking.TAG}outcome": "diverged" if diverged else hist.info.get("stopped", "finished"),
+                f"{tracking.TAG}seconds.setup": f"{hist.info.get('setup_seconds', math.nan):.4f}",
+                f"{tracking.TAG}seconds.train": f"{hist.seconds:.4f}"}
+        if diverged:
+            tags[f"{tracking.TAG}diverged_epoch"] = diverged
+        ending = tracking.RunEnd(run_id, exp_id, tags, artifacts, inputs[data_key], mlflow_model.model_spec(
+            m_cfg, setup.data, cfg_yaml, wpath, final["epochs_run"], bool(diverged)))
+        if not defer:
+            buf.flush()  # its metrics are in the store: counted in nnexp.seconds.log
+        # this process's time on logging up to this run's end, since training started (the job's runs cumulated)
+        tags[f"{tracking.TAG}seconds.log"] = (
+            f"{hist.info.get('callback_seconds', 0.0) + time.perf_counter() - t_record:.4f}")
+        buf.end(ending, wait=not defer)
+        ended.add(run_id)
 
 
 def _final_val_loss(c, run_ids) -> float:

@@ -60,7 +60,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["log_model", "record", "register_best", "log_datasets", "MODEL_NAME", "CONTEXTS"]
+__all__ = ["log_model", "record", "model_spec", "register_best", "log_datasets", "dataset_inputs", "log_inputs",
+           "MODEL_NAME", "CONTEXTS"]
 
 #: Name of the logged model (``runs:/<run_id>/model``).
 MODEL_NAME = "model"
@@ -190,24 +191,27 @@ def log_model(c, run_id: str, experiment_id: str, weights: Path, config: Path, e
     return model.model_id
 
 
-def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> None:
-    """Record the training, validation and test parts of ``data`` as dataset inputs of run ``run_id``.
+def dataset_inputs(data, name: str, path: str | None = None) -> list:
+    """The training, validation and test parts of ``data`` as MLflow dataset inputs (``DatasetInput`` entities).
 
     Parameters
     ----------
-    c : mlflow.MlflowClient
     data : nnexp.data.Dataset
         The prepared (split, standardised) data the run trained on.
     name : str
         The dataset's config name (``digits``, ``csv``, ...).
     path : str, optional
         The data file, for file data: the digest is :func:`nnexp.identity.file_digest` of it.
+
+    Returns
+    -------
+    list of mlflow.entities.DatasetInput
+        One per part, in :data:`CONTEXTS` order; plain entities (they pickle), the same for every run of ``data``.
     """
     import mlflow.data
     from mlflow.entities import DatasetInput, InputTag
 
     from .identity import file_digest
-    from .tracking import retry
 
     digest = file_digest(path) if path else None
     if path:
@@ -223,6 +227,13 @@ def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> No
             ds = mlflow.data.from_numpy(getattr(data, f"X_{part}"), targets=getattr(data, f"y_{part}"), source=source,
                                         name=f"{Path(path).stem if path else name}-{context}", digest=digest)
         inputs.append(DatasetInput(ds._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)]))
+    return inputs
+
+
+def log_inputs(c, run_id: str, inputs: list) -> None:
+    """Record ``inputs`` (:func:`dataset_inputs`) as run ``run_id``'s dataset inputs."""
+    from .tracking import retry
+
     for attempt in range(3):
         try:
             retry(c.log_inputs, run_id, datasets=inputs)
@@ -234,25 +245,37 @@ def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> No
                 raise
 
 
-def record(c, run_id: str, cfg, data, config_path: Path, weights_path: Path | None, step: int, diverged: bool) -> None:
-    """A run's MLflow inputs and outputs at its end: its dataset inputs, and its model unless it diverged.
+def log_datasets(c, run_id: str, data, name: str, path: str | None = None) -> None:
+    """Record the training, validation and test parts of ``data`` as dataset inputs of run ``run_id``.
 
-    The model needs ``weights_path`` (``tracking.save_weights``) and ``tracking.log_model``;
-    see :func:`log_model` and :func:`log_datasets`. The seconds this took are the run's tag
-    ``nnexp.seconds.model`` (beside ``nnexp.seconds.log``, for ``benchmarks/run.py``).
+    :func:`log_inputs` of :func:`dataset_inputs` (see there for the parameters).
     """
-    import time
+    log_inputs(c, run_id, dataset_inputs(data, name, path))
 
-    from .tracking import TAG, retry, set_tags
 
-    t0 = time.perf_counter()
-    log_datasets(c, run_id, data, cfg.dataset.name, cfg.dataset.get("path"))
-    if weights_path is not None and not diverged and cfg.tracking.get("log_model", True):
-        exp_id = retry(c.get_run, run_id).info.experiment_id
-        raw_example = data.X_test[:5].astype(np.float64) * data.scale + data.mean
-        log_model(c, run_id, exp_id, weights_path, config_path, raw_example, data.n_classes, step=step,
-                  tags={"activation": cfg.activation.name, "dataset": cfg.dataset.name})
-    set_tags(c, run_id, {f"{TAG}seconds.model": f"{time.perf_counter() - t0:.4f}"})
+def model_spec(cfg, data, config_path: Path, weights_path: Path | None, step: int, diverged: bool) -> dict | None:
+    """The keyword arguments of :func:`log_model` (but the client and ids) for a run's model, or None for none.
+
+    A run has a model when its weights were saved (``tracking.save_weights``, ``weights_path``), it did not
+    diverge and ``tracking.log_model`` is on. The input example is five raw test rows (before standardisation).
+    """
+    if weights_path is None or diverged or not cfg.tracking.get("log_model", True):
+        return None
+    raw_example = data.X_test[:5].astype(np.float64) * data.scale + data.mean
+    return dict(weights=Path(weights_path), config=Path(config_path), example=raw_example, n_classes=data.n_classes,
+                step=step, tags={"activation": cfg.activation.name, "dataset": cfg.dataset.name})
+
+
+def record(c, run_id: str, experiment_id: str, inputs: list, model: dict | None) -> None:
+    """A run's MLflow inputs and outputs at its end: its dataset ``inputs`` (:func:`dataset_inputs`), and its model
+    (``model``: :func:`model_spec`, None for none); see :func:`log_inputs` and :func:`log_model`.
+
+    :meth:`nnexp.tracking.RunEnd.apply` calls it and tags the run with the seconds it took
+    (``nnexp.seconds.model``, beside ``nnexp.seconds.log``, for ``benchmarks/run.py``).
+    """
+    log_inputs(c, run_id, inputs)
+    if model is not None:
+        log_model(c, run_id, experiment_id, **model)
 
 
 #: The alias :func:`register_best` moves to the newest best version.

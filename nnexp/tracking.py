@@ -36,6 +36,7 @@ import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
            "start_run", "end_run", "MetricBuffer", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
-           "stop_metric_writer", "mark_orphans_killed", "check_store", "TAG",
+           "stop_metric_writer", "RunEnd", "fail_run", "mark_orphans_killed", "check_store", "TAG",
            "StoreUnavailable", "find_sweep_parent", "end_orphan_children", "find_finished_many"]
 
 T = TypeVar("T")
@@ -540,7 +541,8 @@ class MetricBuffer:
     batch is full when a :class:`MetricWriter` is given, else when
     :meth:`flush` is called or ``flush_seconds`` have passed since the last
     write (so the MLflow UI shows a long run's curves while it trains).
-    :meth:`flush` returns once every point added so far is in the store.
+    :meth:`flush` returns once every point added so far is in the store;
+    :meth:`end` ends the run after its last points (:class:`RunEnd`), through the writer when there is one.
     Non-finite values are not logged. With ``diagnostic_steps`` (:func:`diagnostic_steps`), the per-layer
     diagnostics (:data:`DIAGNOSTIC`) are logged at those steps only; every other metric at every step added.
     """
@@ -552,10 +554,14 @@ class MetricBuffer:
         self.points: list = []
         self.last = time.monotonic()
         self.logged = 0
-        self.unconfirmed: list = []  # handed to the writer, not yet confirmed in the store
 
-    #: Wait for the writer's confirmation once this many points are unconfirmed (bounds the memory they hold).
+    #: Wait for the writer's confirmation once this many points of the run are unconfirmed (bounds their memory).
     CONFIRM_EVERY = 100_000
+
+    @property
+    def unconfirmed(self) -> list:
+        """The points handed to the writer and not yet confirmed in the store."""
+        return self.writer.unconfirmed(self.run_id) if self.writer is not None else []
 
     def add(self, step: int, values: dict[str, float]) -> None:
         ts = int(time.time() * 1000)
@@ -571,14 +577,14 @@ class MetricBuffer:
             if due:
                 self.flush()
         elif len(self.points) >= MAX_METRICS_PER_BATCH or due:
-            self._hand_over(self.points)
-            self.points = []
+            self._hand_over()
 
-    def _hand_over(self, points: list) -> None:
+    def _hand_over(self) -> None:
+        points, self.points = self.points, []
         if not self.writer.send(self.run_id, points):
-            self._write(points)  # the writer is gone: write here
+            self._take_back()  # the writer is gone: this run's points are written here from now on
+            self._write(points)
             return
-        self.unconfirmed.extend(points)
         self.last = time.monotonic()
         if len(self.unconfirmed) >= self.CONFIRM_EVERY:
             self._confirm()
@@ -591,65 +597,279 @@ class MetricBuffer:
                   metrics=[Metric(*p) for p in points[i:i + MAX_METRICS_PER_BATCH]])
         self.logged += len(points)
 
+    def _take_back(self) -> None:
+        """Write here what the writer was given for this run and may not have written; stop using the writer."""
+        log.warning("metric writer lost; writing run %s's metrics in this process", self.run_id)
+        given, self.writer = self.writer.take_back(self.run_id), None
+        given.write_here(self.c, self.run_id)
+        self.logged += len(given.points)
+
     def _confirm(self) -> None:
+        n = len(self.unconfirmed)
         if self.writer.sync(self.run_id):
-            self.logged += len(self.unconfirmed)
+            self.logged += n
         else:  # the writer failed or died: write what it may not have (the store drops duplicate points)
-            log.warning("metric writer lost; writing run %s's metrics in this process", self.run_id)
-            self._write(self.unconfirmed)
-        self.unconfirmed = []
+            self._take_back()
 
     def flush(self) -> None:
         """Write the points not yet in the store, and wait until every point added so far is there."""
-        if self.unconfirmed:
+        if self.writer is not None:
             self._confirm()
         self._write(self.points)
         self.points = []
         self.last = time.monotonic()
+
+    def end(self, ending: "RunEnd", wait: bool = False) -> bool:
+        """End the run after its last points: hand both to the writer (True: it finishes the run later, in order),
+        or, without a writer or with ``wait``, write them and :meth:`RunEnd.apply` here (False: the run has ended).
+
+        Raises
+        ------
+        mlflow.exceptions.MlflowException
+            Without a writer, when the store refuses a write.
+        """
+        if self.writer is not None and not wait:
+            if self.points and self.writer.send(self.run_id, self.points):
+                self.points = []
+            if not self.points and self.writer.end(ending):
+                return True
+        self.flush()
+        ending.apply(self.c)
+        return False
 
 
 #: MLflow's limit of metrics per ``log_batch`` call.
 MAX_METRICS_PER_BATCH = 1000
 
 
-class MetricWriter:
-    """A child process that writes metric batches into the store while the job trains.
+@dataclass
+class RunEnd:
+    """What is left to record of a trained run after its metrics, and :meth:`apply` to record it.
 
-    MLflow's SQLAlchemy store spends about 0.1 ms of Python per metric point;
-    a background thread would take that from the training loop (both hold the
-    GIL), while a process uses a core the training leaves idle: a mini-batch
-    job keeps one core busy. MLflow's own asynchronous logging uses threads,
-    hence this process. It is made for jobs that run one after another in one
-    process (Hydra's basic launcher, a single run); parallel jobs already use
-    every core and write their metrics themselves.
-
-    Nothing is lost: :meth:`MetricBuffer.flush` waits for the writer to confirm
-    a run's points (:meth:`sync`) before the run is ended, and if the writer
-    reports an error or dies, the buffer writes the unconfirmed points itself
-    (the store keeps one copy of a point sent twice: same key, step, timestamp
-    and value). The writer ignores Ctrl-C (the job's own handler marks its runs
-    KILLED; the writer finishes what it was given) and exits with its parent.
+    ``tags`` (outcome, timings), ``artifacts`` (files logged at the artifact root), ``inputs``
+    (``mlflow.entities.DatasetInput``, :func:`nnexp.mlflow_model.dataset_inputs`) and ``model`` (the keyword
+    arguments of :func:`nnexp.mlflow_model.log_model` but the client and ids, or None for no model). Plain data:
+    it is pickled to the :class:`MetricWriter`, which applies it after the run's last metric batch.
     """
+
+    run_id: str
+    experiment_id: str
+    tags: dict
+    artifacts: list
+    inputs: list
+    model: dict | None = None
+
+    def apply(self, c) -> None:
+        """Log the artifacts, the dataset inputs and the model, set the tags (with ``nnexp.seconds.model``, the
+        seconds the inputs and model took) and end the run FINISHED.
+
+        Raises
+        ------
+        mlflow.exceptions.MlflowException
+            When the store refuses a write (after :func:`retry`); the run is then left RUNNING for the caller.
+        """
+        from . import mlflow_model
+
+        for path in self.artifacts:
+            retry(c.log_artifact, self.run_id, str(path))
+        t0 = time.perf_counter()
+        mlflow_model.record(c, self.run_id, self.experiment_id, self.inputs, self.model)
+        set_tags(c, self.run_id, {**self.tags, f"{TAG}seconds.model": f"{time.perf_counter() - t0:.4f}"})
+        end_run(c, self.run_id, "FINISHED")
+
+
+def fail_run(c, run_id: str, error: str, status: str = "FAILED") -> None:
+    """End ``run_id`` with ``status``, tagged ``nnexp.outcome=failed`` and ``nnexp.error=<error>`` (500 characters)."""
+    set_tags(c, run_id, {f"{TAG}outcome": "failed", f"{TAG}error": error[:500]})
+    end_run(c, run_id, status)
+
+
+@dataclass
+class _Given:
+    """What the writer was given for one run and has not confirmed: its params, metric points and end."""
+
+    params: dict | None = None
+    points: list = field(default_factory=list)
+    ending: RunEnd | None = None
+
+    def write_here(self, c, run_id: str) -> None:
+        """Write the params and points in this process (the store keeps one copy of a point sent twice)."""
+        from mlflow.entities import Metric
+
+        if self.params:
+            log_params(c, run_id, self.params)
+        for i in range(0, len(self.points), MAX_METRICS_PER_BATCH):
+            retry(c.log_batch, run_id, metrics=[Metric(*p) for p in self.points[i:i + MAX_METRICS_PER_BATCH]])
+
+    def end_here(self, c, run_id: str) -> None:
+        """Write what was given here and end the run (unless it has ended already); FAILED with the error if that
+        fails."""
+        try:
+            self.write_here(c, run_id)
+            if self.ending is not None and retry(c.get_run, run_id).info.status == "RUNNING":
+                self.ending.apply(c)
+        except Exception as e:  # noqa: BLE001 - the store itself may be what fails
+            log.error("run %s could not be recorded: %s", run_id, e)
+            try:
+                fail_run(c, run_id, f"{type(e).__name__}: {e}")
+            except Exception:  # noqa: BLE001
+                log.warning("could not mark run %s FAILED", run_id)
+
+
+class MetricWriter:
+    """A child process that records runs into the store while the jobs train: their params, metric batches and
+    ends (:class:`RunEnd`: tags, artifacts, dataset inputs, model, FINISHED).
+
+    MLflow's SQLAlchemy store spends about 0.1 ms of Python per metric point and
+    about 50 ms per run end; a background thread would take that from the
+    training loop (both hold the GIL), while a process uses a core the training
+    leaves idle: a mini-batch job keeps one core busy. MLflow's own asynchronous
+    logging uses threads, hence this process. It is made for jobs that run one
+    after another in one process (Hydra's basic launcher): a job hands each run's
+    end over after its last metrics and the next job starts at once; parallel
+    jobs already use every core and record their runs themselves.
+
+    Requests are handled in the order they were made. On a SQLite store the
+    process is forked (:data:`FORK`), so that it shares the MLflow this process
+    has imported (a spawned one spends seconds importing it again); its inherited
+    database connections are left untouched and it opens its own.
+
+    Nothing is lost and no run is left RUNNING: the writer keeps what it was
+    given until the process confirms it (:meth:`sync`, :meth:`poll`,
+    :meth:`close`); if the writer reports an error with a run's params or metrics,
+    or dies, this process writes what it gave (the store keeps one copy of a point
+    sent twice: same key, step, timestamp and value) and ends the run itself; a
+    run whose end the writer could not record ends FAILED with the error
+    (``nnexp.error``), as it would here. The writer ignores Ctrl-C and SIGTERM (the
+    job's own handler marks its runs KILLED; the writer finishes what it was
+    given) and exits with its parent.
+    """
+
+    #: Wait for the writer once the points of ended runs it has not confirmed exceed this (bounds their memory).
+    MAX_BACKLOG = 300_000
 
     def __init__(self, uri: str):
         import multiprocessing
+        import threading
 
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no copy of the parent's store connections
+        # fork only a process without other threads (a thread holding a lock at the fork would hold it forever in
+        # the child), and for a SQLite store (its new connections do not depend on the parent's sockets)
+        method = "fork" if FORK and sqlite_path(uri) is not None and threading.active_count() == 1 else "spawn"
+        ctx = multiprocessing.get_context(method)
+        self.uri = uri
         self.requests, self.replies = ctx.Queue(), ctx.Queue()
         self.proc = ctx.Process(target=_writer_main, args=(uri, self.requests, self.replies, os.getpid()),
                                 name="nnexp-metric-writer", daemon=True)
         self.proc.start()
         self._token = 0
+        self._given: dict[str, _Given] = {}
+        self._c = None
+        self._closed = False
         import atexit
 
         atexit.register(self.close)
 
-    def send(self, run_id: str, points: list) -> bool:
-        """Queue ``points`` (tuples ``(key, value, timestamp_ms, step)``) for ``run_id``; False if the writer is gone."""
+    def _client(self):
+        if self._c is None:
+            self._c = client(self.uri)
+        return self._c
+
+    def unconfirmed(self, run_id: str) -> list:
+        """The points of ``run_id`` given to the writer and not confirmed yet."""
+        given = self._given.get(run_id)
+        return given.points if given is not None else []
+
+    def _put(self, run_id: str, kind: str, payload) -> bool:
         if not self.proc.is_alive():
             return False
-        self.requests.put(("log", run_id, points))
+        self.requests.put((kind, run_id, payload))
         return True
+
+    def send(self, run_id: str, points: list) -> bool:
+        """Queue ``points`` (tuples ``(key, value, timestamp_ms, step)``) for ``run_id``; False if the writer is gone."""
+        if not self._put(run_id, "log", points):
+            return False
+        self._given.setdefault(run_id, _Given()).points.extend(points)
+        return True
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> bool:
+        """Queue :func:`log_params` of ``params`` for ``run_id``; False if the writer is gone."""
+        params = {k: "null" if v is None else str(v) for k, v in params.items()}
+        if not self._put(run_id, "params", params):
+            return False
+        self._given.setdefault(run_id, _Given()).params = params
+        return True
+
+    def end(self, ending: RunEnd) -> bool:
+        """Queue ``ending`` after the run's points; False if the writer is gone (the caller then ends the run).
+
+        Reads the writer's answers so far, and waits for it when the ended runs it still holds have more than
+        :data:`MAX_BACKLOG` points.
+        """
+        if not self._put(ending.run_id, "end", ending):
+            return False
+        self._given.setdefault(ending.run_id, _Given()).ending = ending
+        self.poll()
+        while self.proc.is_alive() and sum(len(g.points) for g in self._given.values() if g.ending) > self.MAX_BACKLOG:
+            self.poll(timeout=0.5)
+        return True
+
+    def take_back(self, run_id: str) -> _Given:
+        """Stop giving ``run_id`` to the writer; return what it was given and did not confirm, for this process."""
+        return self._given.pop(run_id, None) or _Given()
+
+    def pending(self) -> list[str]:
+        """The runs given to the writer that it has not confirmed ended."""
+        return [r for r, g in self._given.items() if g.ending is not None]
+
+    def _answer(self, reply) -> None:
+        """Act on one answer of the writer: an end confirmed, or a run it could not record."""
+        kind, run_id, stage, error = reply
+        if kind not in ("ended", "failed"):
+            return
+        given = self._given.pop(run_id, None)
+        if error is None or given is None:
+            return
+        if kind == "failed":  # a run that was not ended (stopped sweep), whose points failed: write them here
+            try:
+                given.write_here(self._client(), run_id)
+            except Exception as e:  # noqa: BLE001
+                log.warning("run %s: its metrics could not be written: %s", run_id, e)
+            return
+        log.warning("metric writer: run %s: %s", run_id, error)
+        if stage == "end":  # as a run whose end fails in this process
+            try:
+                fail_run(self._client(), run_id, error)
+            except Exception:  # noqa: BLE001
+                log.warning("could not mark run %s FAILED", run_id)
+        else:  # its params or metrics failed: all of it again here, then its end
+            given.end_here(self._client(), run_id)
+
+    def poll(self, timeout: float = 0.0) -> None:
+        """Read the writer's answers (waiting up to ``timeout`` seconds for the first); if it died, record what
+        it was given and did not confirm here."""
+        import queue
+
+        dead = not self.proc.is_alive()  # before reading: a dead writer's last answers are all in the pipe
+        try:
+            reply = self.replies.get(timeout=timeout) if timeout and not dead else self.replies.get_nowait()
+            while True:
+                self._answer(reply)
+                reply = self.replies.get_nowait()
+        except queue.Empty:
+            pass
+        if dead:
+            self._recover()
+
+    def wait(self, run_ids) -> None:
+        """Return once the writer has recorded the ends of ``run_ids`` (or this process did, the writer gone)."""
+        while any(r in self._given and self._given[r].ending for r in run_ids):
+            self.poll(timeout=0.5)
+
+    def _recover(self) -> None:
+        for run_id in [r for r, g in self._given.items() if g.ending is not None]:
+            log.warning("metric writer gone; recording run %s in this process", run_id)
+            self._given.pop(run_id).end_here(self._client(), run_id)
 
     def sync(self, run_id: str, poll: float = 0.5) -> bool:
         """Wait until the points queued for ``run_id`` are in the store: True, or False if the writer failed or died."""
@@ -661,24 +881,46 @@ class MetricWriter:
         self.requests.put(("sync", run_id, self._token))
         while True:
             try:
-                token, error = self.replies.get(timeout=poll)
+                reply = self.replies.get(timeout=poll)
             except queue.Empty:
                 if not self.proc.is_alive():
                     return False
                 continue
-            if token == self._token:
-                if error:
-                    log.warning("metric writer: run %s: %s", run_id, error)
-                return error is None
+            if reply[0] != "sync":
+                self._answer(reply)
+            elif reply[2] == self._token:
+                if reply[3]:
+                    log.warning("metric writer: run %s: %s", run_id, reply[3])
+                    return False
+                given = self._given.get(run_id)
+                if given is not None:
+                    given.points, given.params = [], None
+                return True
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Let the writer finish what it was given and stop (also run at exit)."""
+    def close(self) -> None:
+        """Let the writer record what it was given and stop; record here what it could not (also run at exit)."""
+        if self._closed:
+            return
         if self.proc.is_alive():
             self.requests.put(None)
-            self.proc.join(timeout)
+        while self.proc.is_alive():
+            self.poll(timeout=0.5)
+        self.proc.join()
+        self.poll()  # the last answers; the ends it did not confirm are recorded here
+        if self.proc.exitcode != 0:  # killed: the points of runs not ended (a stopped sweep) may be missing
+            for run_id in list(self._given):
+                try:
+                    self._given.pop(run_id).write_here(self._client(), run_id)
+                except Exception as e:  # noqa: BLE001 - the store itself may be what failed
+                    log.warning("run %s: its metrics could not be written: %s", run_id, e)
+        self._given.clear()  # a writer that stopped cleanly wrote them, or answered "failed"
+        self._closed = True
         self.requests.close()
         self.replies.close()
 
+
+#: Fork the writer (see :class:`MetricWriter`) where the platform can.
+FORK = hasattr(os, "fork")
 
 #: The metric writer of each store URI in this process (see :func:`start_metric_writer`).
 _WRITERS: dict[str, MetricWriter] = {}
@@ -704,18 +946,51 @@ def metric_writer(uri: str) -> MetricWriter | None:
 
 
 def stop_metric_writer(uri: str) -> None:
-    """Stop the metric writer of ``uri`` after it wrote what it was given (no-op without one)."""
-    w = _WRITERS.pop(uri, None)
+    """Stop the metric writer of ``uri`` once every run handed to it is recorded (no-op without one).
+
+    A run the writer could not record is recorded here (see :class:`MetricWriter`): when this returns, no run
+    handed over is left RUNNING.
+    """
+    w = _WRITERS.get(uri)
     if w is not None:
-        w.close()
+        w.close()  # before forgetting it: interrupted (Ctrl-C), a second call waits again
+        _WRITERS.pop(uri, None)
+
+
+#: Connection pools a forked writer inherited: kept, never closed (they are the parent's connections).
+_INHERITED: list = []
+
+
+def _leave_inherited_connections() -> None:
+    """In a forked writer: give MLflow's SQL engines new pools, leaving the parent's connections alone.
+
+    SQLAlchemy's recipe for a forked process (``Engine.dispose(close=False)``,
+    https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork);
+    the old pools stay referenced so that no inherited connection is closed from this process.
+    """
+    import sys
+
+    for name in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
+                 "mlflow.store.jobs.sqlalchemy_store"):
+        module = sys.modules.get(name)
+        store = getattr(module, "SqlAlchemyStore", None)
+        for engine in list(getattr(store, "_engine_map", {}).values()):
+            _INHERITED.append(engine.pool)
+            engine.dispose(close=False)
 
 
 def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
-    """The loop of :class:`MetricWriter`'s process: write each batch, answer each sync; stop on None or when orphaned."""
+    """The loop of :class:`MetricWriter`'s process: handle each request in order; stop on None or when orphaned.
+
+    A run whose params or metrics failed is skipped from then on, and its error answered at its next sync or
+    end (the parent records it); an end that fails is answered with its error.
+    """
     import queue
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _leave_inherited_connections()
     from mlflow.entities import Metric
 
     c = client(uri)
@@ -728,16 +1003,32 @@ def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
                 break
             continue
         if msg is None:
+            for run_id, error in errors.items():  # runs not ended whose points failed: the parent writes them
+                replies.put(("failed", run_id, None, error))
             break
         kind, run_id, payload = msg
-        if kind == "log" and run_id not in errors:
-            try:
+        if kind == "sync":
+            replies.put(("sync", run_id, payload, errors.pop(run_id, None)))
+            continue
+        if run_id in errors:
+            if kind == "end":
+                replies.put(("ended", run_id, "metrics", errors.pop(run_id)))
+            continue
+        try:
+            if kind == "params":
+                log_params(c, run_id, payload)
+            elif kind == "log":
                 retry(c.log_batch, run_id, metrics=[Metric(*p) for p in payload])
-            except Exception as e:  # reported at the run's next sync; the parent then writes the points itself
-                errors[run_id] = f"{type(e).__name__}: {e}"[:500]
-        elif kind == "sync":
-            replies.put((payload, errors.pop(run_id, None)))
-    # every batch is committed: skip the interpreter's teardown (about 0.5 s with MLflow loaded; the parent waits)
+            elif kind == "end":
+                payload.apply(c)
+                replies.put(("ended", run_id, None, None))
+        except Exception as e:  # answered at the run's next sync or end; the parent then records the run itself
+            error = f"{type(e).__name__}: {e}"[:500]
+            if kind == "end":
+                replies.put(("ended", run_id, "end", error))
+            else:
+                errors[run_id] = error
+    # every request is handled: skip the interpreter's teardown (about 0.5 s with MLflow loaded; the parent waits)
     replies.close()
     replies.join_thread()
     os._exit(0)
