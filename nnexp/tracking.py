@@ -44,6 +44,12 @@ from .config import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: MLflow's usage telemetry (on by default since MLflow 3.2) runs two threads per process that import MLflow and
+#: asks a web service for its configuration: off in nnexp's processes unless the environment says otherwise
+#: (MLflow's documented opt-out, https://mlflow.org/docs/latest/community/usage-tracking). Without those threads
+#: the sweep's process can fork its :class:`MetricWriter`. Set here, before nnexp imports MLflow.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
            "start_run", "end_run", "MetricBuffer", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
            "stop_metric_writer", "RunEnd", "fail_run", "mark_orphans_killed", "check_store", "TAG",

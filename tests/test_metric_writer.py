@@ -117,3 +117,82 @@ def test_row_block_threads_use_every_core_unless_the_launcher_is_parallel():
     assert block_threads(unset, parallel=False) == os.cpu_count()  # the writer's bursts do not count here
     assert block_threads(unset, parallel=True) == 1
     assert block_threads(three, parallel=True) == 3
+
+
+# --- run ends handed to the writer (tracking.RunEnd) ------------------------------------------------------------------
+
+def ending(run_id: str, exp: str, artifact) -> tracking.RunEnd:
+    return tracking.RunEnd(run_id, exp, {"nnexp.outcome": "finished", "t": "1"}, [artifact], [], None)
+
+
+def test_ends_given_to_a_writer_killed_midway_are_recorded_by_the_parent(store, tmp_path):
+    """Three runs handed over (params, 1200 points, end) and the writer killed: whatever it did or did not
+    record, close() leaves each run FINISHED with its params, every point once, its tags and its artifact."""
+    uri, c, exp = store
+    (tmp_path / "a.txt").write_text("x")
+    writer = tracking.start_metric_writer(uri)
+    runs = [tracking.start_run(c, exp, run_name=f"r{i}") for i in range(3)]
+    for r in runs:
+        buf = tracking.MetricBuffer(c, r, writer=writer)
+        assert writer.log_params(r, {"lr": 0.1, "none": None})
+        feed(buf, range(1, 601))
+        assert buf.end(ending(r, exp, tmp_path / "a.txt")) is True  # handed over, not ended here
+    writer.proc.kill()
+    writer.proc.join()
+    tracking.stop_metric_writer(uri)
+    for r in runs:
+        run = c.get_run(r)
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {"lr": "0.1", "none": "null"}
+        assert run.data.tags["nnexp.outcome"] == "finished" and "nnexp.seconds.model" in run.data.tags
+        assert [a.path for a in c.list_artifacts(r)] == ["a.txt"]
+        assert stored(c, r, "a") == [(s, s / 7) for s in range(1, 601)]
+
+
+def test_an_end_the_writer_cannot_record_ends_the_run_failed_with_its_error(store, tmp_path):
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    run = tracking.start_run(c, exp, run_name="r")
+    buf = tracking.MetricBuffer(c, run, writer=writer)
+    feed(buf, range(1, 11))
+    assert buf.end(ending(run, exp, tmp_path / "missing.npz"))
+    tracking.stop_metric_writer(uri)
+    r = c.get_run(run)
+    assert r.info.status == "FAILED"
+    assert r.data.tags["nnexp.outcome"] == "failed" and "missing.npz" in r.data.tags["nnexp.error"]
+    assert stored(c, run, "a") == [(s, s / 7) for s in range(1, 11)]  # the metrics before the end are kept
+
+
+def test_params_the_writer_cannot_log_are_logged_by_the_parent_or_fail_the_run(store, tmp_path):
+    """The writer's error on a run's params (a param set to another value) stops it writing that run; at the
+    run's end the parent writes all of it itself: a run whose params are refused ends FAILED, as it would
+    if the parent had logged them; another run of the same writer is unaffected."""
+    uri, c, exp = store
+    (tmp_path / "a.txt").write_text("x")
+    writer = tracking.start_metric_writer(uri)
+    bad, good = (tracking.start_run(c, exp, run_name=n) for n in ("bad", "good"))
+    tracking.log_params(c, bad, {"lr": 1})
+    for r, lr in ((bad, 2), (good, 2)):
+        assert writer.log_params(r, {"lr": lr})
+        buf = tracking.MetricBuffer(c, r, writer=writer)
+        feed(buf, range(1, 1001))
+        assert buf.end(ending(r, exp, tmp_path / "a.txt"))
+    tracking.stop_metric_writer(uri)
+    b, g = c.get_run(bad), c.get_run(good)
+    assert (b.info.status, b.data.tags["nnexp.outcome"]) == ("FAILED", "failed")
+    assert "lr" in b.data.tags["nnexp.error"]
+    assert (g.info.status, g.data.params, g.data.tags["nnexp.outcome"]) == ("FINISHED", {"lr": "2"}, "finished")
+    assert stored(c, good, "a") == [(s, s / 7) for s in range(1, 1001)]
+
+
+def test_without_a_writer_or_with_wait_the_run_ends_at_once(store, tmp_path):
+    uri, c, exp = store
+    (tmp_path / "a.txt").write_text("x")
+    writer = tracking.start_metric_writer(uri)
+    for w, wait in ((None, False), (writer, True)):
+        run = tracking.start_run(c, exp, run_name="r")
+        buf = tracking.MetricBuffer(c, run, writer=w)
+        feed(buf, range(1, 1201))
+        assert buf.end(ending(run, exp, tmp_path / "a.txt"), wait=wait) is False
+        assert c.get_run(run).info.status == "FINISHED"  # before the writer stops
+        assert stored(c, run, "b") == [(s, -s) for s in range(1, 1201)]
