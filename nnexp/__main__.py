@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         if signal.getsignal(signal.SIGTERM) is _note_interrupt:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
+    if LAST_SWEEP.get("store_error"):  # runs the metric writer was given could not be recorded
+        _abort_sweep_quietly(abort_sweep)
+        print(f"nnexp: error: {LAST_SWEEP['store_error']}", file=sys.stderr)
+        return EXIT_FAILED
     if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error"):
         return EXIT_FAILED
     return EXIT_NO_RESULT if LAST_SWEEP.get("no_result") else 0

@@ -89,7 +89,11 @@ class SweepCallback(Callback):
         if not LAST_SWEEP:
             return
         uri, parent = LAST_SWEEP["uri"], LAST_SWEEP["parent_id"]
-        tracking.stop_metric_writer(uri)  # every job flushed its metrics through it before ending its runs
+        try:
+            tracking.stop_metric_writer(uri)  # it records the runs handed to it: their end, FINISHED or FAILED
+        except tracking.StoreUnavailable as e:  # runs neither it nor this process could record: exit 1
+            LAST_SWEEP["store_error"] = str(e)
+            return
         c = tracking.client(uri)
         launch = Path(config.hydra.runtime.cwd)
         try:

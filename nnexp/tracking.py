@@ -707,19 +707,29 @@ class _Given:
         for i in range(0, len(self.points), MAX_METRICS_PER_BATCH):
             retry(c.log_batch, run_id, metrics=[Metric(*p) for p in self.points[i:i + MAX_METRICS_PER_BATCH]])
 
-    def end_here(self, c, run_id: str) -> None:
+    def end_here(self, c, run_id: str) -> StoreUnavailable | None:
         """Write what was given here and end the run (unless it has ended already); FAILED with the error if that
-        fails."""
+        fails. Returns the :class:`StoreUnavailable` error when even that could not be recorded."""
         try:
             self.write_here(c, run_id)
             if self.ending is not None and retry(c.get_run, run_id).info.status == "RUNNING":
                 self.ending.apply(c)
         except Exception as e:  # noqa: BLE001 - the store itself may be what fails
             log.error("run %s could not be recorded: %s", run_id, e)
-            try:
-                fail_run(c, run_id, f"{type(e).__name__}: {e}")
-            except Exception:  # noqa: BLE001
-                log.warning("could not mark run %s FAILED", run_id)
+            return _fail_or_report(c, run_id, f"{type(e).__name__}: {e}")
+        return None
+
+
+def _fail_or_report(c, run_id: str, error: str) -> StoreUnavailable | None:
+    """:func:`fail_run`; if the store is unavailable for that too, the error (logged), else None."""
+    try:
+        fail_run(c, run_id, error)
+    except StoreUnavailable as e:
+        log.warning("could not mark run %s FAILED: %s", run_id, e)
+        return e
+    except Exception:  # noqa: BLE001
+        log.warning("could not mark run %s FAILED", run_id)
+    return None
 
 
 class MetricWriter:
@@ -771,9 +781,17 @@ class MetricWriter:
         self._given: dict[str, _Given] = {}
         self._c = None
         self._closed = False
+        #: Errors of runs neither the writer nor this process could record (the store unavailable)
+        self.lost: list[StoreUnavailable] = []
         import atexit
 
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except StoreUnavailable as e:
+            log.error("%s", e)
 
     def _client(self):
         if self._c is None:
@@ -844,12 +862,11 @@ class MetricWriter:
             return
         log.warning("metric writer: run %s: %s", run_id, error)
         if stage == "end":  # as a run whose end fails in this process
-            try:
-                fail_run(self._client(), run_id, error)
-            except Exception:  # noqa: BLE001
-                log.warning("could not mark run %s FAILED", run_id)
+            lost = _fail_or_report(self._client(), run_id, error)
         else:  # its params or metrics failed: all of it again here, then its end
-            given.end_here(self._client(), run_id)
+            lost = given.end_here(self._client(), run_id)
+        if lost is not None:
+            self.lost.append(lost)
 
     def poll(self, timeout: float = 0.0) -> None:
         """Read the writer's answers (waiting up to ``timeout`` seconds for the first); if it died, record what
@@ -875,7 +892,9 @@ class MetricWriter:
     def _recover(self) -> None:
         for run_id in [r for r, g in self._given.items() if g.ending is not None]:
             log.warning("metric writer gone; recording run %s in this process", run_id)
-            self._given.pop(run_id).end_here(self._client(), run_id)
+            lost = self._given.pop(run_id).end_here(self._client(), run_id)
+            if lost is not None:
+                self.lost.append(lost)
 
     def sync(self, run_id: str, poll: float = 0.5) -> bool:
         """Wait until the points queued for ``run_id`` are in the store: True, or False if the writer failed or died."""
@@ -904,7 +923,14 @@ class MetricWriter:
                 return True
 
     def close(self) -> None:
-        """Let the writer record what it was given and stop; record here what it could not (also run at exit)."""
+        """Let the writer record what it was given and stop; record here what it could not (also run at exit).
+
+        Raises
+        ------
+        StoreUnavailable
+            When a run could be recorded neither by the writer nor here (it is left RUNNING; the next sweep
+            marks it KILLED, see :func:`mark_orphans_killed`).
+        """
         if self._closed:
             return
         if self.proc.is_alive():
@@ -923,6 +949,8 @@ class MetricWriter:
         self._closed = True
         self.requests.close()
         self.replies.close()
+        if self.lost:
+            raise StoreUnavailable(f"{len(self.lost)} run(s) could not be recorded: {self.lost[0]}")
 
 
 #: Fork the writer (see :class:`MetricWriter`) where the platform can.
@@ -956,11 +984,19 @@ def stop_metric_writer(uri: str) -> None:
 
     A run the writer could not record is recorded here (see :class:`MetricWriter`): when this returns, no run
     handed over is left RUNNING.
+
+    Raises
+    ------
+    StoreUnavailable
+        When some run could not be recorded at all (:meth:`MetricWriter.close`).
     """
     w = _WRITERS.get(uri)
     if w is not None:
-        w.close()  # before forgetting it: interrupted (Ctrl-C), a second call waits again
-        _WRITERS.pop(uri, None)
+        try:
+            w.close()  # before forgetting it: interrupted (Ctrl-C), a second call waits again
+        finally:
+            if w._closed:
+                _WRITERS.pop(uri, None)
 
 
 #: Connection pools a forked writer inherited: kept, never closed (they are the parent's connections).

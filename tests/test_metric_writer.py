@@ -196,3 +196,23 @@ def test_without_a_writer_or_with_wait_the_run_ends_at_once(store, tmp_path):
         assert buf.end(ending(run, exp, tmp_path / "a.txt"), wait=wait) is False
         assert c.get_run(run).info.status == "FINISHED"  # before the writer stops
         assert stored(c, run, "b") == [(s, -s) for s in range(1, 1201)]
+
+
+def test_a_run_neither_the_writer_nor_the_parent_can_record_fails_the_stop(store, tmp_path, monkeypatch):
+    """The writer cannot end a run and the store is unavailable to the parent too: stopping the writer raises
+    StoreUnavailable (the sweep exits 1), and the writer is forgotten (a second stop is a no-op)."""
+    uri, c, exp = store
+    writer = tracking.start_metric_writer(uri)
+    run = tracking.start_run(c, exp, run_name="r")
+    assert writer.sync(run)  # the writer runs (forked or spawned) with the real fail_run; only the parent's fails
+
+    def unavailable(*a, **k):
+        raise tracking.StoreUnavailable("tracking server http://x did not answer for 2 s")
+
+    monkeypatch.setattr(tracking, "fail_run", unavailable)
+    assert tracking.MetricBuffer(c, run, writer=writer).end(ending(run, exp, tmp_path / "missing.npz"))
+    with pytest.raises(tracking.StoreUnavailable, match=r"1 run\(s\) could not be recorded: tracking server"):
+        tracking.stop_metric_writer(uri)
+    assert tracking.metric_writer(uri) is None
+    tracking.stop_metric_writer(uri)
+    assert c.get_run(run).info.status == "RUNNING"  # left for the next sweep's orphan check
