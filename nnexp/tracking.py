@@ -747,8 +747,9 @@ class MetricWriter:
 
     Requests are handled in the order they were made. On a SQLite store the
     process is forked (:data:`FORK`), so that it shares the MLflow this process
-    has imported (a spawned one spends seconds importing it again); its inherited
-    database connections are left untouched and it opens its own.
+    has imported (a spawned one spends seconds importing it again); this
+    process's SQLite connections are closed first, so that none is open across
+    the fork, and the writer opens its own.
 
     Nothing is lost and no run is left RUNNING: the writer keeps what it was
     given until the process confirms it (:meth:`sync`, :meth:`poll`,
@@ -771,6 +772,8 @@ class MetricWriter:
         # fork only a process without other threads (a thread holding a lock at the fork would hold it forever in
         # the child), and for a SQLite store (its new connections do not depend on the parent's sockets)
         method = "fork" if FORK and sqlite_path(uri) is not None and threading.active_count() == 1 else "spawn"
+        if method == "fork":
+            _close_sqlite_connections()
         ctx = multiprocessing.get_context(method)
         self.uri = uri
         self.requests, self.replies = ctx.Queue(), ctx.Queue()
@@ -999,26 +1002,28 @@ def stop_metric_writer(uri: str) -> None:
                 _WRITERS.pop(uri, None)
 
 
-#: Connection pools a forked writer inherited: kept, never closed (they are the parent's connections).
-_INHERITED: list = []
-
-
-def _leave_inherited_connections() -> None:
-    """In a forked writer: give MLflow's SQL engines new pools, leaving the parent's connections alone.
-
-    SQLAlchemy's recipe for a forked process (``Engine.dispose(close=False)``,
-    https://docs.sqlalchemy.org/en/20/core/pooling.html#using-connection-pools-with-multiprocessing-or-os-fork);
-    the old pools stay referenced so that no inherited connection is closed from this process.
-    """
+def _mlflow_engines() -> list:
+    """The SQLAlchemy engines of MLflow's SQL stores in this process (tracking, model registry, jobs)."""
     import sys
 
+    engines = []
     for name in ("mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
                  "mlflow.store.jobs.sqlalchemy_store"):
-        module = sys.modules.get(name)
-        store = getattr(module, "SqlAlchemyStore", None)
-        for engine in list(getattr(store, "_engine_map", {}).values()):
-            _INHERITED.append(engine.pool)
-            engine.dispose(close=False)
+        store = getattr(sys.modules.get(name), "SqlAlchemyStore", None)
+        engines += list(getattr(store, "_engine_map", {}).values())
+    return engines
+
+
+def _close_sqlite_connections() -> None:
+    """Close the pooled connections of MLflow's engines in this process, before it forks a writer.
+
+    SQLite's rule for ``fork()``: no database connection may be open across it
+    (https://www.sqlite.org/howtocorrupt.html#_carrying_an_open_database_connection_across_a_fork_): the child
+    would share the parent's record of its locks. With none open, the child opens its own; this process
+    reconnects on its next call (about a millisecond).
+    """
+    for engine in _mlflow_engines():
+        engine.dispose()
 
 
 def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
@@ -1032,7 +1037,6 @@ def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _leave_inherited_connections()
     from mlflow.entities import Metric
 
     c = client(uri)
