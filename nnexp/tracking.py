@@ -775,7 +775,7 @@ class MetricWriter:
         if method == "fork":
             _close_sqlite_connections()
         ctx = multiprocessing.get_context(method)
-        self.uri = uri
+        self.uri, self.method = uri, method
         self.requests, self.replies = ctx.Queue(), ctx.Queue()
         self.proc = ctx.Process(target=_writer_main, args=(uri, self.requests, self.replies, os.getpid()),
                                 name="nnexp-metric-writer", daemon=True)

@@ -216,3 +216,42 @@ def test_a_run_neither_the_writer_nor_the_parent_can_record_fails_the_stop(store
     assert tracking.metric_writer(uri) is None
     tracking.stop_metric_writer(uri)
     assert c.get_run(run).info.status == "RUNNING"  # left for the next sweep's orphan check
+
+
+def test_the_parent_waits_once_the_ended_runs_the_writer_holds_exceed_the_backlog(store, tmp_path, monkeypatch):
+    uri, c, exp = store
+    (tmp_path / "a.txt").write_text("x")
+    monkeypatch.setattr(tracking.MetricWriter, "MAX_BACKLOG", 500)
+    writer = tracking.start_metric_writer(uri)
+    small, big = (tracking.start_run(c, exp, run_name=n) for n in ("small", "big"))
+    for run, steps in ((small, 100), (big, 300)):  # 200 points: held; 600 points: over the backlog
+        buf = tracking.MetricBuffer(c, run, writer=writer)
+        feed(buf, range(1, steps + 1))
+        assert buf.end(ending(run, exp, tmp_path / "a.txt"))
+        if run == small:
+            assert writer.unconfirmed(small)  # (unless the writer was quicker than this line; it holds 200 points)
+    assert writer.pending() == []  # end() of the big run returned once the writer had ended both
+    assert [c.get_run(r).info.status for r in (small, big)] == ["FINISHED", "FINISHED"]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+def test_a_forked_writer_holds_no_descriptor_of_the_parents_store_connections(store):
+    """SQLite forbids carrying a connection across fork(): the parent closes its pooled ones first."""
+    uri, c, exp = store
+    c.search_experiments()  # the parent has the store open
+    db = uri[len("sqlite:///"):]
+
+    def open_files(pid):
+        out = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        return [f for f in out if f.startswith(db)]
+
+    assert open_files(os.getpid())
+    writer = tracking.start_metric_writer(uri)
+    if writer.method != "fork":  # another thread in this test process (xdist): spawned, nothing shared
+        pytest.skip("the writer was spawned")
+    assert open_files(writer.proc.pid) == []  # (it connects at its first request)
