@@ -44,7 +44,7 @@ from .config import ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
-           "start_run", "end_run", "preload", "MetricBuffer", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
+           "start_run", "end_run", "MetricBuffer", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
            "stop_metric_writer", "mark_orphans_killed", "check_store", "TAG",
            "StoreUnavailable", "find_sweep_parent", "end_orphan_children", "find_finished_many"]
 
