@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import typing
@@ -236,6 +237,12 @@ def unknown_key_message(key: str, value: Any = None) -> str:
     return f"{key} is not a key; did you mean {best}?"
 
 
+@functools.cache
+def _type_hints(schema: type) -> dict[str, Any]:
+    """``typing.get_type_hints(schema)``, once per schema class (it evaluates every annotation: ~0.2 ms a call)."""
+    return typing.get_type_hints(schema)
+
+
 def check_keys(cfg: DictConfig) -> None:
     """Refuse every key of a composed config (``hydra`` aside) that the schema :class:`Config` does not declare.
 
@@ -249,7 +256,7 @@ def check_keys(cfg: DictConfig) -> None:
     """
 
     def walk(node: DictConfig, schema: type, prefix: str) -> None:
-        hints = typing.get_type_hints(schema)
+        hints = _type_hints(schema)
         for k in node.keys():
             key = f"{prefix}{k}"
             if not prefix and k == "hydra":
@@ -417,8 +424,10 @@ def validate(cfg: DictConfig) -> None:
     need(c.optimizer.eps is None or c.optimizer.eps > 0, f"optimizer.eps={c.optimizer.eps} must be > 0")
     need(0 <= c.dataset.split_seed < 2**32, f"dataset.split_seed={c.dataset.split_seed} must be {ACCEPTS['dataset.split_seed']}")
     for key in DATASET_KEYS:
+        if c.dataset.get(key) is None:
+            continue
         readers = sorted(n for n in DATASETS if key in loader_keys(n))
-        need(c.dataset.get(key) is None or c.dataset.name in readers,
+        need(c.dataset.name in readers,
              f"dataset.{key} is read only by " + " / ".join(f"dataset={n}" for n in readers)
              + f", not by dataset={c.dataset.name}; add " + ("dataset=csv" if readers == ["csv"] else "one of them")
              + f" or drop dataset.{key}")

@@ -156,9 +156,10 @@ class JobComposer:
     choices, ``activation=relu``, ``hydra/launcher=joblib``), then the other
     overrides (``seed=1``, ``optimizer.lr=0.1``) applied to the result. The jobs
     of a sweep mostly differ in such values, so this composes each set of
-    group choices once (about 70 ms each) and applies every job's value overrides
-    to a copy, with the function Hydra itself applies them with: the configs and
-    the errors are Hydra's. Call it inside an initialised Hydra (``initialize_config_module``).
+    group choices (with Hydra's own keys, ``hydra.*``) once (about 70 ms each) and
+    applies every job's value overrides to a copy without Hydra's config, with the
+    function Hydra itself applies them with: the configs and the errors are Hydra's.
+    Each override text is parsed once. Call it inside an initialised Hydra (``initialize_config_module``).
     """
 
     def __init__(self, config_name: str = "config"):
@@ -169,11 +170,24 @@ class JobComposer:
         self.repo = GlobalHydra.instance().config_loader().repository
         self.parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
         self.composed: dict[tuple[str, ...], DictConfig] = {}
+        self.parsed: dict[str, object] = {}
 
     def _is_group(self, o) -> bool:
         # Hydra's own rule (hydra._internal.defaults_list.Overrides): a group choice names a config group
         # and is not a dict value; everything else is applied to the composed config
         return self.repo.group_exists(o.key_or_group) and not isinstance(o.value(), dict)
+
+    def _composed_part(self, o) -> bool:
+        # composed by Hydra: the group choices, and Hydra's own keys (the search path decides which group options
+        # exist: hydra.searchpath, --config-dir); no job sweeps these (preflight refuses sweeps of Hydra's keys)
+        return self._is_group(o) or o.is_hydra_override()
+
+    def _parse(self, overrides: list[str]) -> list:
+        """Hydra's parse of each override text, once per text (about 1 ms each; the jobs of a sweep share most)."""
+        for line in overrides:
+            if line not in self.parsed:
+                self.parsed[line] = self.parser.parse_overrides([line])[0]
+        return [self.parsed[line] for line in overrides]
 
     def __call__(self, overrides: list[str]) -> DictConfig:
         """The config of the job with ``overrides``, as ``hydra.compose(config_name, overrides)`` returns it."""
@@ -182,15 +196,15 @@ class JobComposer:
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
         from omegaconf import open_dict, read_write
 
-        parsed = self.parser.parse_overrides(overrides)
-        # the search path decides which group options exist: compose with it (hydra.searchpath, --config-dir)
-        groups = tuple(o.input_line for o in parsed if self._is_group(o) or o.get_key_element() == "hydra.searchpath")
-        if groups not in self.composed:
-            self.composed[groups] = _compose(list(groups), with_hydra=True, config_name=self.config_name)
-        cfg = copy.deepcopy(self.composed[groups])
-        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not self._is_group(o)], cfg)
-        with read_write(cfg), open_dict(cfg):
-            del cfg["hydra"]
+        parsed = self._parse(overrides)
+        composed = tuple(o.input_line for o in parsed if self._composed_part(o))
+        if composed not in self.composed:
+            cfg = _compose(list(composed), with_hydra=True, config_name=self.config_name)
+            with read_write(cfg), open_dict(cfg):
+                del cfg["hydra"]  # before copying: Hydra's own config is most of the copy's cost
+            self.composed[composed] = cfg
+        cfg = copy.deepcopy(self.composed[composed])
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if not self._composed_part(o)], cfg)
         return cfg
 
 

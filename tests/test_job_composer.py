@@ -50,3 +50,19 @@ def test_each_defaults_list_composed_once(composer):
             cfg = composer([f"activation={act}", f"seed={seed}", "optimizer.lr=0.2"])
             assert (cfg.activation.name, cfg.seed, cfg.optimizer.lr) == (act, seed, 0.2)
     assert sorted(composer.composed) == [("activation=relu",), ("activation=tanh",)]
+
+
+def test_one_composer_for_a_whole_sweep_gives_each_job_its_own_config(compose, composer):
+    """Shared parses and hydra-less composed configs: every job still equals Hydra's compose, and a returned
+    config is the caller's own (changing it changes no later job)."""
+    jobs = [[f"init={init}", f"seed={seed}", "hydra.sweeper.pack=false", "optimizer.lr=0.3"]
+            for init in ("he_normal", "xavier_uniform") for seed in (0, 1)]
+    jobs.append(["init=he_normal", "seed=0", "hydra.job.chdir=true", "optimizer.lr=0.3"])
+    for job in jobs:
+        got = composer(job)
+        assert OmegaConf.to_yaml(got) == OmegaConf.to_yaml(compose(job))
+        got.optimizer.lr = 99.0
+    assert sorted(composer.composed) == [("init=he_normal", "hydra.job.chdir=true"),
+                                         ("init=he_normal", "hydra.sweeper.pack=false"),
+                                         ("init=xavier_uniform", "hydra.sweeper.pack=false")]
+    assert composer(jobs[0]).optimizer.lr == 0.3

@@ -103,6 +103,11 @@ def test_packed_sweep_stores_what_the_unpacked_one_stores(tmp_path, tmp_path_fac
     assert run_main(monkeypatch, packed, ["-m", *SWEEP, *QUIET]) == 0
     err = capsys.readouterr().err
     assert "16 jobs packed into 2 (optimizer.lr, init, optimizer.weight_decay vary within a job" in err
+    from nnexp import packing  # the members with init=orthogonal: one composer for both jobs, each list composed once
+
+    composed = sorted(packing._COMPOSER[0][2].composed)
+    assert [[o for o in key if o.startswith(("activation=", "init="))] for key in composed] == [
+        ["activation=relu", "init=orthogonal"], ["activation=tanh", "init=orthogonal"]]
     assert run_main(monkeypatch, alone, ["-m", *SWEEP, *QUIET, "hydra.sweeper.pack=false"]) == 0
     assert "jobs packed into" not in capsys.readouterr().err
     assert len(list((packed / "multirun").glob("*/*/[0-9]*/.hydra"))) == 2  # two Hydra jobs ...

@@ -1,0 +1,102 @@
+"""Start-up of ``python -m nnexp``: the jobs are checked in a forked child while the command imports MLflow.
+
+The command line (``main()`` without arguments) checks in a child process (:func:`nnexp.__main__._check_beside`);
+``main(argv)`` checks in-process. Both must give the same one line for bad input, create nothing, and a child that
+ends without a verdict must not change what the user sees.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from nnexp.__main__ import _names_server, main
+
+BAD = [
+    ["-m", "activation=relu,swish", "dataset=xor", "epochs=1"],
+    ["-m", "optimizer.lr=0.1,-1", "seed=0,1", "dataset=xor", "epochs=1"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=["sweep value", "lr in a packed sweep"])
+def test_the_checking_child_says_the_in_process_line(argv, cli, tmp_path, capsys, monkeypatch):
+    here = tmp_path / "in-process"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(argv) == 2
+    want = capsys.readouterr().err
+    assert want.startswith("nnexp: error: ") and want.count("\n") == 1
+
+    p = cli(argv, tmp_path)
+    assert (p.returncode, p.stderr) == (2, want)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["in-process"]  # no store, no multirun folder
+
+
+def _script(tmp_path, body: str) -> subprocess.CompletedProcess:
+    code = textwrap.dedent("""
+        import os, sys
+        import nnexp.preflight as p
+        PARENT = os.getpid()
+        real = p.preflight
+    """) + textwrap.dedent(body) + textwrap.dedent("""
+        from nnexp.__main__ import main
+        sys.argv = ["nnexp", "optimizer.lr=-1", "dataset=xor", "epochs=1"]
+        sys.exit(main())
+    """)
+    return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+
+def test_a_child_without_verdict_is_checked_again_in_the_command(tmp_path):
+    p = _script(tmp_path, """
+        def flaky(argv):
+            if os.getpid() != PARENT:
+                raise RuntimeError("the child fails")
+            return real(argv)
+        p.preflight = flaky
+    """)
+    assert (p.returncode, p.stderr) == (2, "nnexp: error: optimizer.lr=-1.0 must be a finite number > 0\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_program_error_in_the_check_shows_one_traceback(tmp_path):
+    p = _script(tmp_path, """
+        def broken(argv):
+            raise RuntimeError("a bug in the check")
+        p.preflight = broken
+    """)
+    assert p.returncode == 1
+    assert p.stderr.count("Traceback") == 1  # the command's own, not the child's too
+    assert p.stderr.rstrip().endswith("RuntimeError: a bug in the check")
+
+
+@pytest.mark.slow  # a whole sweep in a subprocess (every sweep of test_sweeps.py goes through the child too)
+def test_a_sweep_checked_beside_runs_every_job(cli, tmp_path):
+    p = cli(["-m", "seed=0,1", "activation=relu,tanh", "dataset=xor", "epochs=2", "tracking.report=false",
+             "tracking.progress=false"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    try:
+        parents = con.execute("SELECT COUNT(*) FROM tags WHERE key = 'nnexp.kind' AND value = 'sweep'").fetchone()[0]
+        children = con.execute("SELECT COUNT(DISTINCT value) FROM tags WHERE key = 'nnexp.run_key'").fetchone()[0]
+        statuses = con.execute("SELECT DISTINCT status FROM runs").fetchall()
+    finally:
+        con.close()
+    assert (parents, children) == (1, 4)
+    assert statuses == [("FINISHED",)]
+
+
+@pytest.mark.parametrize("argv, env, server", [
+    ([], "", False),
+    (["tracking.uri=http://localhost:5000"], "", True),
+    (["tracking.uri=https://host"], "sqlite:///x.db", True),
+    (["tracking.uri=http://a", "tracking.uri=sqlite:///b.db"], "", False),  # the last override counts
+    ([], "http://localhost:5000", True),
+    (["+tracking.uri=http://a"], "", True),
+])
+def test_names_server(argv, env, server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+    assert _names_server(argv) is server
