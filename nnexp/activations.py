@@ -113,6 +113,10 @@ class Activation:
         ``"linear"``.
     check : callable ``(**params) -> str or None``, optional
         Returns an error message when a parameter value is out of range.
+    fused : str or None
+        The :mod:`nnexp.fastmath` kernel name (``tanh``, ``expit``) of an activation whose bias add and
+        activation, and derivative product and bias gradient, have fused kernels
+        (:meth:`BoundActivation.bias_forward`, :meth:`BoundActivation.backward`).
     """
 
     name: str
@@ -123,6 +127,7 @@ class Activation:
     bounds: tuple[float, float] | None = None
     family: str = "sigmoid"
     check: Callable[..., str | None] | None = None
+    fused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,30 @@ class BoundActivation:
 
     def derivative(self, z: np.ndarray, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return self.spec.derivative(z, a, out, **self.params)
+
+    def bias_forward(self, z: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``z += b`` (``b`` broadcast over the rows), then ``out = f(z)``; returns ``out``.
+
+        One pass over memory with a fused kernel where :func:`nnexp.fastmath.bias_activation` takes the arrays
+        (tanh, sigmoid; large float64 arrays on x86-64), two otherwise: the same bits either way.
+        """
+        if self.spec.fused is not None and fastmath.bias_activation(self.spec.fused, z, b, out):
+            return out
+        z += b
+        return self.forward(z, out)
+
+    def backward(self, dA: np.ndarray, z: np.ndarray, a: np.ndarray, deriv: np.ndarray, db: np.ndarray) -> bool:
+        """``dA *= f'(z)`` in place (``deriv``: a buffer like ``z`` for ``f'(z)``); True if it also wrote ``db``.
+
+        With a fused kernel (:func:`nnexp.fastmath.activation_backward`: tanh, sigmoid; large float64 arrays on
+        x86-64) one pass computes the product and writes ``db`` (shape (n_replicas, 1, n_units)), the sum of the
+        product over the rows, and returns True; otherwise ``db`` is left alone and False returned. ``dA``
+        gets the same bits either way.
+        """
+        if self.spec.fused is not None and fastmath.activation_backward(self.spec.fused, dA, a, db):
+            return True
+        dA *= self.derivative(z, a, out=deriv)
+        return False
 
 
 def _out(z: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -585,8 +614,10 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", identity, identity_derivative, lambda: 1.0, family="linear"),
-        Activation("sigmoid", sigmoid, sigmoid_derivative, lambda: 1.0, bounds=(0.0, 1.0), family="sigmoid"),
-        Activation("tanh", tanh, tanh_derivative, lambda: 5.0 / 3.0, bounds=(-1.0, 1.0), family="sigmoid"),
+        Activation("sigmoid", sigmoid, sigmoid_derivative, lambda: 1.0, bounds=(0.0, 1.0), family="sigmoid",
+                   fused="expit"),
+        Activation("tanh", tanh, tanh_derivative, lambda: 5.0 / 3.0, bounds=(-1.0, 1.0), family="sigmoid",
+                   fused="tanh"),
         Activation("relu", relu, relu_derivative, lambda: math.sqrt(2.0), family="relu"),
         Activation("leaky_relu", leaky_relu, leaky_relu_derivative, _leaky_relu_gain, {"alpha": 0.01}, family="relu"),
         Activation("elu", elu, elu_derivative, lambda alpha=1.0: 1.0, {"alpha": 1.0}, family="smooth"),

@@ -45,7 +45,7 @@ import time
 
 import numpy as np
 
-__all__ = ["tanh", "exp", "expit", "tanh_derivative", "use_kernel", "numpy_has_simd_f64", "cpu_suits", "mode", "kernels",
+__all__ = ["tanh", "exp", "expit", "tanh_derivative", "bias_activation", "activation_backward", "use_kernel", "numpy_has_simd_f64", "cpu_suits", "mode", "kernels",
            "MIN_ELEMENTS", "LOAD"]
 
 MIN_ELEMENTS = 8192
@@ -224,3 +224,73 @@ def tanh_derivative(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     With a kernel one pass over memory instead of two; ``out`` must not alias ``a`` partially.
     """
     return _apply("tanh_derivative", _one_minus_square, a, out)
+
+
+def _stack_address(x: np.ndarray) -> int | None:
+    """Address of a (replicas, rows, cols) float64 array whose replicas are each C-contiguous, else None."""
+    if x.ndim != 3 or x.dtype != np.float64 or x.strides[2] != 8 or (x.shape[1] > 1 and x.strides[1] != 8 * x.shape[2]):
+        return None
+    return x.__array_interface__["data"][0]
+
+
+def _fused(x: np.ndarray, other: np.ndarray, vector: np.ndarray):
+    """(kernels, addresses of x, vector, other) when a fused kernel applies to them, else None."""
+    if not (isinstance(x, np.ndarray) and isinstance(other, np.ndarray) and isinstance(vector, np.ndarray)):
+        return None
+    if other.shape != x.shape or x.ndim != 3 or vector.shape != (x.shape[0], 1, x.shape[2]) or not use_kernel(x, other):
+        return None
+    addresses = (_stack_address(x), _stack_address(vector), _stack_address(other))
+    if None in addresses or np.may_share_memory(x, other) or np.may_share_memory(x, vector) \
+            or np.may_share_memory(other, vector):
+        return None
+    k = kernels()
+    return None if k is None else (k, addresses)
+
+
+FUSED = ("tanh", "expit")
+"""The activations :func:`bias_activation` and :func:`activation_backward` take."""
+
+
+def bias_activation(name: str, z: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    r"""``z += b`` then ``out = f(z)`` in one pass over memory, ``f`` the kernel ``name`` (``tanh`` or ``expit``).
+
+    ``z``, ``out``: float64 arrays of shape (n_replicas, n_samples, n_units), each replica's rows C-contiguous
+    (row slices of a workspace are); ``b``: (n_replicas, 1, n_units). The same bits as ``z += b`` followed by
+    :func:`tanh` / :func:`expit` with a kernel (row chunks of the L1 cache's size: the add, then the function).
+    Returns True when done; False, touching nothing, when :func:`use_kernel` says no or the arrays do not fit
+    (the caller then does the two steps itself).
+    """
+    if name not in FUSED:
+        raise ValueError(f"no fused kernel for {name!r}; choose one of: {', '.join(FUSED)}")
+    got = _fused(z, out, b)
+    if got is None:
+        return False
+    k, (zp, bp, ap) = got
+    fn = getattr(k, f"bias_{name}")
+    (zs, bs, as_), (_, m, h) = (z.strides[0], b.strides[0], out.strides[0]), z.shape
+    for r in range(z.shape[0]):
+        fn(zp + r * zs, bp + r * bs, ap + r * as_, m, h)
+    return True
+
+
+def activation_backward(name: str, dA: np.ndarray, a: np.ndarray, db: np.ndarray) -> bool:
+    r"""``dA *= f'`` from ``a = f(z)`` and ``db = `` the batch sum of the result, in one pass over memory.
+
+    ``name``: ``tanh`` (:math:`f' = 1 - a^2`, computed as ``1 - a * a``) or ``expit`` (:math:`f' = (1 - a) a`);
+    the product has the bits of NumPy's ``dA *= 1 - a * a`` / ``dA *= (1 - a) * a``. ``dA``, ``a``: float64
+    (n_replicas, n_samples, n_units), each replica's rows C-contiguous; ``db``: (n_replicas, 1, n_units),
+    written with each column's sum over the rows in row order from 0 (``((0 + d_0) + d_1) + ...``: the same bits at
+    any vector width, unlike a BLAS product, whose order depends on its kernel). Returns True when done; False,
+    touching nothing, when :func:`use_kernel` says no or the arrays do not fit.
+    """
+    if name not in FUSED:
+        raise ValueError(f"no fused kernel for {name!r}; choose one of: {', '.join(FUSED)}")
+    got = _fused(dA, a, db)
+    if got is None:
+        return False
+    k, (dp, bp, ap) = got
+    fn = getattr(k, f"{name}_backward")
+    (ds, bs, as_), (_, m, h) = (dA.strides[0], db.strides[0], a.strides[0]), dA.shape
+    for r in range(dA.shape[0]):
+        fn(dp + r * ds, ap + r * as_, bp + r * bs, m, h)
+    return True

@@ -249,8 +249,7 @@ class MLP:
         a_prev = X
         for l in range(self.n_layers - 1):
             z = np.matmul(a_prev, self.W[l], out=ws.z[l])
-            z += self.b[l]
-            a_prev = self.activation.forward(z, out=ws.a[l])
+            a_prev = self.activation.bias_forward(z, self.b[l], out=ws.a[l])  # z += b; a = f(z)
         out = np.matmul(a_prev, self.W[-1], out=ws.logits)
         out += self.b[-1]
         return out
@@ -315,21 +314,24 @@ class MLP:
         a_prev = X
         for l in range(self.n_layers - 1):
             z = np.matmul(a_prev, self.W[l], out=ws.z[l][:, rows])
-            z += self.b[l]
-            a_prev = self.activation.forward(z, out=ws.a[l][:, rows])
+            a_prev = self.activation.bias_forward(z, self.b[l], out=ws.a[l][:, rows])  # z += b; a = f(z)
         logits = np.matmul(a_prev, self.W[-1], out=ws.logits[:, rows])
         logits += self.b[-1]
         delta = ws.delta_out[:, rows]
         value = loss.value_and_grad(logits, Y, delta, n=n)
         ones = ws.ones[:, rows]
+        summed = False  # whether the fused backward kernel wrote db[l] already
         for l in range(self.n_layers - 1, -1, -1):
             a_prev = X if l == 0 else ws.a[l - 1][:, rows]
             a_prev_T = a_prev.T if a_prev.ndim == 2 else a_prev.transpose(0, 2, 1)
             np.matmul(a_prev_T, delta, out=dW[l])
-            np.matmul(ones, delta, out=db[l])  # the batch sum, as one small gemm per replica
+            if not summed:
+                np.matmul(ones, delta, out=db[l])  # the batch sum, as one small gemm per replica
             if l > 0:
                 dA = np.matmul(delta, self.W[l].transpose(0, 2, 1), out=ws.dA[l - 1][:, rows])
-                dA *= self.activation.derivative(ws.z[l - 1][:, rows], a_prev, out=ws.deriv[l - 1][:, rows])
+                # dA *= f'(z), and with a fused kernel db[l - 1] = the batch sum of dA in the same pass
+                summed = self.activation.backward(dA, ws.z[l - 1][:, rows], a_prev, ws.deriv[l - 1][:, rows],
+                                                  db[l - 1])
                 delta = dA
         return value
 
