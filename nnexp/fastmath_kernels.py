@@ -45,6 +45,7 @@ import ctypes
 import hashlib
 import math
 import os
+import re
 import time
 from pathlib import Path
 
@@ -304,6 +305,25 @@ def _backward(mod: ir.Module, name: str, derivative: str) -> None:
     _loop2(mod, f"{name}_backward", 3, [body], before)
 
 
+INTERLEAVE = {"exp": 4, "tanh": 4, "expit": 2}
+"""Vector iterations LLVM interleaves in the 1-D loops (``llvm.loop.interleave.count``; its own choice is 1): the
+polynomial is a chain of dependent FMAs, and independent vectors in flight hide its latency. Measured on 898 x 128
+(AVX2 / AVX-512, microseconds): tanh 200 -> 160 / 124 -> 114, exp 184 -> 158 / 111 -> 104, expit 224 -> 211 /
+137 -> 124 (4 did nothing for expit on AVX2). Each element's operations are unchanged, so are its bits."""
+
+
+def _interleaved(text: str, name: str, count: int, ident: int) -> str:
+    """``text`` with the back edge of function ``name``'s 1-D loop (:func:`_loop`) carrying loop metadata ``!ident``."""
+    head = f'define void @"{name}"('
+    start = text.index(head)
+    end = text.index("\n}", start)
+    body = re.sub(r'(br i1 %"[^"]+", label %"loop", label %"done")(?=\ndone:)', rf"\1, !llvm.loop !{ident}",
+                  text[start:end], count=1)
+    return (text[:start] + body + text[end:]
+            + f'\n!{ident} = distinct !{{!{ident}, !{ident + 1}}}'
+            + f'\n!{ident + 1} = !{{!"llvm.loop.interleave.count", i32 {count}}}')
+
+
 def build_ir() -> str:
     """The LLVM IR of every function, as text."""
     mod = ir.Module("nnexp_fastmath")
@@ -314,7 +334,13 @@ def build_ir() -> str:
         _bias_activation(mod, name)
     for name, derivative in FUSED_BACKWARD.items():
         _backward(mod, name, derivative)
-    return str(mod)
+    text = str(mod)
+    ident = 9000
+    for name, count in INTERLEAVE.items():
+        for fn in (name, name + "_inplace"):
+            text = _interleaved(text, fn, count, ident)
+            ident += 2
+    return text + "\n"
 
 
 def target() -> tuple[str, str]:
