@@ -24,8 +24,11 @@ input's dtype, and are numerically stable for pre-activations in
 floats so that float32 stays float32 under NumPy's promotion rules (NEP 50).
 
 ``tanh``, the logistic sigmoid (``expit``) and ``exp`` go through :mod:`nnexp.fastmath`: NumPy's and
-SciPy's loops, except for large float64 arrays on x86 CPUs where NumPy has no vectorised float64 loop
-(no AVX-512), which take a vectorised kernel within a few ulp of them.
+SciPy's loops, except for large float64 arrays on x86-64 CPUs with AVX2 and FMA3, which take a vectorised
+kernel within a few ulp of them (faster than NumPy's scalar loops below AVX-512, and than its AVX-512 ones).
+In a network, tanh and sigmoid layers then also take fused kernels (:meth:`BoundActivation.bias_forward`,
+:meth:`BoundActivation.backward`): the bias add with the activation, the derivative product with the bias
+gradient.
 
 Families and initialisation
 ---------------------------
@@ -221,7 +224,7 @@ def sigmoid(z, out=None):
     Range :math:`(0, 1)`; derivative :math:`\sigma'(z) = \sigma(z)(1 - \sigma(z)) \le 1/4`,
     computed from the cached ``a``. Computed by ``scipy.special.expit`` (as
     scikit-learn's ``logistic``), which never overflows and keeps full relative
-    precision for negative ``z`` (on CPUs without AVX-512, large float64 arrays take
+    precision for negative ``z`` (on x86-64 with AVX2, large float64 arrays take
     :func:`nnexp.fastmath.expit`, which does the same within 4 ulp). Gain 1 (``calculate_gain("sigmoid")``).
 
     References
@@ -244,7 +247,7 @@ def tanh(z, out=None):
 
     Range :math:`(-1, 1)`, zero-centred; derivative :math:`1 - \tanh^2(z)`, from
     the cached ``a``. Gain 5/3 (``calculate_gain("tanh")``). Computed by :func:`nnexp.fastmath.tanh`
-    (``np.tanh``, or a vectorised kernel within 3 ulp of it on CPUs without AVX-512).
+    (``np.tanh``, or a vectorised kernel within 3 ulp of it for large float64 arrays on x86-64 with AVX2).
 
     References
     ----------

@@ -1,4 +1,4 @@
-r"""Float64 ``tanh``, ``exp`` and the logistic sigmoid, vectorised on x86 CPUs where NumPy's are not.
+r"""Float64 ``tanh``, ``exp`` and the logistic sigmoid, vectorised, and fused layer kernels, on x86-64 CPUs.
 
 Why
 ---
@@ -8,9 +8,19 @@ library's scalar ``tanh``: ``np.tanh`` on digits' 1797 x 128 hidden layer costs 
 with AVX-512, as much as the layer's matrix product. ``scipy.special.expit`` is a scalar loop everywhere.
 :mod:`nnexp.fastmath_kernels` builds, with llvmlite (numba's LLVM binding, without numba), loops whose
 bodies call no C library function (Cody-Waite range reduction, a degree-13 polynomial with FMA, ``2^k``
-from the bits of ``k``), so LLVM vectorises them: 0.41 ms for the same ``tanh`` on AVX2
-(benchmarks/README.md, goal 3). Accuracy over the whole float64 range: ``exp`` within 1 ulp of NumPy's,
-``tanh`` within 3 ulp, the sigmoid within 4 ulp of SciPy's (``tests/test_fastmath.py``).
+from the bits of ``k``), so LLVM vectorises them: 0.32 ms for the same ``tanh`` on AVX2, 0.23 ms with
+AVX-512 (898 x 128 row blocks, one core: 160 and 114 us against NumPy's 193 us with AVX-512). Accuracy over
+the whole float64 range: ``exp`` within 1 ulp of NumPy's, ``tanh`` within 3 ulp, the sigmoid within 4 ulp of
+SciPy's (``tests/test_fastmath.py``). An element's bits do not depend on the vector width (AVX2 or AVX-512)
+nor on where it sits in the array.
+
+Fused layer kernels
+-------------------
+What remains of a training step besides the matrix products are passes over the hidden layers' memory.
+:func:`bias_activation` does a layer's ``z += b`` and ``a = f(z)`` (tanh, sigmoid) in row chunks that stay in
+the L1 cache; :func:`activation_backward` does ``dA *= f'`` from ``a`` and the bias gradient's batch sum in
+one pass (no ``f'`` buffer, no separate ``ones @ dA`` product). Used by :class:`nnexp.model.MLP` through
+:meth:`nnexp.activations.BoundActivation.bias_forward` / ``backward`` under the same rule as the kernels.
 
 When the kernels are used
 -------------------------
@@ -18,9 +28,11 @@ When the kernels are used
 ``np.tanh`` / ``np.exp`` or ``scipy.special.expit``. A kernel is used when all of these hold:
 
 - the array and ``out`` are float64 (NumPy's float32 loops are vectorised on AVX2 already);
-- the CPU is x86-64 with AVX2 and FMA3, and NumPy's runtime has no AVX-512 float64 loops
-  (:func:`numpy_has_simd_f64`, read from ``numpy``'s ``__cpu_features__``, which honours
-  ``NPY_DISABLE_CPU_FEATURES``);
+- the CPU is x86-64 with AVX2 and FMA3 (:func:`cpu_suits`), whether or not NumPy's runtime has its AVX-512
+  float64 loops (:func:`numpy_has_simd_f64`): measured on an AMD EPYC with AVX-512 (digits 64-128-10 tanh,
+  one core), nnexp / the five matrix products is 1.39 with the kernels and 1.51-1.56 with NumPy's AVX-512
+  loops (its ``tanh`` takes 193 us where the kernel takes 114), so the kernels are taken there too (until
+  issue 11's fused kernels they were not);
 - the array has at least :data:`MIN_ELEMENTS` elements per replica (the product of its last two axes):
   importing llvmlite and loading the cached kernels costs 0.1-0.2 s per process (0.4-0.6 s the first
   time on a machine, to compile them), which small networks would not win back. The choice depends on a
@@ -45,7 +57,8 @@ import time
 
 import numpy as np
 
-__all__ = ["tanh", "exp", "expit", "tanh_derivative", "bias_activation", "activation_backward", "use_kernel", "numpy_has_simd_f64", "cpu_suits", "mode", "kernels",
+__all__ = ["tanh", "exp", "expit", "tanh_derivative", "bias_activation", "activation_backward", "use_kernel",
+           "numpy_has_simd_f64", "cpu_suits", "mode", "kernels",
            "MIN_ELEMENTS", "LOAD"]
 
 MIN_ELEMENTS = 8192
@@ -88,11 +101,11 @@ def numpy_has_simd_f64(features: dict | None = None) -> bool:
 
 
 def cpu_suits(features: dict | None = None, machine: str | None = None) -> bool:
-    """Whether the kernels beat NumPy here: x86-64 with AVX2 and FMA3, and no AVX-512 float64 loops in NumPy."""
+    """Whether the kernels run here: x86-64 with AVX2 and FMA3 (with or without NumPy's AVX-512 loops, which
+    they beat too; see the module docstring)."""
     features = _cpu_features() if features is None else features
     machine = (platform.machine() if machine is None else machine).lower()
-    return (machine in ("x86_64", "amd64") and bool(features.get("AVX2")) and bool(features.get("FMA3"))
-            and not numpy_has_simd_f64(features))
+    return machine in ("x86_64", "amd64") and bool(features.get("AVX2")) and bool(features.get("FMA3"))
 
 
 def _per_replica(x: np.ndarray) -> int:

@@ -4,9 +4,17 @@ Imported by :func:`nnexp.fastmath.kernels` only, on first need.
 
 What is built
 -------------
-One LLVM module with eight C functions, ``void f(double *x, double *out, int64 n)`` computing ``out[i] = f(x[i])``
-for ``exp``, ``tanh``, ``expit`` and ``tanh_derivative`` (``1 - x*x``, NumPy's two passes in one) (``x`` and
-``out`` must not overlap), and ``void f_inplace(double *x, int64 n)``. Their loop bodies call no C library function, so LLVM's loop vectoriser turns them into SIMD code for the
+One LLVM module with C functions:
+
+- ``void f(double *x, double *out, int64 n)`` computing ``out[i] = f(x[i])`` for ``exp``, ``tanh``, ``expit``
+  and ``tanh_derivative`` (``1 - x*x``, NumPy's two passes in one) (``x`` and ``out`` must not overlap), and
+  ``void f_inplace(double *x, int64 n)``;
+- fused layer kernels on a C-contiguous ``rows x cols`` matrix: ``bias_tanh`` / ``bias_expit(z, b, a, rows,
+  cols)``, ``z += b`` (``b`` broadcast over the rows) then ``a = f(z)``, by row chunks of :data:`CHUNK`
+  elements that stay in the L1 cache; ``tanh_backward`` / ``expit_backward(dA, a, db, rows, cols)``,
+  ``dA *= 1 - a*a`` (or ``(1 - a) * a``) and ``db[j] = sum_i dA[i, j]`` in row order, in one pass.
+
+Their loop bodies call no C library function, so LLVM's loop vectoriser turns them into SIMD code for the
 CPU they are compiled for (AVX2 + FMA3: 4 doubles per instruction; AVX-512: 8). Every step is an IEEE
 operation, a ``select`` or a fused multiply-add (``llvm.fma``; no fast-math flags, no implicit contraction),
 so an element's result is the same on any x86-64 CPU with FMA, at any vector width, wherever the element
@@ -59,7 +67,8 @@ NAMES = ("exp", "tanh", "expit", "tanh_derivative")
 FUSED_FORWARD = ("tanh", "expit")
 """Activations with a fused ``bias_<name>(z, b, a, rows, cols)``: ``z += b`` (b broadcast over rows), ``a = f(z)``."""
 FUSED_BACKWARD = {"tanh": "tanh_derivative", "expit": "expit_derivative"}
-"""Activation -> derivative from ``a``, with a fused ``<name>_backward(dA, a, db, rows, cols)``: ``dA *= f'``, ``db = sum_rows dA``."""
+"""Activation -> its derivative from ``a``; each has a fused ``<name>_backward(dA, a, db, rows, cols)``:
+``dA *= f'``, ``db = sum_rows dA``."""
 
 _D = ir.DoubleType()
 _I64 = ir.IntType(64)
