@@ -31,6 +31,15 @@ few arrays of shape ``(n_replicas,)``. Every step writes into those buffers
 with ``out=`` (``np.matmul``, in-place ufuncs); the activation's derivative is
 computed from the cached ``z`` and ``a`` of the forward pass.
 
+Fused passes: ``z_l += b_l; a_l = f(z_l)`` is one call,
+:meth:`nnexp.activations.BoundActivation.bias_forward`, and so is
+``delta_{l-1} *= f'(z_{l-1})``, :meth:`~nnexp.activations.BoundActivation.backward`.
+For tanh and sigmoid layers where :mod:`nnexp.fastmath` takes its kernels
+(large float64 arrays on x86-64) each is one pass over memory, and the backward
+one also writes ``db_{l-1}``, each column summed in row order (instead of
+``ones @ delta``); elsewhere they are NumPy's steps. ``z``, ``a`` and ``delta``
+get the same bits either way.
+
 Row blocks and threads
 ----------------------
 A batch of at least ``2 * ROW_BLOCK`` rows (a full batch of digits, say) is
@@ -49,7 +58,8 @@ Each replica is computed by the same sequence of operations on arrays of the
 same shapes as a one-replica network: ``np.matmul`` on stacked arrays calls
 the BLAS ``gemm`` once per replica with that replica's matrices, elementwise
 ufuncs do not mix replicas, and every reduction runs over one replica's own
-contiguous block (``db_l`` is ``ones @ delta_l``, one ``gemm`` per replica).
+contiguous block (``db_l`` is ``ones @ delta_l``, one ``gemm`` per replica, or
+the fused kernel's row-order sum, called once per replica).
 So replica ``k`` of a stacked network is bit-identical to a one-replica
 network with the same initial weights and the same batches
 (:mod:`tests.test_replicas` checks it). The replicas need not share a
