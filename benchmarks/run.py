@@ -165,7 +165,8 @@ def nnexp_runner(X, y, hidden, epochs, dtype, *, log_every, diagnostics, replica
 
 
 def numpy_math(run):
-    """``run`` with nnexp's vectorised tanh/exp kernels switched off (``NNEXP_FASTMATH=off``): NumPy's loops."""
+    """``run`` with nnexp's kernels switched off (``NNEXP_FASTMATH=off``): NumPy's tanh/exp loops, and none of the
+    fused layer kernels (bias add + activation, derivative product + bias gradient)."""
     def with_numpy() -> float:
         old = os.environ.get("NNEXP_FASTMATH")
         os.environ["NNEXP_FASTMATH"] = "off"
@@ -359,7 +360,9 @@ def bench_fastmath(repeats: int) -> dict:
 
     ``load_cold`` / ``load_warm``: ``fastmath.LOAD`` of a new process with an empty cache folder (the kernels
     compiled) and again with it filled (loaded): the seconds a job pays on its first large ``tanh``.
-    ``ms``: one call on digits' hidden layer (1797 x 128) and logits (1797 x 10), float64, one thread.
+    ``ms``: one call on digits' hidden layer (1797 x 128) and logits (1797 x 10), float64, one thread; and a
+    row block's (898 x 128) hidden-layer passes, NumPy's steps against the fused kernels: ``bias+tanh 898x128``
+    (``z += b; a = tanh(z)``) and ``backward 898x128`` (``dA *= 1 - a*a; db = ones @ dA``).
     """
     from nnexp import fastmath
 
@@ -376,9 +379,25 @@ def bench_fastmath(repeats: int) -> dict:
     oh, ol = np.empty_like(hidden), np.empty_like(logits)
     fns = {("tanh 1797x128", "numpy"): lambda: np.tanh(hidden, out=oh),
            ("exp 1797x10", "numpy"): lambda: np.exp(logits, out=ol)}
+    # repeated calls leave the values in range: b and a are small, so that z and dA barely move
+    z, a, dA = hidden[None, :898].copy(), np.empty((1, 898, 128)), rng.normal(size=(1, 898, 128))
+    b, db, ones = 1e-9 * rng.normal(size=(1, 1, 128)), np.empty((1, 1, 128)), np.ones((1, 898))
+    a_small, deriv = 1e-3 * np.tanh(z), np.empty_like(z)
+
+    def numpy_backward():
+        np.multiply(a_small, a_small, out=deriv)
+        np.subtract(1, deriv, out=deriv)
+        dA.__imul__(deriv)
+        np.matmul(ones, dA, out=db)
+
+    fns["bias+tanh 898x128", "numpy"] = lambda: np.tanh(z.__iadd__(b), out=a)
+    fns["backward 898x128", "numpy"] = numpy_backward
     if k is not None:
         fns["tanh 1797x128", "kernel"] = lambda: k.tanh(hidden.ctypes.data, oh.ctypes.data, hidden.size)
         fns["exp 1797x10", "kernel"] = lambda: k.exp(logits.ctypes.data, ol.ctypes.data, logits.size)
+        fns["bias+tanh 898x128", "kernel"] = lambda: k.bias_tanh(z.ctypes.data, b.ctypes.data, a.ctypes.data, 898, 128)
+        fns["backward 898x128", "kernel"] = lambda: k.tanh_backward(dA.ctypes.data, a_small.ctypes.data,
+                                                                     db.ctypes.data, 898, 128)
 
     def timed(fn):
         def run() -> float:
@@ -453,7 +472,8 @@ def goal3(trainer: dict) -> dict:
     def kernels(fm):
         return {"used": fm["kernel_for_digits"], "cpu": fm["kernel_cpu"],
                 "load_cold_s": fm["load_cold"].get("seconds"), "load_warm_s": fm["load_warm"].get("seconds"),
-                "tanh_1797x128_ms": fm["ms"]["tanh 1797x128"]}
+                "tanh_1797x128_ms": fm["ms"]["tanh 1797x128"], "bias_tanh_898x128_ms": fm["ms"]["bias+tanh 898x128"],
+                "backward_898x128_ms": fm["ms"]["backward 898x128"]}
 
     out = {"problem": GOAL3_PROBLEM, "target": GOAL3_TARGET, "this_cpu": ratio(trainer["results"]),
            "this_cpu_one_core": one_core(trainer["results"])}
@@ -847,10 +867,14 @@ def main(argv=None) -> int:
         for col, nm in g["numpy_math"].items():
             fm = g["fastmath"][col]
             tanh = fm["tanh_1797x128_ms"]
-            print(f"  {col}: with NumPy's tanh/exp {nm['all_cores']:.2f} (one core {nm['one_core']:.2f}); nnexp.fastmath "
+            print(f"  {col}: without nnexp's kernels (NNEXP_FASTMATH=off) {nm['all_cores']:.2f} (one core "
+                  f"{nm['one_core']:.2f}); nnexp.fastmath "
                   f"{'used' if fm['used'] else 'not used'} (compiled for {fm['cpu']}), loads in {fm['load_warm_s']:.2f} s "
                   f"({fm['load_cold_s']:.2f} s compiling); tanh 1797x128 NumPy {tanh['numpy']:.3f} ms"
-                  + (f", kernel {tanh['kernel']:.3f} ms" if "kernel" in tanh else ""))
+                  + (f", kernel {tanh['kernel']:.3f} ms" if "kernel" in tanh else "")
+                  + "".join(f"; {what} NumPy {fm[key]['numpy']:.3f} ms, fused {fm[key]['kernel']:.3f} ms"
+                            for what, key in (("bias+tanh 898x128", "bias_tanh_898x128_ms"),
+                                              ("backward", "backward_898x128_ms")) if "kernel" in fm[key]))
     if "goal1" in res:
         g = res["goal1"]
         print(f"\ngoal 1 (27-run moons study, {g['epochs']} epochs, with its report): wall {g['wall_s']:.1f} s = "

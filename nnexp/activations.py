@@ -24,8 +24,11 @@ input's dtype, and are numerically stable for pre-activations in
 floats so that float32 stays float32 under NumPy's promotion rules (NEP 50).
 
 ``tanh``, the logistic sigmoid (``expit``) and ``exp`` go through :mod:`nnexp.fastmath`: NumPy's and
-SciPy's loops, except for large float64 arrays on x86 CPUs where NumPy has no vectorised float64 loop
-(no AVX-512), which take a vectorised kernel within a few ulp of them.
+SciPy's loops, except for large float64 arrays on x86-64 CPUs with AVX2 and FMA3, which take a vectorised
+kernel within a few ulp of them (faster than NumPy's scalar loops below AVX-512, and than its AVX-512 ones).
+In a network, tanh and sigmoid layers then also take fused kernels (:meth:`BoundActivation.bias_forward`,
+:meth:`BoundActivation.backward`): the bias add with the activation, the derivative product with the bias
+gradient.
 
 Families and initialisation
 ---------------------------
@@ -113,6 +116,10 @@ class Activation:
         ``"linear"``.
     check : callable ``(**params) -> str or None``, optional
         Returns an error message when a parameter value is out of range.
+    fused : str or None
+        The :mod:`nnexp.fastmath` kernel name (``tanh``, ``expit``) of an activation whose bias add and
+        activation, and derivative product and bias gradient, have fused kernels
+        (:meth:`BoundActivation.bias_forward`, :meth:`BoundActivation.backward`).
     """
 
     name: str
@@ -123,6 +130,7 @@ class Activation:
     bounds: tuple[float, float] | None = None
     family: str = "sigmoid"
     check: Callable[..., str | None] | None = None
+    fused: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,30 @@ class BoundActivation:
 
     def derivative(self, z: np.ndarray, a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         return self.spec.derivative(z, a, out, **self.params)
+
+    def bias_forward(self, z: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``z += b`` (``b`` broadcast over the rows), then ``out = f(z)``; returns ``out``.
+
+        One pass over memory with a fused kernel where :func:`nnexp.fastmath.bias_activation` takes the arrays
+        (tanh, sigmoid; large float64 arrays on x86-64), two otherwise: the same bits either way.
+        """
+        if self.spec.fused is not None and fastmath.bias_activation(self.spec.fused, z, b, out):
+            return out
+        z += b
+        return self.forward(z, out)
+
+    def backward(self, dA: np.ndarray, z: np.ndarray, a: np.ndarray, deriv: np.ndarray, db: np.ndarray) -> bool:
+        """``dA *= f'(z)`` in place (``deriv``: a buffer like ``z`` for ``f'(z)``); True if it also wrote ``db``.
+
+        With a fused kernel (:func:`nnexp.fastmath.activation_backward`: tanh, sigmoid; large float64 arrays on
+        x86-64) one pass computes the product and writes ``db`` (shape (n_replicas, 1, n_units)), the sum of the
+        product over the rows, and returns True; otherwise ``db`` is left alone and False returned. ``dA``
+        gets the same bits either way.
+        """
+        if self.spec.fused is not None and fastmath.activation_backward(self.spec.fused, dA, a, db):
+            return True
+        dA *= self.derivative(z, a, out=deriv)
+        return False
 
 
 def _out(z: np.ndarray, out: np.ndarray | None) -> np.ndarray:
@@ -192,7 +224,7 @@ def sigmoid(z, out=None):
     Range :math:`(0, 1)`; derivative :math:`\sigma'(z) = \sigma(z)(1 - \sigma(z)) \le 1/4`,
     computed from the cached ``a``. Computed by ``scipy.special.expit`` (as
     scikit-learn's ``logistic``), which never overflows and keeps full relative
-    precision for negative ``z`` (on CPUs without AVX-512, large float64 arrays take
+    precision for negative ``z`` (on x86-64 with AVX2, large float64 arrays take
     :func:`nnexp.fastmath.expit`, which does the same within 4 ulp). Gain 1 (``calculate_gain("sigmoid")``).
 
     References
@@ -215,7 +247,7 @@ def tanh(z, out=None):
 
     Range :math:`(-1, 1)`, zero-centred; derivative :math:`1 - \tanh^2(z)`, from
     the cached ``a``. Gain 5/3 (``calculate_gain("tanh")``). Computed by :func:`nnexp.fastmath.tanh`
-    (``np.tanh``, or a vectorised kernel within 3 ulp of it on CPUs without AVX-512).
+    (``np.tanh``, or a vectorised kernel within 3 ulp of it for large float64 arrays on x86-64 with AVX2).
 
     References
     ----------
@@ -585,8 +617,10 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", identity, identity_derivative, lambda: 1.0, family="linear"),
-        Activation("sigmoid", sigmoid, sigmoid_derivative, lambda: 1.0, bounds=(0.0, 1.0), family="sigmoid"),
-        Activation("tanh", tanh, tanh_derivative, lambda: 5.0 / 3.0, bounds=(-1.0, 1.0), family="sigmoid"),
+        Activation("sigmoid", sigmoid, sigmoid_derivative, lambda: 1.0, bounds=(0.0, 1.0), family="sigmoid",
+                   fused="expit"),
+        Activation("tanh", tanh, tanh_derivative, lambda: 5.0 / 3.0, bounds=(-1.0, 1.0), family="sigmoid",
+                   fused="tanh"),
         Activation("relu", relu, relu_derivative, lambda: math.sqrt(2.0), family="relu"),
         Activation("leaky_relu", leaky_relu, leaky_relu_derivative, _leaky_relu_gain, {"alpha": 0.01}, family="relu"),
         Activation("elu", elu, elu_derivative, lambda alpha=1.0: 1.0, {"alpha": 1.0}, family="smooth"),

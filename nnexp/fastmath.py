@@ -1,4 +1,4 @@
-r"""Float64 ``tanh``, ``exp`` and the logistic sigmoid, vectorised on x86 CPUs where NumPy's are not.
+r"""Float64 ``tanh``, ``exp`` and the logistic sigmoid, vectorised, and fused layer kernels, on x86-64 CPUs.
 
 Why
 ---
@@ -8,9 +8,19 @@ library's scalar ``tanh``: ``np.tanh`` on digits' 1797 x 128 hidden layer costs 
 with AVX-512, as much as the layer's matrix product. ``scipy.special.expit`` is a scalar loop everywhere.
 :mod:`nnexp.fastmath_kernels` builds, with llvmlite (numba's LLVM binding, without numba), loops whose
 bodies call no C library function (Cody-Waite range reduction, a degree-13 polynomial with FMA, ``2^k``
-from the bits of ``k``), so LLVM vectorises them: 0.41 ms for the same ``tanh`` on AVX2
-(benchmarks/README.md, goal 3). Accuracy over the whole float64 range: ``exp`` within 1 ulp of NumPy's,
-``tanh`` within 3 ulp, the sigmoid within 4 ulp of SciPy's (``tests/test_fastmath.py``).
+from the bits of ``k``), so LLVM vectorises them: 0.32 ms for the same ``tanh`` on AVX2, 0.23 ms with
+AVX-512 (898 x 128 row blocks, one core: 160 and 114 us against NumPy's 193 us with AVX-512). Accuracy over
+the whole float64 range: ``exp`` within 1 ulp of NumPy's, ``tanh`` within 3 ulp, the sigmoid within 4 ulp of
+SciPy's (``tests/test_fastmath.py``). An element's bits do not depend on the vector width (AVX2 or AVX-512)
+nor on where it sits in the array.
+
+Fused layer kernels
+-------------------
+What remains of a training step besides the matrix products are passes over the hidden layers' memory.
+:func:`bias_activation` does a layer's ``z += b`` and ``a = f(z)`` (tanh, sigmoid) in row chunks that stay in
+the L1 cache; :func:`activation_backward` does ``dA *= f'`` from ``a`` and the bias gradient's batch sum in
+one pass (no ``f'`` buffer, no separate ``ones @ dA`` product). Used by :class:`nnexp.model.MLP` through
+:meth:`nnexp.activations.BoundActivation.bias_forward` / ``backward`` under the same rule as the kernels.
 
 When the kernels are used
 -------------------------
@@ -18,9 +28,11 @@ When the kernels are used
 ``np.tanh`` / ``np.exp`` or ``scipy.special.expit``. A kernel is used when all of these hold:
 
 - the array and ``out`` are float64 (NumPy's float32 loops are vectorised on AVX2 already);
-- the CPU is x86-64 with AVX2 and FMA3, and NumPy's runtime has no AVX-512 float64 loops
-  (:func:`numpy_has_simd_f64`, read from ``numpy``'s ``__cpu_features__``, which honours
-  ``NPY_DISABLE_CPU_FEATURES``);
+- the CPU is x86-64 with AVX2 and FMA3 (:func:`cpu_suits`), whether or not NumPy's runtime has its AVX-512
+  float64 loops (:func:`numpy_has_simd_f64`): measured on an AMD EPYC with AVX-512 (digits 64-128-10 tanh,
+  one core), nnexp / the five matrix products is 1.39 with the kernels and 1.51-1.56 with NumPy's AVX-512
+  loops (its ``tanh`` takes 193 us where the kernel takes 114), so the kernels are taken there too (until
+  issue 11's fused kernels they were not);
 - the array has at least :data:`MIN_ELEMENTS` elements per replica (the product of its last two axes):
   importing llvmlite and loading the cached kernels costs 0.1-0.2 s per process (0.4-0.6 s the first
   time on a machine, to compile them), which small networks would not win back. The choice depends on a
@@ -45,7 +57,8 @@ import time
 
 import numpy as np
 
-__all__ = ["tanh", "exp", "expit", "tanh_derivative", "use_kernel", "numpy_has_simd_f64", "cpu_suits", "mode", "kernels",
+__all__ = ["tanh", "exp", "expit", "tanh_derivative", "bias_activation", "activation_backward", "use_kernel",
+           "numpy_has_simd_f64", "cpu_suits", "mode", "kernels",
            "MIN_ELEMENTS", "LOAD"]
 
 MIN_ELEMENTS = 8192
@@ -88,11 +101,11 @@ def numpy_has_simd_f64(features: dict | None = None) -> bool:
 
 
 def cpu_suits(features: dict | None = None, machine: str | None = None) -> bool:
-    """Whether the kernels beat NumPy here: x86-64 with AVX2 and FMA3, and no AVX-512 float64 loops in NumPy."""
+    """Whether the kernels run here: x86-64 with AVX2 and FMA3 (with or without NumPy's AVX-512 loops, which
+    they beat too; see the module docstring)."""
     features = _cpu_features() if features is None else features
     machine = (platform.machine() if machine is None else machine).lower()
-    return (machine in ("x86_64", "amd64") and bool(features.get("AVX2")) and bool(features.get("FMA3"))
-            and not numpy_has_simd_f64(features))
+    return machine in ("x86_64", "amd64") and bool(features.get("AVX2")) and bool(features.get("FMA3"))
 
 
 def _per_replica(x: np.ndarray) -> int:
@@ -224,3 +237,73 @@ def tanh_derivative(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     With a kernel one pass over memory instead of two; ``out`` must not alias ``a`` partially.
     """
     return _apply("tanh_derivative", _one_minus_square, a, out)
+
+
+def _stack_address(x: np.ndarray) -> int | None:
+    """Address of a (replicas, rows, cols) float64 array whose replicas are each C-contiguous, else None."""
+    if x.ndim != 3 or x.dtype != np.float64 or x.strides[2] != 8 or (x.shape[1] > 1 and x.strides[1] != 8 * x.shape[2]):
+        return None
+    return x.__array_interface__["data"][0]
+
+
+def _fused(x: np.ndarray, other: np.ndarray, vector: np.ndarray):
+    """(kernels, addresses of x, vector, other) when a fused kernel applies to them, else None."""
+    if not (isinstance(x, np.ndarray) and isinstance(other, np.ndarray) and isinstance(vector, np.ndarray)):
+        return None
+    if other.shape != x.shape or x.ndim != 3 or vector.shape != (x.shape[0], 1, x.shape[2]) or not use_kernel(x, other):
+        return None
+    addresses = (_stack_address(x), _stack_address(vector), _stack_address(other))
+    if None in addresses or np.may_share_memory(x, other) or np.may_share_memory(x, vector) \
+            or np.may_share_memory(other, vector):
+        return None
+    k = kernels()
+    return None if k is None else (k, addresses)
+
+
+FUSED = ("tanh", "expit")
+"""The activations :func:`bias_activation` and :func:`activation_backward` take."""
+
+
+def bias_activation(name: str, z: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    r"""``z += b`` then ``out = f(z)`` in one pass over memory, ``f`` the kernel ``name`` (``tanh`` or ``expit``).
+
+    ``z``, ``out``: float64 arrays of shape (n_replicas, n_samples, n_units), each replica's rows C-contiguous
+    (row slices of a workspace are); ``b``: (n_replicas, 1, n_units). The same bits as ``z += b`` followed by
+    :func:`tanh` / :func:`expit` with a kernel (row chunks of the L1 cache's size: the add, then the function).
+    Returns True when done; False, touching nothing, when :func:`use_kernel` says no or the arrays do not fit
+    (the caller then does the two steps itself).
+    """
+    if name not in FUSED:
+        raise ValueError(f"no fused kernel for {name!r}; choose one of: {', '.join(FUSED)}")
+    got = _fused(z, out, b)
+    if got is None:
+        return False
+    k, (zp, bp, ap) = got
+    fn = getattr(k, f"bias_{name}")
+    (zs, bs, as_), (_, m, h) = (z.strides[0], b.strides[0], out.strides[0]), z.shape
+    for r in range(z.shape[0]):
+        fn(zp + r * zs, bp + r * bs, ap + r * as_, m, h)
+    return True
+
+
+def activation_backward(name: str, dA: np.ndarray, a: np.ndarray, db: np.ndarray) -> bool:
+    r"""``dA *= f'`` from ``a = f(z)`` and ``db = `` the batch sum of the result, in one pass over memory.
+
+    ``name``: ``tanh`` (:math:`f' = 1 - a^2`, computed as ``1 - a * a``) or ``expit`` (:math:`f' = (1 - a) a`);
+    the product has the bits of NumPy's ``dA *= 1 - a * a`` / ``dA *= (1 - a) * a``. ``dA``, ``a``: float64
+    (n_replicas, n_samples, n_units), each replica's rows C-contiguous; ``db``: (n_replicas, 1, n_units),
+    written with each column's sum over the rows in row order from 0 (``((0 + d_0) + d_1) + ...``: the same bits at
+    any vector width, unlike a BLAS product, whose order depends on its kernel). Returns True when done; False,
+    touching nothing, when :func:`use_kernel` says no or the arrays do not fit.
+    """
+    if name not in FUSED:
+        raise ValueError(f"no fused kernel for {name!r}; choose one of: {', '.join(FUSED)}")
+    got = _fused(dA, a, db)
+    if got is None:
+        return False
+    k, (dp, bp, ap) = got
+    fn = getattr(k, f"{name}_backward")
+    (ds, bs, as_), (_, m, h) = (dA.strides[0], db.strides[0], a.strides[0]), dA.shape
+    for r in range(dA.shape[0]):
+        fn(dp + r * ds, ap + r * as_, bp + r * bs, m, h)
+    return True

@@ -31,6 +31,15 @@ few arrays of shape ``(n_replicas,)``. Every step writes into those buffers
 with ``out=`` (``np.matmul``, in-place ufuncs); the activation's derivative is
 computed from the cached ``z`` and ``a`` of the forward pass.
 
+Fused passes: ``z_l += b_l; a_l = f(z_l)`` is one call,
+:meth:`nnexp.activations.BoundActivation.bias_forward`, and so is
+``delta_{l-1} *= f'(z_{l-1})``, :meth:`~nnexp.activations.BoundActivation.backward`.
+For tanh and sigmoid layers where :mod:`nnexp.fastmath` takes its kernels
+(large float64 arrays on x86-64) each is one pass over memory, and the backward
+one also writes ``db_{l-1}``, each column summed in row order (instead of
+``ones @ delta``); elsewhere they are NumPy's steps. ``z``, ``a`` and ``delta``
+get the same bits either way.
+
 Row blocks and threads
 ----------------------
 A batch of at least ``2 * ROW_BLOCK`` rows (a full batch of digits, say) is
@@ -49,7 +58,8 @@ Each replica is computed by the same sequence of operations on arrays of the
 same shapes as a one-replica network: ``np.matmul`` on stacked arrays calls
 the BLAS ``gemm`` once per replica with that replica's matrices, elementwise
 ufuncs do not mix replicas, and every reduction runs over one replica's own
-contiguous block (``db_l`` is ``ones @ delta_l``, one ``gemm`` per replica).
+contiguous block (``db_l`` is ``ones @ delta_l``, one ``gemm`` per replica, or
+the fused kernel's row-order sum, called once per replica).
 So replica ``k`` of a stacked network is bit-identical to a one-replica
 network with the same initial weights and the same batches
 (:mod:`tests.test_replicas` checks it). The replicas need not share a
@@ -249,8 +259,7 @@ class MLP:
         a_prev = X
         for l in range(self.n_layers - 1):
             z = np.matmul(a_prev, self.W[l], out=ws.z[l])
-            z += self.b[l]
-            a_prev = self.activation.forward(z, out=ws.a[l])
+            a_prev = self.activation.bias_forward(z, self.b[l], out=ws.a[l])  # z += b; a = f(z)
         out = np.matmul(a_prev, self.W[-1], out=ws.logits)
         out += self.b[-1]
         return out
@@ -315,21 +324,24 @@ class MLP:
         a_prev = X
         for l in range(self.n_layers - 1):
             z = np.matmul(a_prev, self.W[l], out=ws.z[l][:, rows])
-            z += self.b[l]
-            a_prev = self.activation.forward(z, out=ws.a[l][:, rows])
+            a_prev = self.activation.bias_forward(z, self.b[l], out=ws.a[l][:, rows])  # z += b; a = f(z)
         logits = np.matmul(a_prev, self.W[-1], out=ws.logits[:, rows])
         logits += self.b[-1]
         delta = ws.delta_out[:, rows]
         value = loss.value_and_grad(logits, Y, delta, n=n)
         ones = ws.ones[:, rows]
+        summed = False  # whether the fused backward kernel wrote db[l] already
         for l in range(self.n_layers - 1, -1, -1):
             a_prev = X if l == 0 else ws.a[l - 1][:, rows]
             a_prev_T = a_prev.T if a_prev.ndim == 2 else a_prev.transpose(0, 2, 1)
             np.matmul(a_prev_T, delta, out=dW[l])
-            np.matmul(ones, delta, out=db[l])  # the batch sum, as one small gemm per replica
+            if not summed:
+                np.matmul(ones, delta, out=db[l])  # the batch sum, as one small gemm per replica
             if l > 0:
                 dA = np.matmul(delta, self.W[l].transpose(0, 2, 1), out=ws.dA[l - 1][:, rows])
-                dA *= self.activation.derivative(ws.z[l - 1][:, rows], a_prev, out=ws.deriv[l - 1][:, rows])
+                # dA *= f'(z), and with a fused kernel db[l - 1] = the batch sum of dA in the same pass
+                summed = self.activation.backward(dA, ws.z[l - 1][:, rows], a_prev, ws.deriv[l - 1][:, rows],
+                                                  db[l - 1])
                 delta = dA
         return value
 

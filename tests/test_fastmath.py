@@ -2,7 +2,8 @@
 
 Accuracy is measured in ulp against NumPy (``np.tanh``, ``np.exp``) and SciPy (``scipy.special.expit``) over the
 whole float64 range; the selection logic is checked on NumPy CPU-feature tables of a CPU with and without
-AVX-512, and once in a process started under ``benchmarks/cpu_emulation.py``'s environment.
+AVX-512 (the kernels are taken on both), and once in a process started under ``benchmarks/cpu_emulation.py``'s
+environment. The fused layer kernels must give the bits of their steps taken one by one, at any vector width.
 """
 
 from __future__ import annotations
@@ -106,9 +107,9 @@ def test_an_element_gets_the_same_bits_alone_in_place_and_in_a_strided_stack(ker
             np.testing.assert_array_equal(y, whole)
 
 
-@pytest.mark.parametrize("features, expect", [(AVX512, False), (OLD_NUMPY_AVX512, False), (AVX2_ONLY, True),
+@pytest.mark.parametrize("features, expect", [(AVX512, True), (OLD_NUMPY_AVX512, True), (AVX2_ONLY, True),
                                               (NO_FMA, False)])
-def test_selection_takes_numpy_on_avx512_and_the_kernel_below_it(features, expect):
+def test_selection_takes_the_kernel_with_avx2_and_fma_whether_or_not_numpy_has_avx512(features, expect):
     big = np.zeros((1, 1797, 128))
     assert fastmath.use_kernel(big, big, features=features, machine="x86_64", fastmath="auto") is expect
     assert fastmath.numpy_has_simd_f64(features) is (features.get("X86_V4", features.get("AVX512_SKX")) is True)
@@ -135,7 +136,7 @@ def test_an_unknown_switch_value_is_refused_naming_the_accepted_ones(monkeypatch
 
 
 @pytest.mark.skipif(not X86, reason="x86-64 only")
-def test_an_emulated_cpu_without_avx512_selects_the_kernel_and_this_one_as_numpy_says():
+def test_an_emulated_cpu_without_avx512_and_this_one_select_the_kernel():
     env = runpy.run_path(str(ROOT / "benchmarks" / "cpu_emulation.py"))["haswell_env"]()
     code = ("import json, numpy as np; from nnexp import fastmath; x = np.ones((1797, 128)); "
             "print(json.dumps([fastmath.use_kernel(x, x), fastmath.numpy_has_simd_f64()]))")
@@ -149,8 +150,7 @@ def test_an_emulated_cpu_without_avx512_selects_the_kernel_and_this_one_as_numpy
     assert use is bool(cpu.get("AVX2") and cpu.get("FMA3"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NNEXP_FASTMATH", "auto")
-        assert fastmath.use_kernel(np.ones((1797, 128))) is (not fastmath.numpy_has_simd_f64()
-                                                            and bool(cpu.get("AVX2") and cpu.get("FMA3")))
+        assert fastmath.use_kernel(np.ones((1797, 128))) is bool(cpu.get("AVX2") and cpu.get("FMA3"))
 
 
 @pytest.mark.parametrize("name", ["tanh", "sigmoid", "silu", "softplus", "elu", "mish"])
@@ -174,3 +174,117 @@ def test_the_tanh_derivative_kernel_gives_numpys_bits(kernels, points, monkeypat
     z = np.random.default_rng(2).normal(size=(3, 600, 40))
     a = np.tanh(z)
     np.testing.assert_array_equal(activations.get_activation("tanh").derivative(z, a), 1 - a * a)
+
+
+# --- fused kernels: bias add + activation, derivative product + bias gradient ---------------------------------------
+def stack_views(shape=(3, 700, 37), rows=slice(100, 650), seed=8):
+    """Row slices of (replicas, batch, units) arrays, as the model's row blocks take them (each replica contiguous)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(scale=3, size=shape)
+    return z, rng.normal(size=(shape[0], 1, shape[2])), rng.normal(size=shape), rows
+
+
+@pytest.mark.parametrize("name", ["tanh", "expit"])
+def test_fused_bias_activation_gives_the_bits_of_its_two_steps(kernels, monkeypatch, name):
+    monkeypatch.setenv("NNEXP_FASTMATH", "on")
+    z, b, _, rows = stack_views()
+    ref_z = z[:, rows] + b
+    ref_a = getattr(fastmath, name)(ref_z)  # the kernel alone, after NumPy's add
+    work, out = z.copy(), np.full_like(z, 7.0)
+    assert fastmath.bias_activation(name, work[:, rows], b, out[:, rows])
+    np.testing.assert_array_equal(work[:, rows], ref_z)
+    np.testing.assert_array_equal(out[:, rows], ref_a)
+    np.testing.assert_array_equal(work[:, :100], z[:, :100])  # nothing outside the views is touched
+    assert (out[:, 650:] == 7.0).all()
+
+
+@pytest.mark.parametrize("name, derivative", [("tanh", lambda a: 1 - a * a), ("expit", lambda a: (1 - a) * a)])
+def test_fused_backward_gives_numpys_product_and_the_batch_sum_in_row_order(kernels, monkeypatch, name, derivative):
+    monkeypatch.setenv("NNEXP_FASTMATH", "on")
+    z, _, dA, rows = stack_views()
+    a = np.tanh(z) if name == "tanh" else scipy_expit(z)
+    product = dA[:, rows] * derivative(a[:, rows])
+    db = np.full((3, 1, 37), np.nan)
+    work = dA.copy()
+    assert fastmath.activation_backward(name, work[:, rows], a[:, rows], db)
+    np.testing.assert_array_equal(work[:, rows], product)
+    np.testing.assert_array_equal(db, np.cumsum(product, axis=1)[:, -1:])  # add.accumulate: row order
+    np.testing.assert_allclose(db, product.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(work[:, 650:], dA[:, 650:])
+
+
+def test_fused_kernels_step_aside_where_they_do_not_apply(kernels, monkeypatch):
+    z, b, dA, rows = stack_views()
+    out = np.empty_like(z)
+    monkeypatch.setenv("NNEXP_FASTMATH", "off")
+    assert not fastmath.bias_activation("tanh", z, b, out)
+    monkeypatch.setenv("NNEXP_FASTMATH", "on")
+    before = z.copy()
+    assert not fastmath.bias_activation("tanh", z, b, z)  # out aliases z
+    assert not fastmath.bias_activation("tanh", z[:, :, :30], b[:, :, :30], out[:, :, :30])  # rows not contiguous
+    assert not fastmath.bias_activation("tanh", z.astype(np.float32), b, out.astype(np.float32))
+    assert not fastmath.activation_backward("tanh", dA, z, np.empty((3, 1, 36)))  # db of another shape
+    np.testing.assert_array_equal(z, before)
+    with pytest.raises(ValueError, match="no fused kernel for 'relu'; choose one of: tanh, expit"):
+        fastmath.bias_activation("relu", z, b, out)
+
+
+@pytest.mark.skipif(not X86, reason="x86-64 only")
+def test_every_kernel_gives_the_same_bits_at_avx2_and_this_cpus_vector_width(kernels, points, monkeypatch):
+    """One element's result must not depend on the vector width (replicas, row blocks and CPUs agree)."""
+    from nnexp import fastmath_kernels
+
+    monkeypatch.setenv("NNEXP_FASTMATH_CPU", "x86-64-v3")
+    avx2 = fastmath_kernels.load(None)
+    assert avx2.info["cpu"] == "x86-64-v3"
+    finite = np.ascontiguousarray(points[:200_003])
+    for name in fastmath_kernels.NAMES:
+        np.testing.assert_array_equal(run(avx2, name, finite), run(kernels, name, finite), err_msg=name)
+    z, b, dA, _ = stack_views(shape=(1, 301, 37))  # rows of 37: a scalar remainder at any width
+    results = []
+    for k in (avx2, kernels):
+        zz, aa, dd, db = z.copy(), np.empty_like(z), dA.copy(), np.empty_like(b)
+        for name in fastmath_kernels.FUSED_FORWARD:
+            getattr(k, f"bias_{name}")(zz.ctypes.data, b.ctypes.data, aa.ctypes.data, 301, 37)
+            getattr(k, f"{name}_backward")(dd.ctypes.data, aa.ctypes.data, db.ctypes.data, 301, 37)
+            results.append((zz.copy(), aa.copy(), dd.copy(), db.copy()))
+    half = len(results) // 2
+    for got, ref in zip(results[:half], results[half:]):
+        for g, r in zip(got, ref):
+            np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_fused_training_matches_numpys_and_replicas_stay_bit_identical(kernels, monkeypatch, activation):
+    """A network trained with the fused kernels: within rounding of NumPy's path, replicas exact as alone."""
+    from nnexp.data import Dataset
+    from nnexp.initializers import get_bias_initializer, get_initializer
+    from nnexp.losses import get_loss
+    from nnexp.model import MLP
+    from nnexp.optimizers import make_optimizer
+    from nnexp.train import fit
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1100, 12))  # two row blocks of 550 rows
+    y = (X[:, 0] + X[:, 1] ** 2 > 1).astype(np.int64) + (X[:, 2] > 0.5)
+    data = Dataset("t", X, y, X[:200], y[:200], X[:200], y[:200], 3)
+    act = activations.get_activation(activation)
+
+    def train(seeds):
+        rngs = [np.random.default_rng(s) for s in seeds]
+        model = MLP([12, 40, 40, 3], act, replicas=len(seeds))
+        model.initialize(get_initializer("xavier_uniform"), get_bias_initializer("constant", 0.1), rngs, gain=act.gain)
+        assert len(model.workspace(X).blocks) == 2
+        fit(model, get_loss("cross_entropy"), make_optimizer("sgd", model.params()), lambda e: 0.5, data, epochs=15,
+            rngs=rngs, diagnostics=True)
+        return model
+
+    monkeypatch.setenv("NNEXP_FASTMATH", "off")
+    plain = train([1, 2])
+    monkeypatch.setenv("NNEXP_FASTMATH", "on")
+    fused = train([1, 2])
+    for P, Q in zip(fused.params(), plain.params()):
+        np.testing.assert_allclose(P, Q, rtol=1e-10, atol=1e-12)
+    alone = train([2])
+    for P, Q in zip(fused.params(), alone.params()):
+        np.testing.assert_array_equal(P[1], Q[0])
