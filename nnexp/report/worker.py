@@ -4,8 +4,9 @@ Building a sweep's report (:func:`nnexp.report.build.build_report`) begins by im
 never needs: matplotlib and seaborn with the report's theme, Optuna's importance evaluators, Jinja2, the data
 generators the decision boundaries redraw their test points with, and MLflow's store for the sweep's parent run.
 That is a second or more before the first figure, and in the sweep's own process it would come after the last
-job, on the command's critical path. :class:`ReportWorker` starts a fresh interpreter (``multiprocessing``'s
-``spawn`` context: no copy of the sweep's store connections, threads or trainer state) when the sweep starts;
+job, on the command's critical path. :class:`ReportWorker` starts a fresh interpreter (``python -c``: no copy
+of the sweep's store connections, threads or trainer state, and unlike ``multiprocessing``'s ``spawn`` it never
+runs the caller's script again) when the sweep starts;
 it imports all of that and draws one throw-away figure (font cache, Agg) while the jobs train, renders the
 activation gallery of the activations the sweep was given (:func:`nnexp.report.plots.prerender_gallery`), then
 waits. At the end of the sweep :meth:`ReportWorker.build` hands it the arguments of ``build_report`` (the
@@ -18,8 +19,9 @@ takes only what the jobs (and the metric writer they wait for) leave idle; the b
 thread at normal priority, and a build that comes before the warm-up is done stops it after its current step
 and imports the rest itself.
 
-Lifetime: the worker ignores Ctrl-C (the sweep's process decides; :func:`stop_worker` ends it), ends itself when
-its parent dies (it watches ``os.getppid()``), and on SIGTERM kills the renderers it forked and exits at once.
+Lifetime: the worker runs in its own process group, so a Ctrl-C at the terminal reaches the sweep's process only,
+which decides (:func:`stop_worker` ends the worker; so does the sweep's process at exit). The worker ends itself
+when its parent dies (it watches ``os.getppid()``), and on SIGTERM kills the renderers it forked and exits at once.
 If it cannot start, or dies before answering, :func:`build` builds the report in the calling process instead: the
 report is the same either way (``tests/test_report_worker.py``).
 """
@@ -67,17 +69,22 @@ class ReportWorker:
     """
 
     def __init__(self, uri: str | None = None, activations: list[str] | None = None):
+        import json
         import multiprocessing
+        import subprocess
 
-        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the sweep's process is copied
-        self._conn, child = ctx.Pipe()
+        self._conn, child = multiprocessing.Pipe()
         warm = {"uri": uri, "activations": sorted(activations) if activations else None}
-        self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), warm), name="nnexp-report", daemon=True)
-        self.proc.start()
-        child.close()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from nnexp.report.worker import _main; _main()", str(child.fileno()),
+                 str(os.getpid()), json.dumps(warm)],
+                pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL, process_group=0)
+        finally:
+            child.close()
 
     def alive(self) -> bool:
-        return self.proc.is_alive()
+        return self.proc.poll() is None
 
     def build(self, poll: float = 0.2, **kwargs) -> Path:
         """Build the report in the worker: ``build_report(**kwargs)``; return the ``index.html`` it wrote.
@@ -92,19 +99,19 @@ class ReportWorker:
             The exception the build raised (a :class:`nnexp.report.ReportError`, say), its traceback in the worker
             attached as its ``__cause__``.
         """
-        if not self.proc.is_alive():
-            raise WorkerGone(f"exit code {self.proc.exitcode}")
+        if not self.alive():
+            raise WorkerGone(f"exit code {self.proc.returncode}")
         try:
             self._conn.send(("build", kwargs, os.getcwd()))
         except (OSError, ValueError) as e:  # a broken pipe: it died meanwhile
             raise WorkerGone(str(e)) from e
         while not self._conn.poll(poll):
-            if not self.proc.is_alive():
-                raise WorkerGone(f"died while building (exit code {self.proc.exitcode})")
+            if not self.alive():
+                raise WorkerGone(f"died while building (exit code {self.proc.returncode})")
         try:
             kind, value, records = self._conn.recv()
         except (EOFError, OSError) as e:
-            raise WorkerGone(f"died while building (exit code {self.proc.exitcode})") from e
+            raise WorkerGone(f"died while building (exit code {self.proc.wait()})") from e
         for r in records:
             logging.getLogger(r["name"]).handle(logging.makeLogRecord(r))
         if kind == "ok":
@@ -114,17 +121,21 @@ class ReportWorker:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker (waiting for a build it is doing would be pointless: the caller has given up on it)."""
-        if self.proc.is_alive():
+        import subprocess
+
+        if self.alive():
             self.proc.terminate()  # SIGTERM: it kills the renderers it forked, then exits
-            self.proc.join(timeout)
-            if self.proc.is_alive():
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.join(timeout)
+                self.proc.wait(timeout)
         self._conn.close()
 
 
 #: The worker started for the sweep in progress in this process, if any.
 _WORKER: list[ReportWorker] = []
+_WORKER_AT_EXIT: list[bool] = []
 
 
 def start_worker(uri: str | None = None, activations: list[str] | None = None) -> ReportWorker | None:
@@ -136,6 +147,11 @@ def start_worker(uri: str | None = None, activations: list[str] | None = None) -
     except Exception as e:  # noqa: BLE001 - no worker is no failure: the report is built here
         log.warning("the report worker could not start (%s): the report will be built in this process", e)
         return None
+    if not _WORKER_AT_EXIT:
+        import atexit
+
+        atexit.register(stop_worker)  # a sweep that ends without its callback (an error in Hydra) stops it too
+        _WORKER_AT_EXIT.append(True)
     _WORKER.append(w)
     return w
 
@@ -168,10 +184,21 @@ def build(worker: ReportWorker | None = None, **kwargs) -> Path:
 
 # -- the worker's side ---------------------------------------------------------------------------------------------
 
+def _main() -> None:
+    """The worker process: ``python -c "from nnexp.report.worker import _main; _main()" <fd> <parent pid> <warm>``,
+    ``fd`` the inherited end of :class:`ReportWorker`'s pipe, ``warm`` the warm-up's JSON."""
+    import json
+    from multiprocessing.connection import Connection
+
+    signal.signal(signal.SIGTERM, _terminated)
+    fd, parent_pid, warm = sys.argv[1:4]
+    _serve(Connection(int(fd)), int(parent_pid), json.loads(warm))
+
+
 def _serve(conn, parent_pid: int, warm: dict) -> None:
     """The worker's main loop: warm up in a low-priority thread; build each report asked for; stop on None, on
     SIGTERM, or when the parent is gone."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the sweep decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the sweep's process decides (a Ctrl-C sent to the group)
     signal.signal(signal.SIGTERM, _terminated)
     records: list[dict] = []
     handler = _Collect(records)
