@@ -5,9 +5,11 @@ creates the store and the experiment (so parallel jobs never race on them),
 marks runs orphaned by a killed sweep as KILLED, opens the sweep's parent run
 and writes its id, and the canonical keys the sweep varies (for run names and
 console lines), into the sweep directory, where every job (in this process or
-in a launcher's worker) finds them. ``on_multirun_end`` prints a summary,
-writes the comparison report and ends the parent run FINISHED: a child that
-failed or diverged never ends its parent.
+in a launcher's worker) finds them; with ``tracking.report`` on it also starts the
+report worker (:mod:`nnexp.report.worker`), which loads the report's libraries
+while the jobs train. ``on_multirun_end`` prints a summary, writes the comparison
+report (in the worker, else in this process) and ends the parent run FINISHED:
+a child that failed or diverged never ends its parent.
 
 The summary and the report count configurations the same way: one per
 ``nnexp.config_id`` (:mod:`nnexp.identity`), labelled by the keys whose

@@ -161,3 +161,17 @@ def test_sweep_report_is_built_and_no_worker_outlives_the_command(tmp_path):
         except OSError:
             continue
     assert left == []
+
+
+@pytest.mark.parametrize("overrides, params, expected", [
+    (["activation=relu,tanh", "optimizer.lr=0.1,1"], {}, ["relu", "tanh"]),
+    (["optimizer.lr=0.1,1"], {"activation": "choice(elu, selu)"}, ["elu", "selu"]),
+    (["optimizer.lr=0.1,1"], {}, ["sigmoid"]),  # not swept: the config's own
+    (["activation=tanh"], {}, ["tanh"]),
+    (["+activation.alpha=0.1,0.2"], {}, ["sigmoid"]),  # a key of the group, not the group
+    (["activation=glob(*)"], {}, None),  # depends on the group's options: no gallery drawn ahead
+])
+def test_swept_values_are_the_activations_the_worker_draws_ahead(overrides, params, expected):
+    from nnexp.callbacks import swept_values
+
+    assert swept_values(overrides, params, "activation", "sigmoid") == expected
