@@ -353,21 +353,16 @@ def _check_target(target: float | None, metric: str) -> None:
         raise ReportError(f"--target {target:g}: a target of {metric} must be a finite number {where}")
 
 
-def _parent_runs(uri: str, runs: pd.DataFrame, parents: list[str]) -> list:
-    """The sweep parent runs of the selection (those named, else the parents of the selected runs, at most 5)."""
-    from .. import tracking
+def _parent_runs(uri: str, runs: pd.DataFrame, parents: list[str]) -> list[tuple[str, dict | None]]:
+    """``[(run_id, tags), ...]`` of the sweep parent runs of the selection (those named, else the parents of the
+    selected runs, at most 5); tags None for a parent the store no longer has."""
+    from .load import run_tags
 
     ids = parents
     if not ids and "parent_id" in runs:
         ids = list(runs["parent_id"].dropna().astype(str).unique()[:5])
-    c = tracking.client(uri)
-    out = []
-    for pid in ids:
-        try:
-            out.append(tracking.retry(c.get_run, pid))
-        except Exception:  # the parent run is gone: nothing to say about it
-            out.append(None)
-    return list(zip(ids, out))
+    tags = run_tags(uri, ids)
+    return [(pid, tags[pid]) for pid in ids]
 
 
 def _sweep_commands(uri: str, runs: pd.DataFrame, parents: list[str]) -> tuple[list[str], list[str]]:
@@ -375,8 +370,8 @@ def _sweep_commands(uri: str, runs: pd.DataFrame, parents: list[str]) -> tuple[l
     from .. import tracking
 
     commands, names = [], []
-    for pid, parent in _parent_runs(uri, runs, parents):
-        tags = parent.data.tags if parent is not None else {}
+    for pid, tags in _parent_runs(uri, runs, parents):
+        tags = tags or {}
         cmd = tags.get(f"{tracking.TAG}command")
         if cmd and cmd not in commands:
             commands.append(cmd)

@@ -62,7 +62,8 @@ class ReportWorker:
     Parameters
     ----------
     uri : str, optional
-        The store the report will read: its MLflow store is opened during the warm-up.
+        The store the report will read: a server or database store is opened through MLflow during the warm-up
+        (a SQLite file is read without MLflow).
     activations : list of str, optional
         The activations the sweep was given: their gallery is drawn and rendered during the warm-up, and used if
         the report's activations turn out the same (else drawn as usual).
@@ -330,7 +331,7 @@ def _warm_up_steps(warm: dict) -> list:
                                                "nnexp.report.tables", "nnexp.report.claims"),
              imports("nnexp.data", "nnexp.model"),  # the decision boundaries: test points and networks
              figure, template, imports("optuna.importance", "nnexp.report.importance")]
-    if warm.get("uri"):
+    if warm.get("uri") and not warm["uri"].startswith("sqlite:"):  # a SQLite store is read without MLflow
         steps.append(store)
     if warm.get("activations"):
         steps.append(gallery)
