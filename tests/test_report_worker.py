@@ -175,3 +175,18 @@ def test_swept_values_are_the_activations_the_worker_draws_ahead(overrides, para
     from nnexp.callbacks import swept_values
 
     assert swept_values(overrides, params, "activation", "sigmoid") == expected
+
+
+def test_run_tags_read_from_sqlite_equal_mlflows(store):
+    """The worker reads the sweep parent's tags straight from the file: the tags MLflow's get_run returns."""
+    from mlflow import MlflowClient
+
+    from nnexp.report.load import run_tags
+
+    child = store["runs"]["run_id"].iloc[0]
+    tags = run_tags(store["uri"], [store["parent"], child, "0" * 32])
+    c = MlflowClient(tracking_uri=store["uri"])
+    assert tags[store["parent"]] == c.get_run(store["parent"]).data.tags
+    assert tags[child] == c.get_run(child).data.tags
+    assert tags["0" * 32] is None
+    assert tags[store["parent"]]["nnexp.kind"] == "sweep"
