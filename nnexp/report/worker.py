@@ -14,10 +14,10 @@ runs frame the summary loaded included: the report reads MLflow's runs, nothing 
 the path of ``index.html`` or the build's exception, raised here as if the build had run here. The figures are
 still rendered in processes the worker forks (:class:`nnexp.report.plots.Renderer`).
 
-The warm-up runs in a thread of the worker at the lowest CPU priority (``nice`` 19, Linux: per thread), so it
-takes only what the jobs (and the metric writer they wait for) leave idle; the build runs in the worker's main
-thread at normal priority, and a build that comes before the warm-up is done stops it after its current step
-and imports the rest itself.
+The warm-up runs in a thread of the worker, one step (an import, a figure) at a time, each when half a core or
+more has been idle for the last 0.1 s, so it takes mostly what the jobs (and the metric writer they wait for)
+leave idle. A build that comes before the warm-up is done stops it after its current step and does the rest
+itself.
 
 Lifetime: the worker runs in its own process group, so a Ctrl-C at the terminal reaches the sweep's process only,
 which decides (:func:`stop_worker` ends the worker; so does the sweep's process at exit). The worker ends itself
@@ -278,13 +278,11 @@ def _record_dict(r: logging.LogRecord) -> dict:
 
 
 def _warm_up(warm: dict, stop: threading.Event) -> None:
-    """Import the report's stack, open the store, draw one figure, pre-render the gallery, at the lowest priority;
-    stop between two steps once ``stop`` is set (a build has come: it imports the rest at normal priority)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: this thread only
-    except (AttributeError, OSError):
-        pass
+    """Import the report's stack, open the store, draw one figure, pre-render the gallery: each step when a core is
+    idle (:func:`_idle_cores`); none once ``stop`` is set (a build has come: it does the rest itself)."""
     for step in _warm_up_steps(warm):
+        while not stop.is_set() and _idle_cores(IDLE_PERIOD) < IDLE_CORES:
+            pass
         if stop.is_set():
             return
         try:
@@ -292,6 +290,34 @@ def _warm_up(warm: dict, stop: threading.Event) -> None:
         except Exception as e:  # noqa: BLE001 - a warm-up is an optimisation: the build imports what it needs
             log.debug("report worker warm-up: %s", e)
             return
+
+
+#: A warm-up step starts when at least this many cores were idle over the last :data:`IDLE_PERIOD` seconds.
+IDLE_CORES = 0.5
+IDLE_PERIOD = 0.1
+
+
+def _idle_cores(period: float) -> float:
+    """Idle cores of the machine over the next ``period`` seconds (Linux ``/proc/stat``; elsewhere: all of them).
+
+    The warm-up waits for idle CPU instead of running at a lower priority: a thread that holds the GIL or an
+    import lock at ``nice`` 19 on a loaded machine would stall the build that comes to wait for it.
+    """
+    import time
+
+    def sample():
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, all but guest time (counted in user)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(period)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        time.sleep(period)
+        return float(os.cpu_count() or 1)
+    return (os.cpu_count() or 1) * (idle1 - idle0) / max(total1 - total0, 1)
 
 
 def _warm_up_steps(warm: dict) -> list:
