@@ -2,17 +2,17 @@
 
 Building a sweep's report (:func:`nnexp.report.build.build_report`) begins by importing what the sweep itself
 never needs: matplotlib and seaborn with the report's theme, Optuna's importance evaluators, Jinja2, the data
-generators the decision boundaries redraw their test points with, and MLflow's store for the sweep's parent run.
-That is a second or more before the first figure, and in the sweep's own process it would come after the last
-job, on the command's critical path. :class:`ReportWorker` starts a fresh interpreter (``python -c``: no copy
-of the sweep's store connections, threads or trainer state, and unlike ``multiprocessing``'s ``spawn`` it never
-runs the caller's script again) when the sweep starts;
-it imports all of that and draws one throw-away figure (font cache, Agg) while the jobs train, renders the
-activation gallery of the activations the sweep was given (:func:`nnexp.report.plots.prerender_gallery`), then
-waits. At the end of the sweep :meth:`ReportWorker.build` hands it the arguments of ``build_report`` (the
-runs frame the summary loaded included: the report reads MLflow's runs, nothing of the trainer) and waits for
-the path of ``index.html`` or the build's exception, raised here as if the build had run here. The figures are
-still rendered in processes the worker forks (:class:`nnexp.report.plots.Renderer`).
+generators the decision boundaries redraw their test points with (and MLflow, for a store that is not a SQLite
+file). That is a second or more before the first figure, and in the sweep's own process it would come after the
+last job, on the command's critical path. :class:`ReportWorker` starts a fresh interpreter when the sweep starts
+(``python -c``: no copy of the sweep's store connections, threads or trainer state, and unlike
+``multiprocessing``'s ``spawn`` it never runs the caller's script again). The worker imports all of that, draws
+one throw-away figure (font cache, Agg) and renders the activation gallery of the activations the sweep was given
+(:func:`nnexp.report.plots.prerender_gallery`) while the jobs train, then waits. At the end of the sweep
+:meth:`ReportWorker.build` hands it the arguments of ``build_report`` (the runs frame the summary loaded
+included: the report reads MLflow's runs, nothing of the trainer) and waits for the path of ``index.html`` or the
+build's exception, raised here as if the build had run here. The figures are still rendered in processes the
+worker forks (:class:`nnexp.report.plots.Renderer`).
 
 The warm-up runs in a thread of the worker, one step (an import, a figure) at a time, each when half a core or
 more has been idle for the last 0.1 s, so it takes mostly what the jobs (and the metric writer they wait for)
