@@ -15,8 +15,8 @@ build's exception, raised here as if the build had run here. The figures are sti
 worker forks (:class:`nnexp.report.plots.Renderer`).
 
 The warm-up runs in a thread of the worker, one step (an import, a figure) at a time, each when half a core or
-more has been idle for the last 0.1 s, so it takes mostly what the jobs (and the metric writer they wait for)
-leave idle. A build that comes before the warm-up is done stops it after its current step and does the rest
+more has been idle for the last 0.1 s (or after 2 s of waiting), so it takes mostly what the jobs (and the metric
+writer they wait for) leave idle. A build that comes before the warm-up is done stops it after its current step and does the rest
 itself.
 
 Lifetime: the worker runs in its own process group, so a Ctrl-C at the terminal reaches the sweep's process only,
@@ -279,9 +279,14 @@ def _record_dict(r: logging.LogRecord) -> dict:
 
 def _warm_up(warm: dict, stop: threading.Event) -> None:
     """Import the report's stack, open the store, draw one figure, pre-render the gallery: each step when a core is
-    idle (:func:`_idle_cores`); none once ``stop`` is set (a build has come: it does the rest itself)."""
+    idle (:func:`_idle_cores`), or after :data:`PATIENCE` seconds without one (a machine busy with other work: the
+    step would cost the build as much later); none once ``stop`` is set (a build has come: it does the rest)."""
+    import time
+
     for step in _warm_up_steps(warm):
-        while not stop.is_set() and _idle_cores(IDLE_PERIOD) < IDLE_CORES:
+        since = time.monotonic()
+        while (not stop.is_set() and time.monotonic() - since < PATIENCE
+               and _idle_cores(IDLE_PERIOD) < IDLE_CORES):
             pass
         if stop.is_set():
             return
@@ -292,9 +297,11 @@ def _warm_up(warm: dict, stop: threading.Event) -> None:
             return
 
 
-#: A warm-up step starts when at least this many cores were idle over the last :data:`IDLE_PERIOD` seconds.
+#: A warm-up step starts when at least this many cores were idle over the last :data:`IDLE_PERIOD` seconds ...
 IDLE_CORES = 0.5
 IDLE_PERIOD = 0.1
+#: ... or after this many seconds of waiting.
+PATIENCE = 2.0
 
 
 def _idle_cores(period: float) -> float:
