@@ -15,7 +15,7 @@ build's exception, raised here as if the build had run here. The figures are sti
 worker forks (:class:`nnexp.report.plots.Renderer`).
 
 The warm-up runs in a thread of the worker, one step (an import, a figure) at a time, each when half a core or
-more has been idle for the last 0.1 s (or after 2 s of waiting), so it takes mostly what the jobs (and the metric
+more has been idle for the last 0.1 s (or after 1 s of waiting), so it takes mostly what the jobs (and the metric
 writer they wait for) leave idle. A build that comes before the warm-up is done stops it after its current step and does the rest
 itself.
 
@@ -301,7 +301,7 @@ def _warm_up(warm: dict, stop: threading.Event) -> None:
 IDLE_CORES = 0.5
 IDLE_PERIOD = 0.1
 #: ... or after this many seconds of waiting.
-PATIENCE = 2.0
+PATIENCE = 1.0
 
 
 def _idle_cores(period: float) -> float:
@@ -328,7 +328,7 @@ def _idle_cores(period: float) -> float:
 
 
 def _warm_up_steps(warm: dict) -> list:
-    """The warm-up, in steps of at most a few tenths of a second each, in the order a build needs them."""
+    """The warm-up, in steps of about half a second of CPU each, in the order a build needs them."""
     import importlib
 
     def imports(*names):
@@ -359,11 +359,14 @@ def _warm_up_steps(warm: dict) -> list:
 
         plots.prerender_gallery(warm["activations"])
 
-    steps = [imports("numpy", "pandas"), imports("nnexp.report.load", "nnexp.report.stats"), imports("matplotlib"),
-             imports("seaborn"), theme, imports("nnexp.report.build", "nnexp.report.plots", "nnexp.report.sections",
-                                               "nnexp.report.tables", "nnexp.report.claims"),
-             imports("nnexp.data", "nnexp.model"),  # the decision boundaries: test points and networks
-             figure, template, imports("optuna.importance", "nnexp.report.importance")]
+    def both(*parts):
+        return lambda: [part() for part in parts]
+
+    steps = [imports("numpy", "pandas", "nnexp.report.load", "nnexp.report.stats"),
+             both(imports("matplotlib", "seaborn"), theme),
+             imports("nnexp.report.build", "nnexp.report.plots", "nnexp.report.sections", "nnexp.report.tables",
+                     "nnexp.report.claims", "nnexp.data", "nnexp.model"),  # data, model: the decision boundaries
+             both(figure, template), imports("optuna.importance", "nnexp.report.importance")]
     if warm.get("uri") and not warm["uri"].startswith("sqlite:"):  # a SQLite store is read without MLflow
         steps.append(store)
     if warm.get("activations"):
