@@ -5,9 +5,11 @@ creates the store and the experiment (so parallel jobs never race on them),
 marks runs orphaned by a killed sweep as KILLED, opens the sweep's parent run
 and writes its id, and the canonical keys the sweep varies (for run names and
 console lines), into the sweep directory, where every job (in this process or
-in a launcher's worker) finds them. ``on_multirun_end`` prints a summary,
-writes the comparison report and ends the parent run FINISHED: a child that
-failed or diverged never ends its parent.
+in a launcher's worker) finds them; with ``tracking.report`` on it also starts the
+report worker (:mod:`nnexp.report.worker`), which loads the report's libraries
+while the jobs train. ``on_multirun_end`` prints a summary, writes the comparison
+report (in the worker, else in this process) and ends the parent run FINISHED:
+a child that failed or diverged never ends its parent.
 
 The summary and the report count configurations the same way: one per
 ``nnexp.config_id`` (:mod:`nnexp.identity`), labelled by the keys whose
@@ -20,13 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import identity, tracking
 
@@ -78,6 +81,11 @@ class SweepCallback(Callback):
             tracking.log_params(c, parent, sweep_params)
         if str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
             tracking.start_metric_writer(uri)  # jobs run in this process, one core busy: metrics written on another
+        if config.tracking.report:  # the report's libraries load in their own process while the jobs train
+            from .report.worker import start_worker
+
+            start_worker(uri, activations=swept_values(overrides, config.hydra.sweeper.get("params") or {},
+                                                       "activation", OmegaConf.select(config, "activation.name")))
         (sweep_dir / SWEPT_FILE).write_text(json.dumps(swept))
         (sweep_dir / PARENT_FILE).write_text(parent)
         LAST_SWEEP.clear()
@@ -120,12 +128,13 @@ class SweepCallback(Callback):
                 if v is not None:
                     print(f"model:  models:/{config.tracking.register_model}@best (version {v.version}, run {v.run_id})")
             if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
-                from .report import build_report
+                from .report import worker
 
                 out = launch / "reports" / LAST_SWEEP["experiment"] / LAST_SWEEP["sweep"]
-                try:
-                    index = build_report(uri, LAST_SWEEP["experiment"], parent_id=parent, out_dir=out,
-                                         target=config.tracking.get("report_target"), ui=config.tracking.get("ui_url"),
+                try:  # in the report worker started with the sweep, else here
+                    index = worker.build(worker.current_worker(), uri=uri, experiment=LAST_SWEEP["experiment"],
+                                         parent_id=parent, out_dir=out, target=config.tracking.get("report_target"),
+                                         ui=config.tracking.get("ui_url") or os.environ.get("NNEXP_UI_URL"),
                                          runs=loaded)
                 except Exception:  # the runs are safe in the store; say so, and how to retry
                     log.exception("the report could not be built")
@@ -141,6 +150,7 @@ class SweepCallback(Callback):
                     LAST_SWEEP["report"] = str(index)
                     print(f"report: {index}")
         finally:
+            _stop_report_worker()
             tracking.end_run(c, parent, "FINISHED")
             LAST_SWEEP["ended"] = "FINISHED"
         from .context import view_url
@@ -168,6 +178,7 @@ def abort_sweep(status: str = "KILLED") -> int:
     run, but the jobs not yet started never will, and the parent would stay
     RUNNING. Returns the number of runs marked (0 when no sweep is open).
     """
+    _stop_report_worker()
     if not LAST_SWEEP.get("parent_id") or LAST_SWEEP.get("ended"):
         return 0
     c, parent = tracking.client(LAST_SWEEP["uri"]), LAST_SWEEP["parent_id"]
@@ -180,6 +191,43 @@ def abort_sweep(status: str = "KILLED") -> int:
     tracking.end_run(c, parent, status)
     LAST_SWEEP["ended"] = status
     return len(running) + 1
+
+
+def _stop_report_worker() -> None:
+    """Stop the sweep's report worker, if one was started (it never outlives its sweep)."""
+    mod = sys.modules.get(f"{__package__}.report.worker")
+    if mod is not None:
+        mod.stop_worker()
+
+
+def swept_values(overrides: list[str], sweeper_params, key: str, default=None) -> list[str] | None:
+    """The values a sweep gives ``key`` (a config group such as ``activation``), as strings, in the order given.
+
+    ``overrides`` and ``sweeper_params`` as for :func:`sweep_keys`; the last override of ``key`` wins. A list of
+    values (``activation=relu,tanh``) or ``choice(...)`` gives its values, a plain override its one value, no
+    override ``[default]`` (None when ``default`` is None); a sweep whose values depend on the config's options
+    (``glob(...)``, ``range(...)`` of a group) gives None.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    texts = [*(f"{k}={v}" for k, v in dict(sweeper_params).items()), *overrides]
+    found = None if default is None else [str(default)]
+    parser = OverridesParser.create()
+    for text in texts:
+        try:
+            o = parser.parse_override(text)
+        except Exception:  # noqa: BLE001 - Hydra has parsed these already
+            continue
+        if identity.canonical_key(o.key_or_group) != key:
+            continue
+        if not o.is_sweep_override():
+            found = [str(o.value())]
+        elif isinstance(o.value(), ChoiceSweep):
+            found = [str(v) for v in o.sweep_string_iterator()]
+        else:
+            found = None
+    return found
 
 
 def sweep_keys(overrides: list[str], sweeper_params) -> list[str]:

@@ -36,12 +36,25 @@ public :class:`nnexp.model.MLP` to draw decision boundaries.
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
-from .load import ReportError
-from .stats import summary_table
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["build_report", "ReportError", "summary_table", "swept_keys", "PRIMARY"]
+
+#: Where each public name lives: imported on first use, so that a submodule (the report worker,
+#: :mod:`nnexp.report.worker`, which starts a fresh interpreter) can be imported without pandas and MLflow.
+_LAZY = {"build_report": "build", "PRIMARY": "build", "ReportError": "load", "summary_table": "stats"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 def swept_keys(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
     """``(keys, linked)``: the configuration keys, and the varying keys that are functions of the activation.
@@ -67,6 +80,3 @@ def swept_keys(runs: pd.DataFrame) -> tuple[list[str], list[str]]:
         else:
             linked.append(k)
     return keys, linked
-
-
-from .build import PRIMARY, build_report  # noqa: E402 - build imports swept_keys from here

@@ -147,55 +147,59 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     ok = runs[runs["outcome"] == "finished"]
     ok = ok[np.isfinite(ok[metric].astype(float))]
     n_epochs = int(pd.to_numeric(runs.get("epochs"), errors="coerce").max()) if "epochs" in runs else None
+    from .plots import Renderer, boundary_blocks
 
-    # only the histories a figure or a number uses (the per-layer diagnostics: line plots and layer x epoch heatmaps)
-    want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
-    want |= {k for k in runs.attrs.get("metrics", [])
-             if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction|act_mean|act_std)", k)}
-    hist = load_histories(uri, list(ok["run_id"]), metrics=sorted(want))
-    hist["metric"] = hist["metric"].astype("category")
-    target_auto = target is None
-    if target is None:
-        target = default_target(ok, metric)
-    epochs = epochs_to_target(hist[hist["metric"] == metric], target, higher=higher) if len(hist) else None
-    if epochs is not None:
-        epochs = epochs.reindex(ok["run_id"])
+    # figures render in child processes while the next is drawn; all are done at the block's end
+    with Renderer(svg=svg):
+        # the decision boundaries before the histories load: the slowest figure to render starts rendering first
+        bounds = boundary_blocks(ok, keys, metric, higher, uri, out_dir, written) if boundaries else []
 
-    final = [m for m in dict.fromkeys([metric, "train_loss", "val_loss", "val_accuracy", "test_accuracy",
-                                       "train_seconds"]) if m in runs]
-    table = summary_table(runs[runs["outcome"].isin(["finished", "diverged"])], keys + linked, final, primary=metric,
-                          epochs=epochs)
-    table.to_csv(out_dir / "summary.csv", index=False)
-    comp = compare_to_best(ok, keys, metric, epochs=epochs, censor_at=(n_epochs or 0) + 1) if len(ok) else pd.DataFrame()
-    if len(comp):
-        comp.drop(columns=["run_ids"]).to_csv(out_dir / "comparison.csv", index=False)
-        written.add("comparison.csv")
-    run_cols = [c for c in ("run_id", "run_name", "config_id", "run_key", "outcome", "diverged_epoch", "dataset",
-                            "sweep", *keys, *linked, "seed", *final, "test_loss", "reused", "legacy", "repeated_by",
-                            "error", "url") if c in runs]
-    runs[list(dict.fromkeys(run_cols))].to_csv(out_dir / "runs.csv", index=False)
+        # only the histories a figure or a number uses (per-layer diagnostics: line plots and layer x epoch heatmaps)
+        want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
+        want |= {k for k in runs.attrs.get("metrics", [])
+                 if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction|act_mean|act_std)", k)}
+        hist = load_histories(uri, list(ok["run_id"]), metrics=sorted(want))
+        hist["metric"] = hist["metric"].astype("category")
+        target_auto = target is None
+        if target is None:
+            target = default_target(ok, metric)
+        epochs = epochs_to_target(hist[hist["metric"] == metric], target, higher=higher) if len(hist) else None
+        if epochs is not None:
+            epochs = epochs.reindex(ok["run_id"])
 
-    hist = hist.merge(ok[["run_id", *keys]], on="run_id")
-    curves = aggregate_curves(hist, keys)
-    curves.to_csv(out_dir / "curves.csv", index=False)
+        final = [m for m in dict.fromkeys([metric, "train_loss", "val_loss", "val_accuracy", "test_accuracy",
+                                           "train_seconds"]) if m in runs]
+        table = summary_table(runs[runs["outcome"].isin(["finished", "diverged"])], keys + linked, final,
+                              primary=metric, epochs=epochs)
+        table.to_csv(out_dir / "summary.csv", index=False)
+        comp = (compare_to_best(ok, keys, metric, epochs=epochs, censor_at=(n_epochs or 0) + 1) if len(ok)
+                else pd.DataFrame())
+        if len(comp):
+            comp.drop(columns=["run_ids"]).to_csv(out_dir / "comparison.csv", index=False)
+            written.add("comparison.csv")
+        run_cols = [c for c in ("run_id", "run_name", "config_id", "run_key", "outcome", "diverged_epoch",
+                                "dataset", "sweep", *keys, *linked, "seed", *final, "test_loss", "reused", "legacy",
+                                "repeated_by", "error", "url") if c in runs]
+        runs[list(dict.fromkeys(run_cols))].to_csv(out_dir / "runs.csv", index=False)
 
-    ctx = dict(runs=runs, ok=ok, keys=keys, linked=linked, metric=metric, higher=higher, target=target,
-               target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs)
-    from .sections import config_group
+        hist = hist.merge(ok[["run_id", *keys]], on="run_id")
+        curves = aggregate_curves(hist, keys)
+        curves.to_csv(out_dir / "curves.csv", index=False)
 
-    ctx["group"] = config_group(ctx)
-    commands, sweep_names = _sweep_commands(uri, runs, parents)
-    command = _report_command(experiment, sweep_names or parents, filter_string, metric,
-                              None if target_auto else target)
-    sections = [("Conclusion", conclusion(ctx)),
-                ("Setup", setup_blocks(ctx, commands=commands, report_command=command)),
-                ("Summary", summary_blocks(ctx))]
-    if len(comp) > 1:
-        sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
-    from .plots import Renderer
+        ctx = dict(runs=runs, ok=ok, keys=keys, linked=linked, metric=metric, higher=higher, target=target,
+                   target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs)
+        from .sections import config_group
 
-    with Renderer(svg=svg):  # figures render in child processes while the next is drawn; all done at the block's end
-        sections += figure_sections(ctx, out_dir, uri, boundaries, written)
+        ctx["group"] = config_group(ctx)
+        commands, sweep_names = _sweep_commands(uri, runs, parents)
+        command = _report_command(experiment, sweep_names or parents, filter_string, metric,
+                                  None if target_auto else target)
+        sections = [("Conclusion", conclusion(ctx)),
+                    ("Setup", setup_blocks(ctx, commands=commands, report_command=command)),
+                    ("Summary", summary_blocks(ctx))]
+        if len(comp) > 1:
+            sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
+        sections += figure_sections(ctx, out_dir, uri, bounds, written)
         sections += _shape_sections(ok, keys, metric, higher, out_dir, written)
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
     sections.append(("All runs in MLflow",
@@ -349,21 +353,16 @@ def _check_target(target: float | None, metric: str) -> None:
         raise ReportError(f"--target {target:g}: a target of {metric} must be a finite number {where}")
 
 
-def _parent_runs(uri: str, runs: pd.DataFrame, parents: list[str]) -> list:
-    """The sweep parent runs of the selection (those named, else the parents of the selected runs, at most 5)."""
-    from .. import tracking
+def _parent_runs(uri: str, runs: pd.DataFrame, parents: list[str]) -> list[tuple[str, dict | None]]:
+    """``[(run_id, tags), ...]`` of the sweep parent runs of the selection (those named, else the parents of the
+    selected runs, at most 5); tags None for a parent the store no longer has."""
+    from .load import run_tags
 
     ids = parents
     if not ids and "parent_id" in runs:
         ids = list(runs["parent_id"].dropna().astype(str).unique()[:5])
-    c = tracking.client(uri)
-    out = []
-    for pid in ids:
-        try:
-            out.append(tracking.retry(c.get_run, pid))
-        except Exception:  # the parent run is gone: nothing to say about it
-            out.append(None)
-    return list(zip(ids, out))
+    tags = run_tags(uri, ids)
+    return [(pid, tags[pid]) for pid in ids]
 
 
 def _sweep_commands(uri: str, runs: pd.DataFrame, parents: list[str]) -> tuple[list[str], list[str]]:
@@ -371,8 +370,8 @@ def _sweep_commands(uri: str, runs: pd.DataFrame, parents: list[str]) -> tuple[l
     from .. import tracking
 
     commands, names = [], []
-    for pid, parent in _parent_runs(uri, runs, parents):
-        tags = parent.data.tags if parent is not None else {}
+    for pid, tags in _parent_runs(uri, runs, parents):
+        tags = tags or {}
         cmd = tags.get(f"{tracking.TAG}command")
         if cmd and cmd not in commands:
             commands.append(cmd)

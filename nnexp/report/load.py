@@ -418,6 +418,38 @@ def load_weights(uri: str, run_id: str, artifact_uri: str | None = None, name: s
         return {k: z[k] for k in z.files}
 
 
+def run_tags(uri: str, run_ids: list[str]) -> dict[str, dict[str, str] | None]:
+    """``{run_id: {tag: value}}`` of each run in ``run_ids``; None for a run the store does not have.
+
+    A SQLite store is read straight from the file (no MLflow import: a report worker that has the runs frame
+    needs MLflow for nothing else); any other store through MLflow's ``get_run``.
+    """
+    db = tracking.sqlite_path(uri)
+    if db is None:
+        c = tracking.client(uri)
+        out = {}
+        for rid in run_ids:
+            try:
+                out[rid] = dict(tracking.retry(c.get_run, rid).data.tags)
+            except Exception:  # noqa: BLE001 - the run is gone: nothing to say about it
+                out[rid] = None
+        return out
+    out: dict[str, dict | None] = {rid: None for rid in run_ids}
+    if not run_ids:
+        return out
+    marks = ",".join("?" * len(run_ids))
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        for (rid,) in con.execute(f"SELECT run_uuid FROM runs WHERE run_uuid IN ({marks})", list(run_ids)):
+            out[rid] = {}
+        for rid, k, v in con.execute(f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({marks})",
+                                     list(run_ids)):
+            out[rid][k] = v
+    finally:
+        con.close()
+    return out
+
+
 def summarize_outcomes(runs: pd.DataFrame) -> dict[str, int]:
     """Counts of runs by outcome (finished, diverged, failed, killed) and how many were reused."""
     if runs.empty:

@@ -25,7 +25,8 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
+__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "prerender_gallery", "warm_up", "kill_renderers",
+           "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
            "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
 
 #: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
@@ -137,6 +138,59 @@ PROCESSES: int | None = None
 #: The :class:`Renderer` of the report being built, if any.
 _ACTIVE: Renderer | None = None
 
+#: Figures rendered before the report asked for them (:func:`prerender_gallery`): ``{(name, key): PNG bytes}``.
+_PRERENDERED: dict[tuple, bytes] = {}
+
+
+def kill_renderers() -> None:
+    """Kill the rendering children of the report being built in this process (its process is ending)."""
+    import os
+    import signal
+
+    r = _ACTIVE
+    while r is not None:
+        for job in r.pending:
+            try:
+                os.kill(job[0], signal.SIGKILL)
+            except OSError:
+                pass
+        r = r._outer
+
+
+def warm_up() -> None:
+    """Draw and render one small figure (constrained layout, title, legend, log axis, text) and throw it away.
+
+    The first figure of a process pays for loading the fonts and setting up the Agg renderer; a report worker
+    (:mod:`nnexp.report.worker`) pays it while the sweep trains. Call it after the report's theme is set
+    (:func:`nnexp.report.figures.set_theme`).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2), layout="constrained")
+    ax.plot([1, 2, 3], [1, 10, 100], label="a")
+    ax.fill_between([1, 2, 3], [0.5, 5, 50], [2, 20, 200], alpha=0.2)
+    ax.set_yscale("log")
+    ax.set_title("warm-up")
+    ax.text(0.5, 0.5, "×1/3 ‖dW‖ – ±", transform=ax.transAxes)
+    ax.legend(frameon=False)
+    fig.savefig(io.BytesIO(), format="png", dpi=130)
+    plt.close(fig)
+
+
+def prerender_gallery(activations: list[str]) -> None:
+    """Draw and render the activation gallery of ``activations`` now; a report of exactly those activations
+    (PNG only) then uses it instead of drawing it again. Byte for byte the PNG the report would render."""
+    from . import gallery
+
+    names = sorted(activations)
+    fig = gallery.gallery(gallery.activation_frame(names=names), col_wrap=min(len(names), 5))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    _PRERENDERED[("activation_gallery", tuple(names))] = buf.getvalue()
+
 
 def _render(fig, out_dir: Path, name: str, tight: bool, formats=FORMATS) -> str:
     """Write ``fig`` as ``<name>.<format>`` for each of ``formats`` (PNG first); return the PNG as base64."""
@@ -180,16 +234,17 @@ def _sorted_levels(values) -> list:
                   key=lambda v: (not fmt.is_number(v), v if fmt.is_number(v) else fmt.val(v)))
 
 
-def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set) -> list[tuple[str, list[dict]]]:
-    """``[(title, blocks), ...]``: learning curves, sensitivity, diagnostics, decision boundaries, gallery."""
-    import matplotlib.pyplot as plt
+def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict], written: set) -> list[tuple[str, list[dict]]]:
+    """``[(title, blocks), ...]``: learning curves, sensitivity, diagnostics, decision boundaries, gallery.
 
+    ``bounds`` are the decision boundaries' blocks, drawn before the rest (:func:`boundary_blocks`); none when
+    the report draws none.
+    """
     from . import figures as F
 
-    ok, keys, curves, m = ctx["ok"], ctx["keys"], ctx["curves"], ctx["metric"]
+    ok, keys = ctx["ok"], ctx["keys"]
     if not len(ok):
         return []
-    sections = []
 
     def save(fig, name, caption, tight=False):
         return figure_block(fig, out_dir, name, caption, tight, written)
@@ -199,8 +254,29 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
     col = facets[0] if facets else None
     row = facets[1] if len(facets) > 1 else None
     seeds = fmt.seed_text(ok.groupby([ok[k].map(fmt.val) for k in keys]).size())
+    fig_args = (ctx, save, palette, col, row, seeds)
 
-    # learning curves: the primary metric with its training counterpart (solid / dashed) in one figure
+    # Drawn slowest to render first (the decision boundaries already are): inside a Renderer each figure renders in
+    # a child process while the next ones are drawn. The page keeps its reading order.
+    layer_blocks = _layer_blocks(*fig_args)
+    sections = [("Learning curves", _curve_blocks(*fig_args)),
+                ("Sensitivity to the learning rate and initialisation" if "optimizer.lr" in keys
+                 else "Final metric per seed", _sensitivity_blocks(*fig_args))]
+    if layer_blocks:
+        sections.append(("Per-layer diagnostics", layer_blocks))
+    if bounds:
+        sections.append(("Decision boundaries", bounds))
+    g = _gallery(sorted(ctx["runs"]["activation"].dropna().unique()), save, out_dir, written)
+    if g:
+        sections.append(("Activation gallery", g))
+    return sections
+
+
+def _curve_blocks(ctx, save, palette, col, row, seeds) -> list[dict]:
+    """The learning curves: the primary metric with its training counterpart (solid / dashed) in one figure."""
+    from . import figures as F
+
+    curves, m = ctx["curves"], ctx["metric"]
     figs = []
     pair = [m, "train_" + m[4:]] if m.startswith("val_") else [m]
     for shown in [pair] + ([["val_loss", "train_loss"]] if "val_loss" not in pair else []):
@@ -215,9 +291,18 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
         figs.append(save(fig, f"curves_{shown[0]}", f"Learning curves of {names}"
                          + (f"; grey dashed line: the target {fmt.g(ctx['target'], 4)} of {m}" if m in shown else "")
                          + "."))
-    sections.append(("Learning curves", figs))
+    return figs
 
-    # final metric / learning-rate sensitivity / heatmaps
+
+
+def _sensitivity_blocks(ctx, save, palette, col, row, seeds) -> list[dict]:
+    """The final metric against the learning rate (else per seed), and the activation x key heatmaps."""
+    import matplotlib.pyplot as plt
+
+    from . import figures as F
+
+    ok, keys, m = ctx["ok"], ctx["keys"], ctx["metric"]
+    facets = keys[1:]
     parts = []
     if "optimizer.lr" in keys:
         other = [k for k in facets if k != "optimizer.lr"]
@@ -243,7 +328,6 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
         F.final_metric(ok, y=m, ax=ax, order=order, palette=palette)
         parts.append(save(fig, "final_metric",
                           f"Final {F.label(m)} per seed; black: mean and 95 % CI (clipped to the metric's range)."))
-    table = ctx["table"]
     for other in [k for k in ("optimizer.lr", "init") if k in keys]:
         cells = ok.groupby(["activation", other])[m].agg(["mean", "std"]).reset_index()
         fig, ax = plt.subplots(figsize=(2.6 + 1.45 * cells[other].nunique(), 1.3 + 0.62 * cells["activation"].nunique()),
@@ -259,10 +343,14 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
         parts.append({"kind": "note", "text": "The initialisation was not swept independently: it follows the "
                       "activation (" + ", ".join(f"{a} → {i}" for a, i in pairs.items())
                       + "), so no activation × init heatmap is drawn."})
-    sections.append(("Sensitivity to the learning rate and initialisation" if "optimizer.lr" in keys
-                     else "Final metric per seed", parts))
+    return parts
 
-    # per-layer diagnostics: line plots for few layers, a layer x epoch heatmap per diagnostic for many
+
+def _layer_blocks(ctx, save, palette, col, row, seeds) -> list[dict]:
+    """Per-layer diagnostics: line plots for few layers, a layer x epoch heatmap per diagnostic for many."""
+    from . import figures as F
+
+    keys, curves, table = ctx["keys"], ctx["curves"], ctx["table"]
     layered = curves[curves["metric"].astype(str).str.match(r"layer\d+\.")]
     n_layers = int(layered["metric"].astype(str).str.extract(r"layer(\d+)\.", expand=False).astype(int).max()) \
         if len(layered) else 0
@@ -298,27 +386,28 @@ def figure_sections(ctx, out_dir: Path, uri: str, boundaries: bool, written: set
                                f"Layer × epoch heatmap of the {_HEATMAP_TEXT[kind]}, one panel per configuration, "
                                f"mean over seeds; the deepest layer at the top; blank cells: no finite value, grey cells "
                                f"(log scales): 0."))
-    if blocks:
-        sections.append(("Per-layer diagnostics", blocks))
-
-    if boundaries:
-        b = _boundaries(ctx, uri, save)
-        if b:
-            sections.append(("Decision boundaries", b))
-    g = _gallery(sorted(ctx["runs"]["activation"].dropna().unique()), save)
-    if g:
-        sections.append(("Activation gallery", g))
-    return sections
+    return blocks
 
 
-def _boundaries(ctx, uri: str, save) -> list[dict]:
+
+def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri: str, out_dir: Path,
+                    written: set) -> list[dict]:
+    """The decision-boundary figure's blocks: one panel per activation x the first other key (the learning rate
+    when swept), none unless every finished run (``ok``) has 2 features; a note when no run logged weights.
+
+    The figure is about a third of a report's rendering time, and needs only the finished runs and their weights:
+    :func:`nnexp.report.build.build_report` draws it first.
+    """
     from . import figures as F
     from .boundaries import probability_grid, test_points
     from .load import load_weights
 
-    ok, keys, m = ctx["ok"], ctx["keys"], ctx["metric"]
-    if "n_features" not in ok or not (ok["n_features"] == 2).all():
+    if not len(ok) or "n_features" not in ok or not (ok["n_features"] == 2).all():
         return []
+
+    def save(fig, name, caption):
+        return figure_block(fig, out_dir, name, caption, False, written)
+
     col = "optimizer.lr" if "optimizer.lr" in keys else (keys[1] if len(keys) > 1 else None)
     others = [k for k in keys[1:] if k != col]
     # one network per panel: the seed with the median final metric of the panel's best configuration
@@ -327,7 +416,7 @@ def _boundaries(ctx, uri: str, save) -> list[dict]:
     for _, sub in ok.groupby(panel, sort=True):
         if others:
             means = sub.groupby([sub[k].map(fmt.val) for k in others])[m].mean()
-            best = means.idxmax() if ctx["higher"] else means.idxmin()
+            best = means.idxmax() if higher else means.idxmin()
             best = best if len(others) > 1 else (best,)
             for k, v in zip(others, best):
                 sub = sub[sub[k].map(fmt.val) == v]
@@ -363,15 +452,23 @@ def _boundaries(ctx, uri: str, save) -> list[dict]:
                  f"test points (regenerated from the run's logged dataset params).")]
 
 
-def _gallery(activations: list[str], save) -> list[dict]:
-    """The activation gallery of :mod:`nnexp.report.gallery`."""
+def _gallery(activations: list[str], save, out_dir: Path, written: set) -> list[dict]:
+    """The activation gallery of :mod:`nnexp.report.gallery` (rendered already when :func:`prerender_gallery`
+    drew the same activations and the report writes PNG only)."""
     from . import gallery
 
+    caption = Markup("The activations of this report, f(z), and their derivatives f'(z), with default parameters "
+                     "(from <code>nnexp.report.gallery</code>).")
+    formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
+    png = _PRERENDERED.get(("activation_gallery", tuple(activations))) if formats == ("png",) else None
+    if png is not None:
+        (out_dir / "activation_gallery.png").write_bytes(png)
+        written.add("activation_gallery.png")
+        return [{"kind": "figure", "name": "activation_gallery", "png": base64.b64encode(png).decode(),
+                 "caption": caption, "svg": False}]
     data = gallery.activation_frame(names=activations)
     fig = gallery.gallery(data, col_wrap=min(len(activations), 5))
-    return [save(fig, "activation_gallery", Markup(
-        "The activations of this report, f(z), and their derivatives f'(z), with default parameters (from "
-        "<code>nnexp.report.gallery</code>)."), tight=True)]
+    return [save(fig, "activation_gallery", caption, tight=True)]
 
 
 def _kind_label(kind: str) -> str:
