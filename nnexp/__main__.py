@@ -77,14 +77,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str], beside: bool = False) -> int:
     """:func:`main`; with ``beside``, the command's jobs are checked in a child process (:func:`_check_beside`)."""
-    if not any(a.split("=")[0] in _INFO_FLAGS for a in argv):
-        error = _check_beside(argv) if beside else _check(argv)
-        if error is not None:
-            print(f"nnexp: error: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-    from .callbacks import LAST_SWEEP, abort_sweep
+    try:
+        if not any(a.split("=")[0] in _INFO_FLAGS for a in argv):
+            error = _check_beside(argv) if beside else _check(argv)
+            if error is not None:
+                print(f"nnexp: error: {error}", file=sys.stderr)
+                return EXIT_BAD_INPUT
+        from .callbacks import LAST_SWEEP, abort_sweep
 
-    from .tracking import StoreUnavailable
+        from .tracking import StoreUnavailable
+    except KeyboardInterrupt:  # Ctrl-C while the jobs are checked and MLflow loads: no run or store exists yet
+        print("nnexp: interrupted before any run started", file=sys.stderr)
+        return 128 + signal.SIGINT
 
     LAST_SWEEP.clear()
     sys.argv = [sys.argv[0], *argv]

@@ -100,3 +100,22 @@ def test_a_sweep_checked_beside_runs_every_job(cli, tmp_path):
 def test_names_server(argv, env, server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
     assert _names_server(argv) is server
+
+
+@pytest.mark.slow  # a real command interrupted during its start-up
+def test_ctrl_c_while_jobs_are_checked_is_one_line_and_leaves_nothing(tmp_path):
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during the job check and MLflow's import:
+    exit 130, one line, no store or folder created."""
+    import os
+    import signal
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "nnexp", "-m", "dataset=xor", "epochs=20", "activation=tanh,relu"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    time.sleep(0.5)  # the start-up takes over 2 s: the check and the imports are under way
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    assert err.strip().splitlines() == ["nnexp: interrupted before any run started"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == []
