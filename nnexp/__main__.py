@@ -171,10 +171,21 @@ def _check_beside(argv: list[str]) -> str | None:
     read, write = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = os.fork()
+    # Ctrl-C reaches the whole process group: this process answers it; the child ignores it (it is killed below),
+    # so that it prints nothing, not even from the fork's own hooks (random's re-seeding) the signal may land in.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare: check here
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        os.close(read)
+        os.close(write)
+        return _check(argv)
     if pid == 0:  # the child: report a verdict through the pipe and never return into the command
         code = 1
         try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
             os.close(read)
             error = _check(argv)
             os.write(write, b"K" if error is None else b"E" + error.encode())
@@ -185,9 +196,10 @@ def _check_beside(argv: list[str]) -> str | None:
                 sys.stderr.flush()
             finally:
                 os._exit(code)
-    os.close(write)
     verdict = None
     try:
+        os.close(write)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # a Ctrl-C pending since the fork lands here
         from . import app, callbacks  # noqa: F401 - the jobs' and the sweep's modules
         from .tracking import preload
 

@@ -7,6 +7,7 @@ ends without a verdict must not change what the user sees.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -103,17 +104,26 @@ def test_names_server(argv, env, server, monkeypatch):
 
 
 @pytest.mark.slow  # a real command interrupted during its start-up
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the checking child through Linux's /proc")
 def test_ctrl_c_while_jobs_are_checked_is_one_line_and_leaves_nothing(tmp_path):
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) during the job check and MLflow's import:
     exit 130, one line, no store or folder created."""
-    import os
     import signal
     import time
 
     p = subprocess.Popen([sys.executable, "-m", "nnexp", "-m", "dataset=xor", "epochs=20", "activation=tanh,relu"],
                          cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
-    time.sleep(0.5)  # the start-up takes over 2 s: the check and the imports are under way
+    # Interrupt once the checking child exists: the check and MLflow's import are then under way (a fixed sleep
+    # landed in Python's own imports on a loaded machine, before the command's handling begins).
+    children = f"/proc/{p.pid}/task/{p.pid}/children"
+    deadline = time.monotonic() + 60
+    while p.poll() is None and time.monotonic() < deadline:
+        with open(children) as f:
+            if f.read().strip():
+                break
+        time.sleep(0.005)
+    assert p.poll() is None, "the command ended before its jobs were checked beside it"
     os.killpg(p.pid, signal.SIGINT)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130
