@@ -25,6 +25,7 @@ import math
 import re
 from pathlib import Path
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from .config import ACCEPTS, Config, ConfigError, config_groups, schema_keys, unknown_key_message, validate
@@ -63,9 +64,25 @@ _HYDRA_FORMS = (
      lambda m: f"+{m[1]}: {m[1]} already has a value; set it without + ({m[1]}=<value>); "
                "+ adds a key that is not there yet"),
     (r"Could not delete from config\. '([^']+)' does not exist", lambda m: unknown_key_message(m[1])),
+    (r"In '([^']+)': ValidationError raised while composing config:\s*Merge error: \w+ is not a subclass of "
+     r"(Activation|Init|Optimizer|Dataset)Config\. value: (.*)",
+     lambda m: f"{m[1]}: '{m[2].lower()}: {m[3]}' sets the config group {m[2].lower()} as a value; choose it in "
+               f"the file's defaults list ('- override /{m[2].lower()}: {m[3]}') or set its keys one by one"),
+    (r"In '([^']+)': ValidationError raised while composing config:\s*Merge error: \w+ is not a subclass of "
+     r"(Model|Tracking)Config\. value: (.*)",
+     lambda m: f"{m[1]}: '{m[2].lower()}: {m[3]}' gives the section {m[2].lower()} a single value; set its keys "
+               f"one by one ({m[2].lower()}.<key>: value; python -m nnexp --cfg job lists them)"),
     (r"force-add of config groups is not supported: '\+\+([^=']+)=?([^']*)'",
      lambda m: f"++{m[1]}: ++ does not apply to config groups; write {m[1]}={m[2] or '<option>'}"),
 )
+
+
+def _yaml_line(exc) -> str:
+    """One line for a YAML syntax error in a config file: where, what, and how the parser saw it."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    what = "; ".join(x for x in (exc.context, exc.problem) if x)
+    return f"{where}: not valid YAML ({what})"
 
 
 def _one_line(exc: BaseException, overrides: list[str]) -> str:
@@ -94,7 +111,10 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
         if "not in struct" in str(cause) or "is not in struct" in text or "To append" in text:
             # a dict value (model={a: 1}) names its section; the key it lacks is the cause's
             return unknown_key_message(full_key if full_key and full_key.startswith(key) else key)
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    lines = [line.strip() for line in str(cause).strip().splitlines() if line.strip()]
+    first = lines[0] if lines else type(cause).__name__
+    if first.endswith(":") and len(lines) > 1:  # Hydra's "... raised while composing config:" then the reason
+        first = f"{first} {lines[1]}"
     if full_key and isinstance(cause, InterpolationResolutionError):  # ${oc.env:UNSET}, ${nope}
         value = _value_of(full_key, overrides)
         return f"{full_key}{f'={value!r}' if value is not None else ''}: {first}"
@@ -509,6 +529,8 @@ def preflight(argv: list[str]) -> int:
                 jobs, multirun = expand_jobs(argv)
             except (HydraException, OmegaConfBaseException) as e:
                 raise ConfigError(_one_line(e, _parse(argv).overrides)) from None
+            except yaml.MarkedYAMLError as e:  # a config file (a study's, or one under --config-dir) is not YAML
+                raise ConfigError(_yaml_line(e)) from None
             todo = jobs if len(jobs) <= FULL_CHECK_LIMIT else _covering(jobs)
             checked_data: set[str] = set()
             uris: set[str] = set()

@@ -86,6 +86,27 @@ def test_a_missing_config_dir_is_one_line(tmp_path):
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.parametrize("body, line", [
+    ("dataset: xor\n",  # a group choice written as a value, as on the command line
+     "experiment/bad: 'dataset: xor' sets the config group dataset as a value; choose it in the file's defaults list "
+     "('- override /dataset: xor') or set its keys one by one"),
+    ("model: 3\n",
+     "experiment/bad: 'model: 3' gives the section model a single value; set its keys one by one "
+     "(model.<key>: value; python -m nnexp --cfg job lists them)"),
+    ("epochs: [5\n",  # not YAML: the file, line and column, and the parser's words
+     "{file}, line 3, column 1: not valid YAML (while parsing a flow sequence; expected ',' or ']', "
+     "but got '<stream end>')"),
+])
+def test_a_mistake_in_a_study_file_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch, body, line):
+    from nnexp.__main__ import main
+
+    study = _write(tmp_path / "conf" / "experiment" / "bad.yaml", "# @package _global_\n" + body)
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "experiment=bad", "--config-dir", str(tmp_path / "conf")]) == 2
+    assert capsys.readouterr().err.strip() == "nnexp: error: " + line.format(file=study)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf"]  # no store, no outputs
+
+
 @pytest.mark.slow  # two workers import MLflow and Hydra, then train
 def test_a_launcher_chosen_in_the_study_file_runs_jobs_in_parallel(tmp_path):
     conf = _write(tmp_path / "conf" / "experiment" / "par.yaml", PARALLEL).parent.parent
