@@ -75,8 +75,33 @@ def main(argv: list[str] | None = None) -> int:
     return _main(list(argv))
 
 
+#: Hydra's options that take a value (``--config-dir DIR`` or ``--config-dir=DIR``).
+_VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun")
+
+
+def _flags_first(argv: list[str]) -> list[str]:
+    """``argv`` with Hydra's value options moved before the overrides, keeping each order.
+
+    Hydra's argument parser takes the overrides as one positional list, so overrides on both sides of
+    ``--config-dir DIR`` were refused ("unrecognized arguments"); written anywhere, they now mean the same.
+    """
+    flags: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _VALUE_FLAGS and i + 1 < len(argv):
+            flags += argv[i:i + 2]
+            i += 2
+            continue
+        (flags if "=" in a and a.split("=", 1)[0] in _VALUE_FLAGS else rest).append(a)
+        i += 1
+    return flags + rest
+
+
 def _main(argv: list[str], beside: bool = False) -> int:
     """:func:`main`; with ``beside``, the command's jobs are checked in a child process (:func:`_check_beside`)."""
+    argv = _flags_first(argv)
     try:
         if not any(a.split("=")[0] in _INFO_FLAGS for a in argv):
             error = _check_beside(argv) if beside else _check(argv)

@@ -57,7 +57,7 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("method", ["launch-folder", "config-dir", "searchpath"])
+@pytest.mark.parametrize("method", ["launch-folder", "config-dir", "config-dir-between", "searchpath"])
 def test_a_study_outside_the_package_runs(tmp_path, method):
     launch = tmp_path / "launch folder"  # a space in the path, as users have
     launch.mkdir()
@@ -66,7 +66,9 @@ def test_a_study_outside_the_package_runs(tmp_path, method):
         extra = []
     else:  # Hydra's layout: <dir>/experiment/<name>.yaml
         conf = _write(tmp_path / "my conf" / "experiment" / "mine.yaml", STUDY).parent.parent
-        extra = ["--config-dir", str(conf)] if method == "config-dir" else [f"hydra.searchpath=[file://{conf}]"]
+        extra = ["--config-dir", str(conf)] if method.startswith("config-dir") else [f"hydra.searchpath=[file://{conf}]"]
+        if method == "config-dir-between":  # overrides on both sides of the option (Hydra's parser refused them)
+            extra.append("model.hidden_sizes=[8]")
     proc = run_cli(["experiment=mine", *extra], launch)
     assert proc.returncode == 0, proc.stderr[-3000:]
     c = MlflowClient(f"sqlite:///{launch / 'mlflow.db'}")
@@ -76,6 +78,18 @@ def test_a_study_outside_the_package_runs(tmp_path, method):
     assert run.data.metrics["epochs_run"] == 7
     assert run.data.tags["nnexp.study"] == "mine"
     assert exp.tags["mlflow.note.content"] == QUESTION  # the study's question is the experiment's description
+
+
+@pytest.mark.parametrize("argv, flags_first", [
+    (["-m", "a=1", "--config-dir", "d", "b=2"], ["--config-dir", "d", "-m", "a=1", "b=2"]),
+    (["a=1", "--config-dir=d", "-cn", "c", "b=2"], ["--config-dir=d", "-cn", "c", "a=1", "b=2"]),
+    (["a=1", "--cfg", "job", "b=2"], ["a=1", "--cfg", "job", "b=2"]),  # only options that take a value move
+    (["a=1", "--config-dir"], ["a=1", "--config-dir"]),  # a missing value is left for Hydra's parser to name
+])
+def test_hydra_value_options_go_before_the_overrides(argv, flags_first):
+    from nnexp.__main__ import _flags_first
+
+    assert _flags_first(argv) == flags_first
 
 
 def test_a_missing_config_dir_is_one_line(tmp_path):
