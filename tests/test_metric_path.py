@@ -162,3 +162,44 @@ def test_large_lists_are_split_into_transactions(two_stores, monkeypatch):
     tracking.log_metrics(fast, fast_run, points)
     assert transactions == [2_000, 2_000, 1_000]
     assert record(fast, fast_db, fast_run) == record(ref, ref_db, ref_run)
+
+
+def test_a_sweep_records_the_same_metrics_as_through_log_batch(tmp_path, tmp_path_factory, monkeypatch):
+    """The same packed sweep (2 activations x 2 seeds, metrics written by the writer process) with the SQLite path
+    and with ``NNEXP_METRIC_PATH=log_batch``: the same runs, points and latest metrics."""
+    from mlflow import MlflowClient
+    from test_deferred_recording import SWEEP, recorded, run_main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        migrated_store(tmp_path_factory, d)
+    assert run_main(monkeypatch, a, SWEEP) == 0
+    monkeypatch.setenv(tracking.METRIC_PATH_ENV, "log_batch")
+    assert run_main(monkeypatch, b, SWEEP) == 0
+    fast, reference = recorded(a), recorded(b)
+    assert sorted(fast, key=str) == sorted(reference, key=str) and len(fast) == 5
+    for k, run in reference.items():
+        if k == "parent":
+            continue
+        assert sorted(fast[k]["metrics"]) == sorted(run["metrics"]) and len(run["metrics"]) > 5
+        for m, points in run["metrics"].items():  # the trainer's values; BLAS threads may differ in the last bit
+            if m == "train_seconds":
+                continue
+            assert [s for s, _ in fast[k]["metrics"][m]] == [s for s, _ in points], m
+            np.testing.assert_allclose([v for _, v in fast[k]["metrics"][m]], [v for _, v in points],
+                                       rtol=1e-9, atol=1e-12)
+
+    def latest(d):
+        c = MlflowClient(tracking_uri=f"sqlite:///{d / 'mlflow.db'}")
+        runs = c.search_runs([c.get_experiment_by_name("activations").experiment_id], max_results=100)
+        return {(r.data.params.get("activation.name"), r.data.params.get("seed")): r.data.metrics for r in runs}
+
+    fast, reference = latest(a), latest(b)
+    assert fast.keys() == reference.keys()
+    for k, metrics in reference.items():
+        assert sorted(fast[k]) == sorted(metrics)
+        np.testing.assert_allclose([fast[k][m] for m in sorted(metrics) if "seconds" not in m],
+                                   [metrics[m] for m in sorted(metrics) if "seconds" not in m], rtol=1e-9, atol=1e-12)
+    counts = [sqlite3.connect(d / "mlflow.db").execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM metrics").fetchone()
+              for d in (a, b)]
+    assert counts[0] == counts[1] and counts[0][0] > 100
