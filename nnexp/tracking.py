@@ -556,10 +556,10 @@ def diagnostic_steps(epochs: int, log_every: int, points: int | None) -> set[int
 
 
 class MetricBuffer:
-    """Collects metric points and writes them with MLflow's batch API.
+    """Collects metric points and writes them with :func:`log_metrics`.
 
-    Points go out in batches of 1000 (MLflow's limit per call): as soon as a
-    batch is full when a :class:`MetricWriter` is given, else when
+    Points go out in batches of 1000 (MLflow's limit per ``log_batch`` call): to the :class:`MetricWriter` as
+    soon as a batch is full when one is given, else when
     :meth:`flush` is called or ``flush_seconds`` have passed since the last
     write (so the MLflow UI shows a long run's curves while it trains).
     :meth:`flush` returns once every point added so far is in the store;
@@ -666,7 +666,7 @@ METRIC_PATH_ENV = "NNEXP_METRIC_PATH"
 #: Points per transaction of :func:`log_metrics`'s SQLite path (MLflow's API limit of 1000 is the REST API's).
 POINTS_PER_TRANSACTION = 10_000
 
-#: The columns of MLflow's ``metrics`` and ``latest_metrics`` tables that :func:`log_metrics` writes (MLflow 2.x-3.x).
+#: The columns of MLflow's ``metrics`` and ``latest_metrics`` tables that :func:`log_metrics` writes (MLflow 3.17).
 METRIC_COLUMNS = frozenset({"key", "value", "timestamp", "step", "is_nan", "run_uuid"})
 
 
@@ -675,11 +675,11 @@ def log_metrics(c, run_id: str, points: list) -> None:
 
     ``points`` are tuples ``(key, value, timestamp_ms, step)``, in the order they were measured. On a SQLite store
     (MLflow's ``SqlAlchemyStore``) they are written by :func:`_insert_metrics` with SQLAlchemy Core, in
-    transactions of :data:`POINTS_PER_TRANSACTION` points: about 8 us per point where ``log_batch`` takes
-    100-150 us, nearly all of it SQLAlchemy's ORM building one ``SqlMetric`` object per point. Elsewhere (a
-    tracking server, a file store), with ``$NNEXP_METRIC_PATH=log_batch``, or when an active MLflow model would
-    receive the metrics too (``mlflow.set_active_model``), ``log_batch`` in batches of 1000. Every write goes
-    through :func:`retry`.
+    transactions of :data:`POINTS_PER_TRANSACTION` points: 8-25 us per point where ``log_batch`` takes
+    90-150 us (a quiet to a loaded 2-core machine), nearly all of it SQLAlchemy's ORM building one ``SqlMetric``
+    object per point. Elsewhere (a tracking server, a file store), with ``$NNEXP_METRIC_PATH=log_batch``, or when
+    an active MLflow model would receive the metrics too (``mlflow.set_active_model``), ``log_batch`` in batches
+    of 1000. Every write goes through :func:`retry`.
 
     Raises
     ------
@@ -891,8 +891,9 @@ class MetricWriter:
     """A child process that records runs into the store while the jobs train: their params, metric batches and
     ends (:class:`RunEnd`: tags, artifacts, dataset inputs, model, FINISHED).
 
-    MLflow's SQLAlchemy store spends about 0.1 ms of Python per metric point and
-    about 50 ms per run end; a background thread would take that from the
+    MLflow's SQLAlchemy store spends about 0.1 ms of Python per metric point in
+    ``log_batch`` (:func:`log_metrics` about 10 us on SQLite) and about 50-100 ms
+    per run end; a background thread would take that from the
     training loop (both hold the GIL), while a process uses a core the training
     leaves idle: a mini-batch job keeps one core busy. MLflow's own asynchronous
     logging uses threads, hence this process. It is made for jobs that run one
