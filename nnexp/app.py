@@ -181,7 +181,7 @@ def block_threads(cfg: DictConfig, parallel: bool) -> int:
     set, else 1 under a parallel launcher, else every core.
 
     Unlike the BLAS limit this ignores the metric writer: row blocks only serve batches of 1024 rows and more,
-    whose epochs outweigh the writer's short bursts (one ``log_batch`` per 1000 points).
+    whose epochs outweigh the writer's short bursts (one transaction per batch of points).
     """
     if cfg.get("blas_threads") is not None:
         return int(cfg.blas_threads)
