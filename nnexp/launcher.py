@@ -51,8 +51,11 @@ log = basic_launcher.log
 
 __all__ = ["JobConfigs", "ComposingLauncher", "VALUE_HYDRA_KEYS"]
 
-#: Hydra keys that a job's overrides may set per job and that change no composition: applied as values. Any
-#: other ``hydra.*`` override is part of the composed config's key (the command line's are the same for every job).
+#: Hydra keys that a sweeper sets per job and that change no composition, applied as values: the members of nnexp's
+#: packed jobs. Any other ``hydra.*`` override is part of the composed config's key (the command line's are the same
+#: for every job). Not ``hydra.job.env_set.*`` (the search's trial variable): Hydra adds the ``env_copy`` variables
+#: after the overrides, so a value added to a copy would come after them in ``env_set`` (the same variables, another
+#: order in ``.hydra/hydra.yaml``); each trial's job is composed, still once per job.
 VALUE_HYDRA_KEYS = ("hydra.sweeper.members",)
 
 

@@ -166,6 +166,27 @@ def test_jobs_composed_after_the_folder_or_environment_changed(hydra_app, tmp_pa
     assert (jobs.composed, jobs.fallbacks) == (1, 0)
 
 
+def test_a_search_trials_jobs_equal_hydras(hydra_app, monkeypatch):
+    """The Optuna search gives each trial's job its own ``+hydra.job.env_set.NNEXP_TRIAL=...`` (nnexp.search): a
+    Hydra key, so each job is composed (the variable must precede the env_copy ones, as Hydra orders them)."""
+    from hydra.types import RunMode
+
+    from nnexp.launcher import JobConfigs
+
+    monkeypatch.setenv("NNEXP_TEST_VAR", "x")
+    master = hydra_app.compose_config("config", ["dataset=xor", "hydra.job.env_copy=[NNEXP_TEST_VAR]"],
+                                      run_mode=RunMode.MULTIRUN, with_log_configuration=False)
+    jobs = JobConfigs(hydra_app.config_loader, master)
+    for trial, lr in enumerate(["0.1", "0.02", "0.5"]):
+        job = ["activation=relu", f"optimizer.lr={lr}", "seed=0", "tracking.resume=false",
+               f"+hydra.job.env_set.NNEXP_TRIAL='{{\"trial\": {trial}}}'"]
+        ours = jobs(job)
+        assert _nodes(ours) == _nodes(hydra_app.config_loader.load_sweep_config(master, job))
+        assert list(ours.hydra.job.env_set.items()) == [("NNEXP_TRIAL", f'{{"trial": {trial}}}'),
+                                                        ("NNEXP_TEST_VAR", "x")]
+    assert (jobs.composed, jobs.fallbacks) == (3, 0)
+
+
 def test_a_job_hydra_refuses_fails_with_hydras_error(hydra_app):
     """A job whose overrides Hydra cannot apply raises Hydra's own exception under either launcher."""
     from hydra.types import RunMode
