@@ -12,7 +12,7 @@ itself composes a config:
    options (``activation=relu``, ``experiment=<study>``, ``+tracking=team``, ``hydra/launcher=joblib``; Hydra's
    own rule: the key names a group and the value is not a dict) and merges its configs. :class:`JobConfigs` does
    that with Hydra's own loader, once per distinct set of such overrides (plus the command line's ``hydra.*``
-   overrides), reading each config file once per launch (:class:`_SourceCache`) instead of once per job.
+   overrides), reading each config file once per sweep (:class:`_SourceCache`) instead of once per job.
 2. **The values.** Every other override (``seed=1``, ``optimizer.lr=0.1``, ``+new.key=1``, ``~key``,
    ``hydra.sweeper.members=...``) is applied to a copy of that config with the function Hydra applies them with
    (``ConfigLoaderImpl._apply_overrides_to_config``), after which the job's own entries of Hydra's config are set
@@ -20,15 +20,17 @@ itself composes a config:
    variables, ``hydra.runtime.cwd``, and the master config's resolver cache (``${now:...}``).
 
 Step 2 is a deep copy and a few assignments (about 5 ms), so a sweep pays step 1 once per distinct group choice,
-at about 0.05 s (the config files are read once per launch). ``benchmarks/bench_launcher.py`` times both on
-issue 11's 27-run study: unpacked (27 jobs, 3 group choices) 2.35 s of CPU under Hydra's launcher, 0.37 s here;
-packed (3 jobs, one per activation, so every job a new group choice) 0.26 s and 0.20 s. Anything else falls back to Hydra's ``load_sweep_config`` for that job: a sweep
-override left in a job, an override Hydra cannot parse, a config loader that is not Hydra's, or any error while
-composing (so that the error raised is Hydra's own). ``tests/test_launcher.py`` checks, for a table of sweeps,
-that every job receives exactly the config (and ``hydra`` node) Hydra's basic launcher gives it.
+at about 0.05 s. ``benchmarks/bench_launcher.py`` times both on issue 11's 27-run study: unpacked (27 jobs, 3
+group choices) 2.35 s of CPU under Hydra's launcher, 0.37 s here; packed (3 jobs, one per activation, so every
+job a new group choice) 0.26 s and 0.20 s.
 
-Config files are read once per launch: a file edited while a sweep runs reaches the jobs launched after the next
-launch (a batch), where Hydra's launcher would read it for the next job.
+Anything else falls back to Hydra's ``load_sweep_config`` for that job: a sweep override left in a job, an
+override Hydra cannot parse, a config loader that is not Hydra's, or any error while composing (so that the error
+raised is Hydra's own). ``tests/test_launcher.py`` checks, for a table of sweeps, that every job receives exactly
+the config (and ``hydra`` node, ``.hydra/`` files) Hydra's basic launcher gives it.
+
+What differs: the config files are read once per sweep, so a file edited while a sweep runs does not reach its
+later jobs (Hydra's launcher reads the files again for each job).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
-from hydra._internal.config_repository import CachingConfigRepository, IConfigRepository
+from hydra._internal.config_repository import CachingConfigRepository
 from hydra._internal.core_plugins import basic_launcher
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
@@ -64,7 +66,7 @@ class _SourceCache(CachingConfigRepository):
 
     Hydra gives each composition a new :class:`~hydra._internal.config_repository.CachingConfigRepository` over a
     deep copy of its repository (about 20 ms) and parses each YAML file in it (about 4 ms a file); the composition
-    may modify what it loads. This repository is made once per launch, and each composition still gets its own
+    may modify what it loads. This repository is made once per sweep, and each composition still gets its own
     cache over it (:meth:`for_composition`), so a composition sees exactly what reading the files would give it.
     """
 
@@ -80,7 +82,7 @@ class _SourceCache(CachingConfigRepository):
 
 
 class _CachingLoader(ConfigLoaderImpl):
-    """Hydra's config loader, composing from a :class:`_SourceCache` shared by the compositions of one launch."""
+    """Hydra's config loader, composing from a :class:`_SourceCache` shared by the compositions of one sweep."""
 
     def __init__(self, loader: ConfigLoaderImpl) -> None:
         self.config_search_path = loader.config_search_path
@@ -93,7 +95,7 @@ class _CachingLoader(ConfigLoaderImpl):
         parsed = OverridesParser.create().parse_overrides(overrides=overrides)
         repo = self.sources.for_composition()
         # as Hydra: the search path may be extended by hydra.searchpath (re-initialising the shared sources,
-        # which every composition of a launch does alike: the command line and primary config are the same)
+        # which every composition of a sweep does alike: the command line and primary config are the same)
         self._process_config_searchpath(config_name, parsed, repo)
         return parsed, repo
 
