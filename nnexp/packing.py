@@ -158,12 +158,14 @@ class PackingSweeper(BasicSweeper):
 
 
 def register_plugin() -> None:
-    """Register :class:`hydra_plugins.nnexp_optuna_sweeper.NnexpBasicSweeper` with Hydra (idempotent; see
-    :func:`nnexp.search.register_plugin` for why by hand)."""
+    """Register :class:`hydra_plugins.nnexp_optuna_sweeper.NnexpBasicSweeper` and nnexp's basic launcher
+    (:class:`nnexp.launcher.ComposingLauncher`) with Hydra (idempotent; see :func:`nnexp.search.register_plugin`
+    for why by hand)."""
     from hydra.core.plugins import Plugins
-    from hydra_plugins.nnexp_optuna_sweeper import NnexpBasicSweeper
+    from hydra_plugins.nnexp_optuna_sweeper import BasicLauncher, NnexpBasicSweeper
 
     Plugins.instance().register(NnexpBasicSweeper)
+    Plugins.instance().register(BasicLauncher)
 
 
 # ----------------------------------------------------------------------------------------------------------------
