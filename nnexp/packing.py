@@ -127,6 +127,22 @@ class PackingSweeper(BasicSweeper):
         self.hydra_context = self.config = self.launcher = None
         self.pack = bool(pack)
 
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        """Hydra's basic sweeper's set-up; Hydra's basic launcher, the default, becomes nnexp's
+        (:class:`nnexp.launcher.ComposingLauncher`: the same jobs and configs, each composed faster).
+
+        Chosen here rather than in the primary config's defaults list, where it would outrank a launcher that a
+        study file chooses (``- override /hydra/launcher: joblib``).
+        """
+        from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if type(self.launcher) is BasicLauncher:
+            from hydra_plugins.nnexp_optuna_sweeper import BasicLauncher as ComposingLauncher
+
+            self.launcher = ComposingLauncher()
+            self.launcher.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def _workers(self) -> int:
         """Jobs the launcher runs at once: ``hydra.launcher.n_jobs`` (joblib's; -1 all cores, -2 all but one), else 1."""
         import os

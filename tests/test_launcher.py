@@ -217,14 +217,24 @@ def test_a_study_folder_on_hydras_search_path(hydra_app, tmp_path):
     assert [r["resolved"]["hydra"]["runtime"]["choices"]["dataset"] for r in ours] == ["xor", "xor"]
 
 
-def test_the_default_launcher_runs_jobs_in_the_sweeps_process(hydra_app):
+@pytest.mark.parametrize("overrides, launcher", [
+    ([], "hydra_plugins.nnexp_optuna_sweeper.BasicLauncher"),  # Hydra's basic launcher, the default, becomes nnexp's
+    (["hydra/launcher=nnexp_basic"], "hydra_plugins.nnexp_optuna_sweeper.BasicLauncher"),
+    (["hydra/launcher=joblib"], "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
+])
+def test_the_default_launcher_runs_jobs_in_the_sweeps_process(hydra_app, overrides, launcher):
     """nnexp treats a launcher whose class is ``*.BasicLauncher`` as running the jobs in this process
-    (nnexp.app.job_paths, the metric writer of nnexp.callbacks): the default launcher must be named so."""
-    from hydra.types import RunMode
+    (nnexp.app.job_paths, the metric writer of nnexp.callbacks): the default launcher must be named so; a launcher
+    chosen on the command line or in a study file (tests/test_user_experiments.py) stays the one chosen."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.plugins import Plugins
+    from hydra.types import HydraContext, RunMode
 
-    master = hydra_app.compose_config("config", ["seed=0"], run_mode=RunMode.MULTIRUN, with_log_configuration=False)
-    assert master.hydra.launcher._target_ == "hydra_plugins.nnexp_optuna_sweeper.BasicLauncher"
-    assert master.hydra.runtime.choices["hydra/launcher"] == "nnexp_basic"
+    master = hydra_app.compose_config("config", ["seed=0", *overrides], run_mode=RunMode.MULTIRUN,
+                                      with_log_configuration=False)
+    ctx = HydraContext(config_loader=hydra_app.config_loader, callbacks=Callbacks())
+    sweeper = Plugins.instance().instantiate_sweeper(config=master, hydra_context=ctx, task_function=lambda cfg: None)
+    assert f"{type(sweeper.launcher).__module__}.{type(sweeper.launcher).__name__}" == launcher
 
 
 #: Tags that differ between two sweeps run one after the other: ids, processes, timings, git commit, paths.
