@@ -165,8 +165,8 @@ class PackingSweeper(BasicSweeper):
         if self.pack:
             packed, varying = pack_jobs(jobs, min_jobs=self._workers())
             if len(packed) < len(jobs):
-                log.info("%d jobs packed into %d (%s vary within a job; hydra.sweeper.pack=false trains each alone)",
-                         len(jobs), len(packed), ", ".join(varying))
+                log.info("%d jobs packed into %d (%s %s within a job; hydra.sweeper.pack=false trains each alone)",
+                         len(jobs), len(packed), ", ".join(varying), "varies" if len(varying) == 1 else "vary")
             jobs = packed
         if max_batch_size is None:
             return [jobs]
