@@ -80,7 +80,9 @@ class SweepCallback(Callback):
         if sweep_params:
             tracking.log_params(c, parent, sweep_params)
         if str(config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"):
-            tracking.start_metric_writer(uri)  # jobs run in this process, one core busy: metrics written on another
+            # jobs run in this process, one core busy: runs recorded on another
+            tracking.start_metric_writer(uri, models=bool(config.tracking.get("log_model", True)
+                                                          and config.tracking.get("save_weights", True)))
         if config.tracking.report:  # the report's libraries load in their own process while the jobs train
             from .report.worker import start_worker
 

@@ -921,7 +921,7 @@ class MetricWriter:
     #: Wait for the writer once the points of ended runs it has not confirmed exceed this (bounds their memory).
     MAX_BACKLOG = 300_000
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, models: bool = True):
         import multiprocessing
         import threading
 
@@ -933,7 +933,7 @@ class MetricWriter:
         ctx = multiprocessing.get_context(method)
         self.uri, self.method = uri, method
         self.requests, self.replies = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(target=_writer_main, args=(uri, self.requests, self.replies, os.getpid()),
+        self.proc = ctx.Process(target=_writer_main, args=(uri, self.requests, self.replies, os.getpid(), models),
                                 name="nnexp-metric-writer", daemon=True)
         self.proc.start()
         self._token = 0
@@ -1119,16 +1119,18 @@ FORK = hasattr(os, "fork")
 _WRITERS: dict[str, MetricWriter] = {}
 
 
-def start_metric_writer(uri: str) -> MetricWriter:
+def start_metric_writer(uri: str, models: bool = True) -> MetricWriter:
     """Start this process's :class:`MetricWriter` for ``uri`` (once; again if it died) and return it.
 
     Called where jobs will run one after another in this process (a sweep under
     Hydra's basic launcher), early, so that the writer's imports overlap the
-    sweep's start-up; jobs find it with :func:`metric_writer`.
+    sweep's start-up; jobs find it with :func:`metric_writer`. ``models``: the runs
+    will log MLflow models (``tracking.log_model``), so the writer prepares for the
+    first one while it waits for the first request (:func:`nnexp.mlflow_model.warm_up`).
     """
     w = _WRITERS.get(uri)
     if w is None or not w.proc.is_alive():
-        w = _WRITERS[uri] = MetricWriter(uri)
+        w = _WRITERS[uri] = MetricWriter(uri, models)
     return w
 
 
@@ -1182,11 +1184,13 @@ def _close_sqlite_connections() -> None:
         engine.dispose()
 
 
-def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
+def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = True) -> None:
     """The loop of :class:`MetricWriter`'s process: handle each request in order; stop on None or when orphaned.
 
     A run whose params or metrics failed is skipped from then on, and its error answered at its next sync or
-    end (the parent records it); an end that fails is answered with its error.
+    end (the parent records it); an end that fails is answered with its error. With ``models``, it first does
+    what the first logged model would otherwise pay for at a run's end (:func:`nnexp.mlflow_model.warm_up`):
+    the first job is still training then.
     """
     import queue
     import signal
@@ -1194,6 +1198,10 @@ def _writer_main(uri: str, requests, replies, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     c = client(uri)
+    if models:
+        from .mlflow_model import warm_up
+
+        warm_up()
     errors: dict[str, str] = {}
     while True:
         try:

@@ -212,3 +212,53 @@ def test_a_sweeps_models_and_its_best_run_registered_with_the_alias_best(tmp_pat
     again = run_cli(args, tmp_path)  # resumed: the same best run, no new version
     assert again.returncode == 0, again.stderr[-3000:]
     assert [int(v.version) for v in c.search_model_versions("name = 'moons-best'")] == [1]
+
+
+def test_models_logged_in_one_process_each_carry_their_own_network_and_ids(tmp_path, monkeypatch):
+    """:func:`nnexp.mlflow_model.log_model` saves the pyfunc folder once per process and data, then writes each
+    run's files over it: every model must still hold its own weights, ids and MLmodel, the same size as MLflow
+    measures a fresh one, and one folder serves them all."""
+    import tempfile
+
+    from nnexp import mlflow_model as mm
+    from nnexp.tracking import prepare_store
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(mm, "_TEMPLATES", {})
+    c, exp = prepare_store(f"sqlite:///{tmp_path / 'mlflow.db'}", "models")
+    example = np.arange(10.0).reshape(5, 2)
+    config = tmp_path / "config.yaml"
+    config.write_text("activation:\n  name: tanh\n")
+    logged = []
+    for k in range(3):
+        weights = tmp_path / f"w{k}" / "weights.npz"
+        weights.parent.mkdir()
+        np.savez(weights, W0=np.full((2, 2), float(k)))
+        run = c.create_run(exp)
+        model_id = mm.log_model(c, run.info.run_id, exp, weights, config, example, n_classes=2)
+        logged.append((run.info.run_id, model_id, weights.read_bytes()))
+    assert len(list((tmp_path / "tmp").glob("nnexp-model-*"))) == 1
+    sizes = set()
+    for run_id, model_id, weights_bytes in logged:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=c.get_logged_model(model_id).artifact_location,
+                                                     dst_path=str(tmp_path / model_id))
+        meta = mlflow.models.Model.load(os.path.join(folder, "MLmodel"))
+        assert (meta.run_id, meta.model_id) == (run_id, model_id)
+        path = meta.flavors["python_function"]["artifacts"]["weights"]["path"]
+        assert open(os.path.join(folder, path), "rb").read() == weights_bytes
+        sizes.add(meta.model_size_bytes)
+    # as MLflow measures the folder save_model writes: that folder's MLmodel and this run's artifacts
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    import nnexp.pyfunc
+
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, 2))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, 2))]))
+    fresh = tmp_path / "fresh"
+    with mm._quiet("mlflow.pyfunc", "mlflow.models"):
+        mlflow.pyfunc.save_model(fresh, python_model=nnexp.pyfunc.__file__, mlflow_model=mlflow.models.Model(),
+                                 artifacts={"weights": str(weights), "config": str(config)}, signature=signature,
+                                 input_example=example, pip_requirements=mm._requirements())
+    assert sizes == {sum(f.stat().st_size for f in fresh.rglob("*") if f.is_file())}

@@ -49,7 +49,7 @@ def run_main(monkeypatch, cwd: Path, argv: list[str]) -> int:
     import nnexp.tracking
     from nnexp.__main__ import main
 
-    monkeypatch.setattr(nnexp.tracking, "start_metric_writer", lambda uri: None)
+    monkeypatch.setattr(nnexp.tracking, "start_metric_writer", lambda uri, **kw: None)
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["nnexp"])
     return main(argv)
