@@ -388,6 +388,7 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     common_tags.update(trial.tags() if trial else {})
     common_tags.update(context.run_context(c, exp_id, cfg, paths))
     runs, run_member = {}, {}  # replica -> run id, replica -> (cfg, paths, canon) of its member
+    new_runs = {}  # replica -> its run to create
     for k, j in enumerate(slot_of):
         i, seed = slots[j]
         if done.get(keys[j]) or j in repeated:
@@ -397,10 +398,12 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                 **{f"choice.{g}": v for g, v in m_paths["choices"].items() if v is not None and not g.startswith("hydra")},
                 f"{tracking.TAG}overrides": m_paths["override"], f"{tracking.TAG}output_dir": str(m_paths["output_dir"]),
                 **id_tags[j]}
-        run_id = tracking.start_run(c, exp_id, run_name=identity.run_name(canons[i], swept, seed), parent_id=parent_id,
-                                    tags=tags)
-        runs[k] = run_id
+        new_runs[k] = tracking.NewRun(identity.run_name(canons[i], swept, seed), tags, _params(cfg, m_cfg, setup, k))
         run_member[k] = (m_cfg, m_paths, canons[i])
+    # one transaction for the job's runs and their params on a SQLite store (tracking.start_runs)
+    run_ids, params_logged = tracking.start_runs(c, exp_id, list(new_runs.values()), parent_id=parent_id)
+    for k, run_id in zip(new_runs, run_ids):
+        runs[k] = run_id
         if trial:
             trial.started(run_id)
     for j, first in repeats_here:  # recorded as a job of the sweep that repeats another's run would record it
@@ -413,16 +416,10 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     ended = set()  # runs ended, or handed to the writer to end: never marked KILLED or FAILED by this job
     try:
         for k, run_id in runs.items():
-            m_cfg = run_member[k][0]
-            params = {**flatten(m_cfg), "seed": setup.seeds[k], "init.resolved": setup.init_names[k],
-                      "loss.resolved": setup.loss.name,
-                      "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
-                      "n_train": len(setup.data.y_train), "n_val": len(setup.data.y_val),
-                      "n_test": len(setup.data.y_test)}
-            params.pop("replicas", None)
-            params["replicas"] = cfg.replicas
-            if not (defer and writer.log_params(run_id, params)):
-                tracking.log_params(c, run_id, params)
+            if params_logged:
+                break
+            if not (defer and writer.log_params(run_id, new_runs[k].params)):
+                tracking.log_params(c, run_id, new_runs[k].params)
         n_train = len(setup.data.y_train)
         if cfg.batch_size is not None and cfg.batch_size > n_train:
             log.warning("batch_size=%d is more than the %d training samples: each epoch is one full batch",
@@ -431,10 +428,17 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
         buffers = {k: tracking.MetricBuffer(c, run_id, writer=writer, diagnostic_steps=thin) for k, run_id in runs.items()}
         progress = _progress(cfg, paths)
 
+        replica_runs = bool(cfg.tracking.replica_runs)
+
         def on_epoch(epoch, values):
-            for k, buf in buffers.items():
-                buf.add(epoch, population.summarise({m: v for m, v in values.items() if m != "lr"})
-                        if not cfg.tracking.replica_runs else {m: v[k] for m, v in values.items() if m != "lr"})
+            names = [m for m in values if m != "lr"]
+            if replica_runs:  # each metric of shape (n_replicas,): every replica's Python floats in one conversion
+                rows = np.array([values[m] for m in names], dtype=np.float64).T.tolist() if names else None
+                for k, buf in buffers.items():
+                    buf.add(epoch, dict(zip(names, rows[k])) if names else {})
+            else:
+                for buf in buffers.values():
+                    buf.add(epoch, population.summarise({m: values[m] for m in names}))
             if progress is not None and "train_loss" in values:  # not for the distribution probes' calls
                 progress.update(epoch - progress.n)
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
@@ -471,6 +475,19 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     _print_result(cfg, hist, runs, None if paths["multirun"] else uri,
                   {k: identity.describe(run_member[k][2], order) for k in runs}, setup.seeds)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
+
+
+def _params(cfg: DictConfig, m_cfg: DictConfig, setup: Setup, k: int) -> dict:
+    """The MLflow params of replica ``k``'s run: its member's config ``m_cfg`` flattened, its seed, what was resolved
+    (initialiser, loss), the data's sizes, and the job's ``replicas`` last."""
+    params = {**flatten(m_cfg), "seed": setup.seeds[k], "init.resolved": setup.init_names[k],
+              "loss.resolved": setup.loss.name,
+              "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
+              "n_train": len(setup.data.y_train), "n_val": len(setup.data.y_val),
+              "n_test": len(setup.data.y_test)}
+    params.pop("replicas", None)
+    params["replicas"] = cfg.replicas
+    return params
 
 
 def _print_result(cfg, hist: History, runs: dict, uri: str | None, labels: dict, seeds: list) -> None:
