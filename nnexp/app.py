@@ -81,7 +81,8 @@ def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tu
 
 
 def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
-          checked: tuple[Dataset, Loss] | None = None, members: list[DictConfig] | None = None) -> Setup:
+          checked: tuple[Dataset, Loss] | None = None, members: list[DictConfig] | None = None, *,
+          validated: bool = False) -> Setup:
     """Build data, model, loss, optimiser, schedule and generators from a composed config.
 
     Replica ``k`` is seeded with ``cfg.seed + k``. ``checked`` is :func:`check_data`'s result when the caller
@@ -90,7 +91,8 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
     ``members`` (a packed job, :mod:`nnexp.packing`): configurations that differ from ``cfg`` only in per-replica
     values (seed, initialiser, learning rate, weight decay); the network then holds ``cfg.replicas`` replicas of
     each member in turn (seeds ``member.seed + r``), each with its member's initialiser, gain, learning rate and
-    weight decay, so each trains bit for bit as its member would alone.
+    weight decay, so each trains bit for bit as its member would alone. ``validated``: the caller has passed
+    every configuration through :func:`nnexp.config.validate` already (a job does, first thing).
 
     Raises
     ------
@@ -98,7 +100,7 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
         If the config is invalid or does not fit the dataset (see :func:`nnexp.config.validate`).
     """
     members = members or [cfg]
-    for m in members:
+    for m in [] if validated else members:
         validate(m)
     dtype = np.dtype(cfg.model.dtype)
     data, loss = checked or check_data(cfg, base_dir)  # a job passes what it checked: the data is read once
@@ -276,7 +278,8 @@ def run_job(cfg: DictConfig) -> float:
     validate(cfg)
     members = packing.job_members(cfg, paths)
     for m_cfg, _ in members:
-        validate(m_cfg)
+        if m_cfg is not cfg:  # a packed job's members (the job's own config is checked above)
+            validate(m_cfg)
         if m_cfg.dataset.get("path"):  # absolute: the job reads the file the user named, wherever its working directory
             m_cfg.dataset.path = str((paths["launch_dir"] / m_cfg.dataset.path).resolve())
     if len(members) > 1 and not cfg.tracking.replica_runs:  # one population run per member: one after another
@@ -371,7 +374,8 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                     if any(m == i and not done.get(k) and j not in repeated for j, ((m, _), k) in enumerate(zip(slots, keys)))]
     todo_cfgs = [members[i][0] for i in todo_members]
     try:
-        setup = build(cfg, paths["launch_dir"], checked, members=todo_cfgs if len(members) > 1 else None)
+        setup = build(cfg, paths["launch_dir"], checked, members=todo_cfgs if len(members) > 1 else None,
+                      validated=True)  # by run_job
     except Exception as exc:  # e.g. memory
         if not paths["multirun"]:
             raise

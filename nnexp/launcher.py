@@ -36,6 +36,7 @@ later jobs (Hydra's launcher reads the files again for each job).
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -231,6 +232,9 @@ class ComposingLauncher(BasicLauncher):
         """Run each job in turn, as :meth:`BasicLauncher.launch` does, its config composed by :class:`JobConfigs`."""
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        # the objects of the libraries loaded so far out of the collector's view: a full collection during the jobs
+        # then walks only what they made (about 0.2 s each otherwise, with Hydra, MLflow and SQLAlchemy loaded)
+        gc.freeze()
         if self.jobs is None:
             self.jobs = JobConfigs(self.hydra_context.config_loader, self.config)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
