@@ -222,7 +222,7 @@ def job_members(cfg: DictConfig, paths: dict) -> list[tuple[DictConfig, dict]]:
 
     ``[(cfg, paths)]`` for a job the sweeper did not pack. For a packed job, each member's config is the job's
     with the member's packable overrides applied as Hydra applies overrides (a member with another ``init``
-    option is composed anew); its paths carry the member's override text (``hydra.job.override_dirname`` of its
+    option is composed anew; the member whose values are the job's own is ``cfg`` itself); its paths carry the member's override text (``hydra.job.override_dirname`` of its
     own job), task overrides, config-group choices, job number in the unpacked sweep, and an output folder
     ``<job folder>/<job number>``.
     """
@@ -260,6 +260,8 @@ def job_members(cfg: DictConfig, paths: dict) -> list[tuple[DictConfig, dict]]:
         if groups:  # another option of a group: compose the member's config as Hydra would
             composer = composer or _composer(hc.job.config_name)
             m_cfg = composer(member_task)
+        elif not changed and not any(m is cfg for m, _ in out):  # the job's own values (its first member): its config
+            m_cfg = cfg
         else:
             m_cfg = copy.deepcopy(cfg)
             with read_write(m_cfg), open_dict(m_cfg):
