@@ -450,11 +450,10 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     defer = writer is not None and trial is None  # an Optuna trial's run is read back as soon as its job returns
     ended = set()  # runs ended, or handed to the writer to end: never marked KILLED or FAILED by this job
     try:
-        for k, run_id in runs.items():
-            if params_logged:
-                break
-            if not (defer and writer.log_params(run_id, new_runs[k].params)):
-                tracking.log_params(c, run_id, new_runs[k].params)
+        if not params_logged:  # else they went in with the runs
+            for k, run_id in runs.items():
+                if not (defer and writer.log_params(run_id, new_runs[k].params)):
+                    tracking.log_params(c, run_id, new_runs[k].params)
         n_train = len(setup.data.y_train)
         if cfg.batch_size is not None and cfg.batch_size > n_train:
             log.warning("batch_size=%d is more than the %d training samples: each epoch is one full batch",
