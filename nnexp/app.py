@@ -179,6 +179,14 @@ def blas_threads(cfg: DictConfig, parallel: bool, writer: bool = False) -> int |
     return max(1, (os.cpu_count() or 1) - 1) if writer else None
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """This process's ``threadpoolctl.ThreadpoolController`` (made once: it scans the loaded libraries, ~6 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def block_threads(cfg: DictConfig, parallel: bool) -> int:
     """Threads for the row blocks of large batches (:meth:`nnexp.model.MLP.gradients`): ``cfg.blas_threads`` if
     set, else 1 under a parallel launcher, else every core.
@@ -478,10 +486,8 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
             return trial.report(epoch, values) if trial else None  # "pruned" stops training
 
-        from threadpoolctl import threadpool_limits
-
         setup_seconds = time.perf_counter() - t_job
-        with threadpool_limits(limits=blas_threads(cfg, paths["parallel"], writer is not None), user_api="blas"):
+        with _blas_controller().limit(limits=blas_threads(cfg, paths["parallel"], writer is not None), user_api="blas"):
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
                        rngs=setup.rngs, batch_size=cfg.batch_size, log_every=log_every(cfg),
                        diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
