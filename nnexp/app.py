@@ -7,6 +7,7 @@ glue that knows Hydra's paths and MLflow; :mod:`nnexp.train` knows neither.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from .train import History, accuracy, decision_threshold, fit
 
 log = logging.getLogger("nnexp")
 
-__all__ = ["Setup", "build", "run_job", "job_paths"]
+__all__ = ["Setup", "build", "run_job", "job_paths", "save_config"]
 
 
 @dataclass
@@ -81,7 +82,8 @@ def check_data(cfg: DictConfig, base_dir: str | os.PathLike | None = None) -> tu
 
 
 def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
-          checked: tuple[Dataset, Loss] | None = None, members: list[DictConfig] | None = None) -> Setup:
+          checked: tuple[Dataset, Loss] | None = None, members: list[DictConfig] | None = None, *,
+          validated: bool = False) -> Setup:
     """Build data, model, loss, optimiser, schedule and generators from a composed config.
 
     Replica ``k`` is seeded with ``cfg.seed + k``. ``checked`` is :func:`check_data`'s result when the caller
@@ -90,7 +92,8 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
     ``members`` (a packed job, :mod:`nnexp.packing`): configurations that differ from ``cfg`` only in per-replica
     values (seed, initialiser, learning rate, weight decay); the network then holds ``cfg.replicas`` replicas of
     each member in turn (seeds ``member.seed + r``), each with its member's initialiser, gain, learning rate and
-    weight decay, so each trains bit for bit as its member would alone.
+    weight decay, so each trains bit for bit as its member would alone. ``validated``: the caller has passed
+    every configuration through :func:`nnexp.config.validate` already (a job does, first thing).
 
     Raises
     ------
@@ -98,7 +101,7 @@ def build(cfg: DictConfig, base_dir: str | os.PathLike | None = None,
         If the config is invalid or does not fit the dataset (see :func:`nnexp.config.validate`).
     """
     members = members or [cfg]
-    for m in members:
+    for m in [] if validated else members:
         validate(m)
     dtype = np.dtype(cfg.model.dtype)
     data, loss = checked or check_data(cfg, base_dir)  # a job passes what it checked: the data is read once
@@ -176,6 +179,14 @@ def blas_threads(cfg: DictConfig, parallel: bool, writer: bool = False) -> int |
     return max(1, (os.cpu_count() or 1) - 1) if writer else None
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """This process's ``threadpoolctl.ThreadpoolController`` (made once: it scans the loaded libraries, ~6 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def block_threads(cfg: DictConfig, parallel: bool) -> int:
     """Threads for the row blocks of large batches (:meth:`nnexp.model.MLP.gradients`): ``cfg.blas_threads`` if
     set, else 1 under a parallel launcher, else every core.
@@ -243,6 +254,36 @@ def job_identity(cfg: DictConfig, data: Dataset) -> dict:
     return identity.canonical(cfg, task=data.task, n_classes=data.n_classes, digest=digest)
 
 
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write ``cfg``, resolved, to ``path`` as YAML: the text ``OmegaConf.save(cfg, path, resolve=True)`` writes.
+
+    OmegaConf's own representers (strings that read as another type quoted), with libyaml's emitter where PyYAML
+    was built with it: about 2 ms a config instead of 5 (a packed job writes one per member).
+    """
+    import yaml
+
+    text = yaml.dump(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True), default_flow_style=False,
+                     allow_unicode=True, sort_keys=False, Dumper=_yaml_dumper())
+    path.write_text(text, encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml_dumper():
+    """OmegaConf's YAML dumper, on libyaml's emitter when PyYAML has it (``yaml.CDumper``)."""
+    import yaml
+    from omegaconf._utils import get_omega_conf_dumper
+
+    dumper = get_omega_conf_dumper()
+    if not getattr(yaml, "__with_libyaml__", False):
+        return dumper
+
+    class CDumper(yaml.CDumper):
+        pass
+
+    CDumper.add_representer(str, dumper.str_representer)
+    return CDumper
+
+
 def _save_weights(path: Path, model: MLP, k: int, data: Dataset) -> None:
     arrays = {}
     for l, (W, b) in enumerate(zip(model.W, model.b), start=1):
@@ -276,7 +317,8 @@ def run_job(cfg: DictConfig) -> float:
     validate(cfg)
     members = packing.job_members(cfg, paths)
     for m_cfg, _ in members:
-        validate(m_cfg)
+        if m_cfg is not cfg:  # a packed job's members (the job's own config is checked above)
+            validate(m_cfg)
         if m_cfg.dataset.get("path"):  # absolute: the job reads the file the user named, wherever its working directory
             m_cfg.dataset.path = str((paths["launch_dir"] / m_cfg.dataset.path).resolve())
     if len(members) > 1 and not cfg.tracking.replica_runs:  # one population run per member: one after another
@@ -371,7 +413,8 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                     if any(m == i and not done.get(k) and j not in repeated for j, ((m, _), k) in enumerate(zip(slots, keys)))]
     todo_cfgs = [members[i][0] for i in todo_members]
     try:
-        setup = build(cfg, paths["launch_dir"], checked, members=todo_cfgs if len(members) > 1 else None)
+        setup = build(cfg, paths["launch_dir"], checked, members=todo_cfgs if len(members) > 1 else None,
+                      validated=True)  # by run_job
     except Exception as exc:  # e.g. memory
         if not paths["multirun"]:
             raise
@@ -388,6 +431,7 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     common_tags.update(trial.tags() if trial else {})
     common_tags.update(context.run_context(c, exp_id, cfg, paths))
     runs, run_member = {}, {}  # replica -> run id, replica -> (cfg, paths, canon) of its member
+    new_runs = {}  # replica -> its run to create
     for k, j in enumerate(slot_of):
         i, seed = slots[j]
         if done.get(keys[j]) or j in repeated:
@@ -397,10 +441,12 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
                 **{f"choice.{g}": v for g, v in m_paths["choices"].items() if v is not None and not g.startswith("hydra")},
                 f"{tracking.TAG}overrides": m_paths["override"], f"{tracking.TAG}output_dir": str(m_paths["output_dir"]),
                 **id_tags[j]}
-        run_id = tracking.start_run(c, exp_id, run_name=identity.run_name(canons[i], swept, seed), parent_id=parent_id,
-                                    tags=tags)
-        runs[k] = run_id
+        new_runs[k] = tracking.NewRun(identity.run_name(canons[i], swept, seed), tags, _params(cfg, m_cfg, setup, k))
         run_member[k] = (m_cfg, m_paths, canons[i])
+    # one transaction for the job's runs and their params on a SQLite store (tracking.start_runs)
+    run_ids, params_logged = tracking.start_runs(c, exp_id, list(new_runs.values()), parent_id=parent_id)
+    for k, run_id in zip(new_runs, run_ids):
+        runs[k] = run_id
         if trial:
             trial.started(run_id)
     for j, first in repeats_here:  # recorded as a job of the sweep that repeats another's run would record it
@@ -412,17 +458,10 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     defer = writer is not None and trial is None  # an Optuna trial's run is read back as soon as its job returns
     ended = set()  # runs ended, or handed to the writer to end: never marked KILLED or FAILED by this job
     try:
-        for k, run_id in runs.items():
-            m_cfg = run_member[k][0]
-            params = {**flatten(m_cfg), "seed": setup.seeds[k], "init.resolved": setup.init_names[k],
-                      "loss.resolved": setup.loss.name,
-                      "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
-                      "n_train": len(setup.data.y_train), "n_val": len(setup.data.y_val),
-                      "n_test": len(setup.data.y_test)}
-            params.pop("replicas", None)
-            params["replicas"] = cfg.replicas
-            if not (defer and writer.log_params(run_id, params)):
-                tracking.log_params(c, run_id, params)
+        if not params_logged:  # else they went in with the runs
+            for k, run_id in runs.items():
+                if not (defer and writer.log_params(run_id, new_runs[k].params)):
+                    tracking.log_params(c, run_id, new_runs[k].params)
         n_train = len(setup.data.y_train)
         if cfg.batch_size is not None and cfg.batch_size > n_train:
             log.warning("batch_size=%d is more than the %d training samples: each epoch is one full batch",
@@ -431,19 +470,24 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
         buffers = {k: tracking.MetricBuffer(c, run_id, writer=writer, diagnostic_steps=thin) for k, run_id in runs.items()}
         progress = _progress(cfg, paths)
 
+        replica_runs = bool(cfg.tracking.replica_runs)
+
         def on_epoch(epoch, values):
-            for k, buf in buffers.items():
-                buf.add(epoch, population.summarise({m: v for m, v in values.items() if m != "lr"})
-                        if not cfg.tracking.replica_runs else {m: v[k] for m, v in values.items() if m != "lr"})
+            names = [m for m in values if m != "lr"]
+            if replica_runs:  # each metric of shape (n_replicas,): every replica's Python floats in one conversion
+                rows = np.array([values[m] for m in names], dtype=np.float64).T.tolist() if names else None
+                for k, buf in buffers.items():
+                    buf.add(epoch, dict(zip(names, rows[k])) if names else {})
+            else:
+                for buf in buffers.values():
+                    buf.add(epoch, population.summarise({m: values[m] for m in names}))
             if progress is not None and "train_loss" in values:  # not for the distribution probes' calls
                 progress.update(epoch - progress.n)
                 progress.set_postfix(loss=f"{_mean_finite(values['train_loss']):.4g}", refresh=False)
             return trial.report(epoch, values) if trial else None  # "pruned" stops training
 
-        from threadpoolctl import threadpool_limits
-
         setup_seconds = time.perf_counter() - t_job
-        with threadpool_limits(limits=blas_threads(cfg, paths["parallel"], writer is not None), user_api="blas"):
+        with _blas_controller().limit(limits=blas_threads(cfg, paths["parallel"], writer is not None), user_api="blas"):
             hist = fit(setup.model, setup.loss, setup.optimizer, setup.schedule, setup.data, epochs=cfg.epochs,
                        rngs=setup.rngs, batch_size=cfg.batch_size, log_every=log_every(cfg),
                        diagnostics=cfg.tracking.diagnostics, divergence_threshold=cfg.divergence_threshold,
@@ -471,6 +515,19 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     _print_result(cfg, hist, runs, None if paths["multirun"] else uri,
                   {k: identity.describe(run_member[k][2], order) for k in runs}, setup.seeds)
     return _mean_finite(hist.metrics["val_loss"][-1]) if len(hist.epochs) else math.nan
+
+
+def _params(cfg: DictConfig, m_cfg: DictConfig, setup: Setup, k: int) -> dict:
+    """The MLflow params of replica ``k``'s run: its member's config ``m_cfg`` flattened, its seed, what was resolved
+    (initialiser, loss), the data's sizes, and the job's ``replicas`` last."""
+    params = {**flatten(m_cfg), "seed": setup.seeds[k], "init.resolved": setup.init_names[k],
+              "loss.resolved": setup.loss.name,
+              "n_features": setup.data.n_features, "n_classes": setup.data.n_classes,
+              "n_train": len(setup.data.y_train), "n_val": len(setup.data.y_val),
+              "n_test": len(setup.data.y_test)}
+    params.pop("replicas", None)
+    params["replicas"] = cfg.replicas
+    return params
 
 
 def _print_result(cfg, hist: History, runs: dict, uri: str | None, labels: dict, seeds: list) -> None:
@@ -553,7 +610,7 @@ def _record(c, exp_id: str, cfg, setup: Setup, hist: History, runs: dict, buffer
         out_dir = m_paths["output_dir"]
         if out_dir not in saved:
             out_dir.mkdir(parents=True, exist_ok=True)
-            OmegaConf.save(m_cfg, saved.setdefault(out_dir, out_dir / "config.yaml"), resolve=True)
+            save_config(m_cfg, saved.setdefault(out_dir, out_dir / "config.yaml"))
         cfg_yaml = saved[out_dir]
         buf = buffers[k]
         diverged = int(hist.diverged_epoch[k])

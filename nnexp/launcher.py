@@ -31,11 +31,19 @@ the config (and ``hydra`` node, ``.hydra/`` files) Hydra's basic launcher gives 
 
 What differs: the config files are read once per sweep, so a file edited while a sweep runs does not reach its
 later jobs (Hydra's launcher reads the files again for each job).
+
+Before the first job the launcher also takes the objects alive at that moment (the loaded libraries: Hydra,
+MLflow, SQLAlchemy, pandas) out of the garbage collector's view (``gc.freeze()``): a full collection during the
+jobs then walks only what the jobs made, where it walked every library object (about 0.19 s each on issue 11's
+study, one in its jobs and one after them). They stay frozen until the process exits, as
+:func:`nnexp.__main__.main` freezes them at exit anyway; a process that runs many sweeps keeps the cyclic garbage
+that existed when each started (``gc.unfreeze()`` hands it back to the collector).
 """
 
 from __future__ import annotations
 
 import copy
+import gc
 import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -231,6 +239,9 @@ class ComposingLauncher(BasicLauncher):
         """Run each job in turn, as :meth:`BasicLauncher.launch` does, its config composed by :class:`JobConfigs`."""
         setup_globals()
         assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        # the objects of the libraries loaded so far out of the collector's view: a full collection during the jobs
+        # then walks only what they made (about 0.2 s each otherwise, with Hydra, MLflow and SQLAlchemy loaded)
+        gc.freeze()
         if self.jobs is None:
             self.jobs = JobConfigs(self.hydra_context.config_loader, self.config)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)

@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
-           "start_run", "end_run", "MetricBuffer", "log_metrics", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
+           "start_run", "start_runs", "NewRun", "end_run", "MetricBuffer", "log_metrics", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
            "stop_metric_writer", "RunEnd", "fail_run", "mark_orphans_killed", "check_store", "TAG",
            "StoreUnavailable", "find_sweep_parent", "end_orphan_children", "find_finished_many"]
 
@@ -478,6 +478,27 @@ def deleted_experiment(uri: str, name: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _own_tags(tags: dict[str, Any] | None, parent_id: str | None) -> dict[str, Any]:
+    """The tags :func:`start_run` gives a run: this host and process, a new ``nnexp.request_id``, then ``tags``
+    (which may replace them), then ``mlflow.parentRunId`` when ``parent_id`` is given."""
+    pid = os.getpid()
+    all_tags = {f"{TAG}host": socket.gethostname(), f"{TAG}pid": str(pid), f"{TAG}pid_start": _own_start(pid),
+                f"{TAG}request_id": uuid.uuid4().hex, **(tags or {})}
+    if parent_id:
+        all_tags["mlflow.parentRunId"] = parent_id
+    return all_tags
+
+
+#: This process's start time (:func:`_process_start`), by process id (a forked child has its own).
+_OWN_START: dict[int, str] = {}
+
+
+def _own_start(pid: int) -> str:
+    if pid not in _OWN_START:
+        _OWN_START[pid] = _process_start(pid)
+    return _OWN_START[pid]
+
+
 def start_run(c, experiment_id: str, *, run_name: str, parent_id: str | None = None,
               tags: dict[str, str] | None = None) -> str:
     """Create a RUNNING run (nested under ``parent_id`` if given) tagged with this host and process; return its id.
@@ -486,11 +507,8 @@ def start_run(c, experiment_id: str, *, run_name: str, parent_id: str | None = N
     retry after a lost answer looks that up before creating a run, and should
     two runs carry it after all, the later ones are deleted.
     """
-    request_id = uuid.uuid4().hex
-    all_tags = {f"{TAG}host": socket.gethostname(), f"{TAG}pid": str(os.getpid()),
-                f"{TAG}pid_start": _process_start(os.getpid()), f"{TAG}request_id": request_id, **(tags or {})}
-    if parent_id:
-        all_tags["mlflow.parentRunId"] = parent_id
+    all_tags = _own_tags(tags, parent_id)
+    request_id = all_tags[f"{TAG}request_id"]
     tries = []
 
     def create():
@@ -508,6 +526,146 @@ def start_run(c, experiment_id: str, *, run_name: str, parent_id: str | None = N
             if extra.info.run_id != run.info.run_id:
                 retry(c.delete_run, extra.info.run_id)
     return run.info.run_id
+
+
+@dataclass
+class NewRun:
+    """A run for :func:`start_runs` to create: its name, its tags (as :func:`start_run`'s) and its params (as
+    :func:`log_params`'s: None becomes ``"null"``, anything else its ``str``)."""
+
+    name: str
+    tags: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+#: Set ``NNEXP_RUN_PATH=create_run`` to create every run through MLflow's ``create_run`` (:func:`start_run`), never
+#: through :func:`start_runs`'s SQLite path (the reference it is compared with in the tests).
+RUN_PATH_ENV = "NNEXP_RUN_PATH"
+
+#: The columns of MLflow's ``runs`` table that :func:`start_runs` writes (MLflow 3.17), and of ``tags`` and ``params``.
+RUN_COLUMNS = frozenset({"run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status",
+                         "start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri",
+                         "experiment_id"})
+KEY_VALUE_COLUMNS = frozenset({"key", "value", "run_uuid"})
+
+
+def start_runs(c, experiment_id: str, runs: list[NewRun], *, parent_id: str | None = None) -> tuple[list[str], bool]:
+    """Create the RUNNING runs ``runs``, each as :func:`start_run` creates it; return their ids and whether their
+    params were logged too.
+
+    On a SQLite store (MLflow's ``SqlAlchemyStore``, tables as :data:`RUN_COLUMNS` expects) everything is written
+    in one transaction with SQLAlchemy Core (:func:`_insert_runs`): the rows MLflow's ``create_run`` writes for
+    each run, and the rows ``log_batch`` writes for its params (unless a param fails MLflow's checks: then none
+    are, and the second value is False). MLflow's ``create_run`` takes the database's write lock once per run
+    (and waits for it while the metric writer holds it; 5-25 ms a run on a 2-core machine), this once per call.
+    Elsewhere (a tracking server, a file store, ``$NNEXP_RUN_PATH=create_run``), or when the transaction fails
+    other than on a locked database (it is then rolled back), :func:`start_run` for each run and False: the
+    caller logs the params (:func:`log_params`, or through the :class:`MetricWriter`).
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        As ``create_run`` does (a deleted or missing experiment, a store error), on the fallback path.
+    """
+    tags = [_own_tags(r.tags, parent_id) for r in runs]
+    store = _sqlite_run_store(c)
+    if store is not None and runs and not any("mlflow.runName" in t for t in tags):
+        params = _checked_params(runs)
+        try:
+            return retry(_insert_runs, store, experiment_id, runs, tags, params), params is not None
+        except Exception as e:  # noqa: BLE001 - rolled back; MLflow's create_run decides
+            if _transient(e):
+                raise
+            log.debug("runs created through create_run: %s: %s", type(e).__name__, e)
+    return [start_run(c, experiment_id, run_name=r.name, parent_id=parent_id, tags=r.tags) for r in runs], False
+
+
+def _sqlite_run_store(c):
+    """``c``'s MLflow ``SqlAlchemyStore`` when :func:`start_runs` may write to it directly, else None."""
+    import sys
+
+    if os.environ.get(RUN_PATH_ENV, "").strip().lower() == "create_run":
+        return None
+    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # loaded with any SQL store
+    tracking_client = getattr(c, "_tracking_client", None)
+    if module is None or tracking_client is None:
+        return None
+    store = tracking_client.store
+    if not isinstance(store, module.SqlAlchemyStore) or getattr(store, "db_type", None) != "sqlite":
+        return None
+    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
+
+    if {col.name for col in SqlRun.__table__.columns} != RUN_COLUMNS or \
+            any({col.name for col in t.__table__.columns} != KEY_VALUE_COLUMNS for t in (SqlTag, SqlParam)):
+        log.debug("MLflow's run tables are not the expected ones: runs are created through create_run")
+        return None
+    return store
+
+
+def _checked_params(runs: list[NewRun]) -> list[list[tuple[str, str]]] | None:
+    """Each run's params as ``log_batch`` stores them (MLflow's ``_validate_param``: a valid name, the value cut at
+    MLflow's limit), or None when one fails the check (``log_batch`` then raises MLflow's own error)."""
+    from mlflow.utils.validation import _validate_param
+
+    out = []
+    try:
+        for r in runs:
+            items = [_validate_param(k, "null" if v is None else str(v), path=f"params[{i}]")
+                     for i, (k, v) in enumerate(r.params.items())]
+            out.append([(p.key, p.value) for p in items])
+    except Exception:  # noqa: BLE001 - MLflow's error comes from log_batch
+        return None
+    return out
+
+
+def _insert_runs(store, experiment_id: str, runs: list[NewRun], tags: list[dict],
+                 params: list[list[tuple[str, str]]] | None) -> list[str]:
+    """Insert ``runs`` (with ``tags`` and, unless None, ``params``) into the SQLite ``store`` in one transaction.
+
+    What ``SqlAlchemyStore.create_run`` does (MLflow 3.x), with SQLAlchemy Core: the experiment must be active;
+    each run gets a new id (``uuid4().hex``), its artifact URI ``<experiment's artifact location>/<run id>/artifacts``,
+    status RUNNING, source type UNKNOWN, empty source name, entry point and version, ``user_id`` the tag
+    ``mlflow.user`` (else "unknown"), and its tags, then ``mlflow.runName``. Start times are this call's clock in
+    milliseconds, one more than the previous run's when the clock has not moved (so that the runs keep their order
+    in MLflow's default order, by start time). Params are inserted as ``_log_params`` inserts them into a new run.
+    Everything in one transaction (MLflow's ``ManagedSessionMaker``: commit, or rollback on any error).
+
+    Raises
+    ------
+    Exception
+        A deleted or missing experiment, a store error: nothing is written then.
+    """
+    from mlflow.entities import LifecycleStage, RunStatus, SourceType
+    from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
+    from mlflow.utils.uri import append_to_uri_path
+    from sqlalchemy import insert
+
+    with store.ManagedSessionMaker(read_only=False) as session:
+        experiment = store.get_experiment(experiment_id)
+        store._check_experiment_is_active(experiment)
+        ids, run_rows, tag_rows, param_rows = [], [], [], []
+        start = 0
+        for i, (run, run_tags) in enumerate(zip(runs, tags)):
+            run_id = uuid.uuid4().hex
+            start = max(int(time.time() * 1000), start + 1)
+            ids.append(run_id)
+            run_rows.append({
+                "run_uuid": run_id, "name": run.name, "experiment_id": experiment_id,
+                "artifact_uri": append_to_uri_path(experiment.artifact_location, run_id,
+                                                   store.ARTIFACTS_FOLDER_NAME),
+                "source_type": SourceType.to_string(SourceType.UNKNOWN), "source_name": "", "entry_point_name": "",
+                "user_id": run_tags.get("mlflow.user", "unknown"), "status": RunStatus.to_string(RunStatus.RUNNING),
+                "start_time": start, "end_time": None, "deleted_time": None, "source_version": "",
+                "lifecycle_stage": LifecycleStage.ACTIVE})
+            tag_rows += [{"key": k, "value": v, "run_uuid": run_id}
+                         for k, v in {**run_tags, "mlflow.runName": run.name}.items()]
+            if params is not None:
+                param_rows += [{"key": k, "value": v, "run_uuid": run_id} for k, v in params[i]]
+        session.execute(insert(SqlRun.__table__), run_rows)
+        session.execute(insert(SqlTag.__table__), tag_rows)
+        if param_rows:
+            session.execute(insert(SqlParam.__table__), param_rows)
+    return ids
 
 
 def _runs_with_request_id(c, experiment_id: str, request_id: str) -> list:
