@@ -67,3 +67,91 @@ def test_without_a_renderer_figure_block_renders_at_once(tmp_path):
     block = plots.figure_block(fig, tmp_path, "alone", "c")
     assert block["png"] and (tmp_path / "alone.png").read_bytes() == base64.b64decode(block["png"])
     assert not (tmp_path / "alone.svg").exists()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def _savefig_png(fig, **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=plots.DPI, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("tight", [False, True])
+def test_png_bytes_are_the_pixels_savefig_draws_as_rgb(tight):
+    """The faster PNG holds exactly the pixels of matplotlib's own PNG (constrained layout, text, a log axis), as
+    RGB since every pixel is opaque, with matplotlib's resolution and Software entry."""
+    import io
+
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, 2, figsize=(4, 2.5), layout="constrained", sharey=True)
+    for k, ax in enumerate(axes):
+        ax.plot(np.arange(1, 30), np.exp(-np.arange(1, 30) / (k + 3)), label="decay")
+        ax.fill_between(np.arange(1, 30), 0.01, 0.02, alpha=0.3)
+        ax.set_yscale("log")
+        ax.set_title(f"panel {k} ‖dW‖")
+    fig.legend(loc="outside right center")
+    ref = _savefig_png(fig, bbox_inches="tight" if tight else None)
+    png = plots.png_bytes(fig, tight=tight)
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "RGB" and Image.open(io.BytesIO(ref)).mode == "RGBA"
+    assert _pixels(png).shape == _pixels(ref).shape
+    assert (_pixels(png) == _pixels(ref)).all()
+    assert image.info["Software"].startswith("Matplotlib version")
+    assert image.info["dpi"] == pytest.approx((plots.DPI, plots.DPI), abs=0.01)
+    if not tight:
+        assert image.size == (round(4 * plots.DPI), round(2.5 * plots.DPI))
+
+
+def test_png_bytes_keep_transparency():
+    """A figure with transparent pixels stays RGBA, alpha included."""
+    import io
+
+    from PIL import Image
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    fig.patch.set_alpha(0.0)
+    ax.plot([0, 1], [1, 0])
+    png = plots.png_bytes(fig)
+    assert Image.open(io.BytesIO(png)).mode == "RGBA"
+    assert (_pixels(png) == _pixels(_savefig_png(fig))).all()
+    assert _pixels(png)[0, 0, 3] == 0
+
+
+def test_seaborn_heatmap_draws_nothing_and_keeps_what_the_report_sets():
+    """seaborn.heatmap draws the whole figure (to turn overlapping tick labels); the report's wrapper does not, and
+    once the report has set its tick labels both give the same cells, labels and rotations."""
+    import pandas as pd
+    import seaborn as sns
+
+    from nnexp.report import figures as F
+
+    grid = pd.DataFrame(np.arange(12.0).reshape(3, 4), index=["relu", "tanh", "sigmoid"],
+                        columns=[0.001, 0.01, 0.1, 1.0])
+    drawn = {}
+    result = {}
+    for name, heat in [("seaborn", lambda g, ax: sns.heatmap(g, ax=ax, annot=True)),
+                       ("report", lambda g, ax: F.seaborn_heatmap(g, ax=ax, annot=True))]:
+        fig, ax = plt.subplots(figsize=(4, 3), layout="constrained")
+        drawn[name] = 0
+        fig.canvas.mpl_connect("draw_event", lambda e, n=name: drawn.__setitem__(n, drawn[n] + 1))
+        heat(grid, ax)
+        assert fig.get_visible()
+        ax.set_xticklabels([t.get_text() for t in ax.get_xticklabels()], rotation=0)
+        ax.tick_params(axis="y", rotation=0)
+        result[name] = ([(t.get_text(), t.get_rotation()) for t in ax.get_xticklabels() + ax.get_yticklabels()],
+                        [t.get_text() for t in ax.texts], ax.collections[0].get_array().tolist())
+        plt.close(fig)
+    assert drawn == {"seaborn": 1, "report": 0}
+    assert result["seaborn"] == result["report"]
+    assert [t for t, _ in result["report"][0]] == ["0.001", "0.01", "0.1", "1.0", "relu", "tanh", "sigmoid"]
+    assert result["report"][1] == [f"{v:.2g}" for v in np.arange(12.0)]
