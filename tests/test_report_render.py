@@ -93,15 +93,19 @@ def test_png_bytes_are_the_pixels_savefig_draws_as_rgb(tight):
 
     from PIL import Image
 
-    fig, axes = plt.subplots(1, 2, figsize=(4, 2.5), layout="constrained", sharey=True)
-    for k, ax in enumerate(axes):
-        ax.plot(np.arange(1, 30), np.exp(-np.arange(1, 30) / (k + 3)), label="decay")
-        ax.fill_between(np.arange(1, 30), 0.01, 0.02, alpha=0.3)
-        ax.set_yscale("log")
-        ax.set_title(f"panel {k} ‖dW‖")
-    fig.legend(loc="outside right center")
-    ref = _savefig_png(fig, bbox_inches="tight" if tight else None)
-    png = plots.png_bytes(fig, tight=tight)
+    def figure():
+        fig, axes = plt.subplots(1, 2, figsize=(4, 2.5), layout="constrained", sharey=True)
+        for k, ax in enumerate(axes):
+            ax.plot(np.arange(1, 30), np.exp(-np.arange(1, 30) / (k + 3)), label="decay")
+            ax.fill_between(np.arange(1, 30), 0.01, 0.02, alpha=0.3)
+            ax.set_yscale("log")
+            ax.set_title(f"panel {k} ‖dW‖")
+        fig.legend(loc="outside right center")
+        return fig
+
+    # two figures drawn alike: a figure saved twice may be laid out a little differently the second time
+    ref = _savefig_png(figure(), bbox_inches="tight" if tight else None)
+    png = plots.png_bytes(figure(), tight=tight)
     image = Image.open(io.BytesIO(png))
     assert image.mode == "RGB" and Image.open(io.BytesIO(ref)).mode == "RGBA"
     assert _pixels(png).shape == _pixels(ref).shape
@@ -118,12 +122,15 @@ def test_png_bytes_keep_transparency():
 
     from PIL import Image
 
-    fig, ax = plt.subplots(figsize=(2, 1.5))
-    fig.patch.set_alpha(0.0)
-    ax.plot([0, 1], [1, 0])
-    png = plots.png_bytes(fig)
+    def figure():
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        fig.patch.set_alpha(0.0)
+        ax.plot([0, 1], [1, 0])
+        return fig
+
+    png = plots.png_bytes(figure())
     assert Image.open(io.BytesIO(png)).mode == "RGBA"
-    assert (_pixels(png) == _pixels(_savefig_png(fig))).all()
+    assert (_pixels(png) == _pixels(_savefig_png(figure()))).all()
     assert _pixels(png)[0, 0, 3] == 0
 
 
@@ -155,3 +162,57 @@ def test_seaborn_heatmap_draws_nothing_and_keeps_what_the_report_sets():
     assert result["seaborn"] == result["report"]
     assert [t for t, _ in result["report"][0]] == ["0.001", "0.01", "0.1", "1.0", "relu", "tanh", "sigmoid"]
     assert result["report"][1] == [f"{v:.2g}" for v in np.arange(12.0)]
+
+
+def _group(out_dir, tag, *, written):
+    """A figure group as the report draws one: two figures and a note, a warning logged."""
+    import logging
+
+    logging.getLogger("nnexp").warning("group %s drawn in process %d", tag, __import__("os").getpid())
+    blocks = [plots.figure_block(f, out_dir, f"{tag}{k}", f"caption {k}", written=written)
+              for k, f in enumerate(_figures()[:2])]
+    return blocks + [{"kind": "note", "text": f"note {tag}"}]
+
+
+@pytest.mark.parametrize("svg", [False, True])
+def test_a_group_drawn_in_a_child_gives_the_blocks_files_and_log_records_of_this_process(tmp_path, svg, caplog):
+    import os
+
+    results = {}
+    for processes in (0, 2):
+        out_dir = tmp_path / f"p{processes}"
+        out_dir.mkdir()
+        written = set()
+        caplog.clear()
+        with plots.Renderer(processes=processes, svg=svg) as r:
+            blocks = r.later(_group, out_dir, "g", written=written)
+            if processes:
+                assert blocks == []  # filled when the block ends
+        results[processes] = (blocks, written, sorted(p.name for p in out_dir.iterdir()))
+        pids = [int(rec.getMessage().split()[-1]) for rec in caplog.records if rec.getMessage().startswith("group g")]
+        assert len(pids) == 1 and (pids[0] == os.getpid()) is (processes == 0)
+    assert results[0] == results[2]
+    blocks, written, files = results[2]
+    names = {f"g{k}.{ext}" for k in range(2) for ext in (("png", "svg") if svg else ("png",))}
+    assert written == names and set(files) == names
+    assert [b["kind"] for b in blocks] == ["figure", "figure", "note"]
+    assert base64.b64decode(blocks[0]["png"]) == (tmp_path / "p2" / "g0.png").read_bytes()
+
+
+def test_a_failed_group_is_drawn_again_in_this_process(tmp_path, monkeypatch):
+    import os
+
+    parent = os.getpid()
+
+    def group(out_dir, *, written):
+        if os.getpid() != parent:
+            raise RuntimeError("child failure")
+        return _group(out_dir, "h", written=written)
+
+    written = set()
+    with plots.Renderer(processes=2) as r:
+        blocks = r.later(group, tmp_path, written=written)
+    assert [b["kind"] for b in blocks] == ["figure", "figure", "note"] and written == {"h0.png", "h1.png"}
+    with pytest.raises(ValueError, match="raised here too"):
+        with plots.Renderer(processes=2) as r:
+            r.later(lambda *, written: (_ for _ in ()).throw(ValueError("raised here too")), written=set())

@@ -25,7 +25,8 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery", "warm_up", "kill_renderers",
+__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery", "gallery_blocks",
+           "gallery_prerendered", "boundary_blocks", "draws_boundaries", "local_artifacts", "warm_up", "kill_renderers",
            "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
            "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
 
@@ -68,6 +69,10 @@ class Renderer:
     fills each block's ``png``. A child that fails (or a platform without ``fork``) leaves the figure to be rendered
     in this process, so the files are the same either way.
 
+    A group of figures that needs none of the report's later work (the decision boundaries, the activation gallery,
+    the hyperparameter importance) is drawn in a child too, from its start (:meth:`later`): the report's own
+    process then only computes, and the second core, idle while it did, draws.
+
     Parameters
     ----------
     svg : bool
@@ -87,6 +92,7 @@ class Renderer:
         self.processes = (os.cpu_count() or 1) if processes is None else int(processes)
         self.processes = self.processes if forkable else 0
         self.pending: list[tuple[int, object, Path, str, bool, dict]] = []
+        self.groups: list[tuple[int, int, list, set, object, tuple]] = []
 
     def __enter__(self) -> "Renderer":
         global _ACTIVE
@@ -98,8 +104,57 @@ class Renderer:
         try:
             while self.pending:
                 self._finish(self.pending.pop(0))
+            while self.groups:
+                self._finish_group(self.groups.pop(0))
         finally:
             _ACTIVE = self._outer
+
+    def later(self, fn, *args, written: set) -> list:
+        """``fn(*args, written=written)``, a list (of page blocks or sections), drawn in a forked child; returns
+        a list that holds its items when the ``with`` block ends (at once without children).
+
+        ``fn`` draws its figures with :func:`figure_block` (rendered in the child itself) and returns picklable
+        items; the file names it adds to its ``written`` and the ``nnexp`` log records it emits come back with them.
+        If the child fails, ``fn`` runs again here at the block's end, so the result (or the exception) is the same.
+        """
+        import os
+
+        if self.processes < 1:
+            return fn(*args, written=written)
+        out: list = []
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: draw and render in this process, send the result, leave at once
+            code = 1
+            try:
+                os.close(read)
+                code = _run_group(fn, args, write, self.formats)
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.groups.append((pid, read, out, written, fn, args))
+        return out
+
+    def _finish_group(self, job) -> None:
+        import logging
+        import os
+        import pickle
+
+        pid, read, out, written, fn, args = job
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        try:
+            items, names, records = pickle.loads(data) if status == 0 else (None, None, None)
+        except Exception:  # noqa: BLE001 - a truncated answer: as a failed child
+            items = None
+        if items is None:  # the child failed: draw here, where an error shows its traceback
+            out[:] = fn(*args, written=written)
+            return
+        for r in records:
+            logging.getLogger(r["name"]).handle(logging.makeLogRecord(r))
+        written |= names
+        out[:] = items
 
     def submit(self, fig, out_dir: Path, name: str, tight: bool, block: dict) -> None:
         """Render ``fig`` into ``out_dir`` (now, or in a child) and fill ``block["png"]`` by the block's end."""
@@ -132,6 +187,33 @@ class Renderer:
             block["png"] = _render(fig, out_dir, name, tight, self.formats)
 
 
+def _run_group(fn, args, fd: int, formats: tuple) -> int:
+    """In a child of :meth:`Renderer.later`: ``fn(*args, written=...)``, figures rendered here in ``formats``;
+    write ``(items, written, log records)`` pickled to ``fd``; return the exit code."""
+    import logging
+    import os
+    import pickle
+
+    global _ACTIVE
+    _ACTIVE = Renderer(svg="svg" in formats, processes=0)  # figures render in this child, not in grandchildren
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("nnexp")
+    logger.handlers, logger.propagate = [handler], False  # shown once, by the parent
+    written: set = set()
+    items = fn(*args, written=written)
+    sent = []
+    for r in records:
+        d = dict(r.__dict__)
+        d["msg"], d["args"], d["exc_info"], d["exc_text"] = r.getMessage(), None, None, None
+        sent.append(d)
+    data = pickle.dumps((list(items), written, sent))
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return 0
+
+
 #: Default of :class:`Renderer`'s ``processes`` (None: the CPU count; 0: render in the report's own process).
 PROCESSES: int | None = None
 
@@ -149,7 +231,7 @@ def kill_renderers() -> None:
 
     r = _ACTIVE
     while r is not None:
-        for job in r.pending:
+        for job in [*r.pending, *r.groups]:
             try:
                 os.kill(job[0], signal.SIGKILL)
             except OSError:
@@ -289,11 +371,13 @@ def _sorted_levels(values) -> list:
                   key=lambda v: (not fmt.is_number(v), v if fmt.is_number(v) else fmt.val(v)))
 
 
-def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict], written: set) -> list[tuple[str, list[dict]]]:
+def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict] | None, written: set,
+                    gallery: list[dict] | None = None) -> list[tuple[str, list[dict]]]:
     """``[(title, blocks), ...]``: learning curves, sensitivity, diagnostics, decision boundaries, gallery.
 
-    ``bounds`` are the decision boundaries' blocks, drawn before the rest (:func:`boundary_blocks`); none when
-    the report draws none.
+    ``bounds`` are the decision boundaries' blocks, drawn before the rest (:func:`boundary_blocks`; a list
+    :meth:`Renderer.later` fills); None when the report draws none. ``gallery``: the activation gallery's blocks
+    when drawn already (:func:`gallery_blocks`), else drawn here.
     """
     from . import figures as F
 
@@ -319,11 +403,11 @@ def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict], written: s
                  else "Final metric per seed", _sensitivity_blocks(*fig_args))]
     if layer_blocks:
         sections.append(("Per-layer diagnostics", layer_blocks))
-    if bounds:
+    if bounds is not None:
         sections.append(("Decision boundaries", bounds))
-    g = _gallery(sorted(ctx["runs"]["activation"].dropna().unique()), save, out_dir, written)
-    if g:
-        sections.append(("Activation gallery", g))
+    if gallery is None:
+        gallery = gallery_blocks(sorted(ctx["runs"]["activation"].dropna().unique()), out_dir, written=written)
+    sections.append(("Activation gallery", gallery))
     return sections
 
 
@@ -445,6 +529,18 @@ def _layer_blocks(ctx, save, palette, col, row, seeds) -> list[dict]:
 
 
 
+def draws_boundaries(ok: pd.DataFrame) -> bool:
+    """Whether :func:`boundary_blocks` draws (or explains the lack of) decision boundaries for the finished runs
+    ``ok``: some, each with 2 features."""
+    return bool(len(ok)) and "n_features" in ok and bool((ok["n_features"] == 2).all())
+
+
+def local_artifacts(ok: pd.DataFrame) -> bool:
+    """Whether every run of ``ok`` keeps its artifacts in local files (read in place, without MLflow's client:
+    safe in a forked process)."""
+    return "artifact_uri" in ok and bool(ok["artifact_uri"].astype(str).str.startswith("file://").all())
+
+
 def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri: str, out_dir: Path,
                     written: set) -> list[dict]:
     """The decision-boundary figure's blocks: one panel per activation x the first other key (the learning rate
@@ -457,7 +553,7 @@ def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri
     from .boundaries import probability_grid, test_points
     from .load import load_weights
 
-    if not len(ok) or "n_features" not in ok or not (ok["n_features"] == 2).all():
+    if not draws_boundaries(ok):
         return []
 
     def save(fig, name, caption):
@@ -507,7 +603,13 @@ def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri
                  f"test points (regenerated from the run's logged dataset params).")]
 
 
-def _gallery(activations: list[str], save, out_dir: Path, written: set) -> list[dict]:
+def gallery_prerendered(activations: list[str]) -> bool:
+    """Whether :func:`prerender_gallery` drew the gallery of ``activations`` (sorted) for this report's formats."""
+    formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
+    return formats == ("png",) and ("activation_gallery", tuple(activations)) in _PRERENDERED
+
+
+def gallery_blocks(activations: list[str], out_dir: Path, *, written: set) -> list[dict]:
     """The activation gallery of :mod:`nnexp.report.gallery` (rendered already when :func:`prerender_gallery`
     drew the same activations and the report writes PNG only)."""
     from . import gallery
@@ -523,7 +625,7 @@ def _gallery(activations: list[str], save, out_dir: Path, written: set) -> list[
                  "caption": caption, "svg": False}]
     data = gallery.activation_frame(names=activations)
     fig = gallery.gallery(data, col_wrap=min(len(activations), 5))
-    return [save(fig, "activation_gallery", caption, tight=True)]
+    return [figure_block(fig, out_dir, "activation_gallery", caption, True, written)]
 
 
 def _kind_label(kind: str) -> str:
