@@ -216,3 +216,27 @@ def test_a_failed_group_is_drawn_again_in_this_process(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="raised here too"):
         with plots.Renderer(processes=2) as r:
             r.later(lambda *, written: (_ for _ in ()).throw(ValueError("raised here too")), written=set())
+
+
+def test_a_gallery_drawn_ahead_is_rendered_as_the_report_would_draw_it(tmp_path, monkeypatch):
+    """The report worker draws the gallery, then renders it: a report coming in between renders the figure drawn
+    (not drawing it again), one coming after uses the PNG; all three give the same pixels."""
+    monkeypatch.setattr(plots, "_PREDRAWN", {})
+    monkeypatch.setattr(plots, "_PRERENDERED", {})
+    acts = ["relu", "tanh"]
+    outs = {}
+    for case in ("drawn here", "drawn ahead", "rendered ahead"):
+        out = tmp_path / case.replace(" ", "_")
+        out.mkdir()
+        if case == "drawn ahead":
+            plots.predraw_gallery(acts)
+            assert plots.gallery_prerendered(acts)
+        if case == "rendered ahead":
+            plots.prerender_gallery(acts)
+            assert plots.gallery_prerendered(acts) and not plots._PREDRAWN
+        written = set()
+        blocks = plots.gallery_blocks(acts, out, written=written)
+        assert written == {"activation_gallery.png"} and not plots._PREDRAWN
+        outs[case] = _pixels(base64.b64decode(blocks[0]["png"]))
+        assert (outs[case] == _pixels((out / "activation_gallery.png").read_bytes())).all()
+    assert (outs["drawn here"] == outs["drawn ahead"]).all() and (outs["drawn here"] == outs["rendered ahead"]).all()

@@ -25,7 +25,7 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery", "gallery_blocks",
+__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery", "predraw_gallery", "gallery_blocks",
            "gallery_prerendered", "boundary_blocks", "draws_boundaries", "local_artifacts", "warm_up", "kill_renderers",
            "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
            "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
@@ -222,6 +222,8 @@ _ACTIVE: Renderer | None = None
 
 #: Figures rendered before the report asked for them (:func:`prerender_gallery`): ``{(name, key): PNG bytes}``.
 _PRERENDERED: dict[tuple, bytes] = {}
+#: Figures drawn before the report asked for them, not rendered yet (:func:`predraw_gallery`): ``{(name, key): Figure}``.
+_PREDRAWN: dict[tuple, object] = {}
 
 
 def kill_renderers() -> None:
@@ -259,18 +261,29 @@ def warm_up() -> None:
     plt.close(fig)
 
 
-def prerender_gallery(activations: list[str]) -> None:
-    """Draw and render the activation gallery of ``activations`` now; a report of exactly those activations
-    (PNG only) then uses it instead of drawing it again. Byte for byte the PNG the report would render."""
+def predraw_gallery(activations: list[str]) -> None:
+    """Draw the activation gallery of ``activations`` now, the first half of :func:`prerender_gallery`: a report of
+    exactly those activations renders this figure instead of drawing it again."""
     from . import gallery
 
     names = sorted(activations)
     fig = gallery.gallery(gallery.activation_frame(names=names), col_wrap=min(len(names), 5))
-    png = png_bytes(fig, tight=True)
+    _PREDRAWN[("activation_gallery", tuple(names))] = fig
+
+
+def prerender_gallery(activations: list[str]) -> None:
+    """Draw (unless :func:`predraw_gallery` did) and render the activation gallery of ``activations`` now; a report
+    of exactly those activations (PNG only) then uses it instead of drawing it again. Byte for byte the PNG the
+    report would render."""
     import matplotlib.pyplot as plt
 
+    key = ("activation_gallery", tuple(sorted(activations)))
+    if key not in _PREDRAWN:
+        predraw_gallery(activations)
+    fig = _PREDRAWN.pop(key)
+    png = png_bytes(fig, tight=True)
     plt.close(fig)
-    _PRERENDERED[("activation_gallery", tuple(names))] = png
+    _PRERENDERED[key] = png
 
 
 #: Resolution of the report's PNG files (dots per inch).
@@ -604,27 +617,31 @@ def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri
 
 
 def gallery_prerendered(activations: list[str]) -> bool:
-    """Whether :func:`prerender_gallery` drew the gallery of ``activations`` (sorted) for this report's formats."""
+    """Whether the gallery of ``activations`` (sorted) is drawn already: rendered by :func:`prerender_gallery` (when
+    the report writes PNG only), or drawn by :func:`predraw_gallery` (it then only renders)."""
     formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
-    return formats == ("png",) and ("activation_gallery", tuple(activations)) in _PRERENDERED
+    key = ("activation_gallery", tuple(activations))
+    return (formats == ("png",) and key in _PRERENDERED) or key in _PREDRAWN
 
 
 def gallery_blocks(activations: list[str], out_dir: Path, *, written: set) -> list[dict]:
     """The activation gallery of :mod:`nnexp.report.gallery` (rendered already when :func:`prerender_gallery`
-    drew the same activations and the report writes PNG only)."""
+    drew the same activations and the report writes PNG only; drawn already when :func:`predraw_gallery` did)."""
     from . import gallery
 
     caption = Markup("The activations of this report, f(z), and their derivatives f'(z), with default parameters "
                      "(from <code>nnexp.report.gallery</code>).")
     formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
-    png = _PRERENDERED.get(("activation_gallery", tuple(activations))) if formats == ("png",) else None
+    key = ("activation_gallery", tuple(activations))
+    png = _PRERENDERED.get(key) if formats == ("png",) else None
     if png is not None:
         (out_dir / "activation_gallery.png").write_bytes(png)
         written.add("activation_gallery.png")
         return [{"kind": "figure", "name": "activation_gallery", "png": base64.b64encode(png).decode(),
                  "caption": caption, "svg": False}]
-    data = gallery.activation_frame(names=activations)
-    fig = gallery.gallery(data, col_wrap=min(len(activations), 5))
+    fig = _PREDRAWN.pop(key, None)
+    if fig is None:
+        fig = gallery.gallery(gallery.activation_frame(names=activations), col_wrap=min(len(activations), 5))
     return [figure_block(fig, out_dir, "activation_gallery", caption, True, written)]
 
 
