@@ -240,3 +240,20 @@ def test_a_gallery_drawn_ahead_is_rendered_as_the_report_would_draw_it(tmp_path,
         outs[case] = _pixels(base64.b64decode(blocks[0]["png"]))
         assert (outs[case] == _pixels((out / "activation_gallery.png").read_bytes())).all()
     assert (outs["drawn here"] == outs["drawn ahead"]).all() and (outs["drawn here"] == outs["rendered ahead"]).all()
+
+
+def test_a_report_that_fails_drops_its_groups_and_keeps_its_error(tmp_path):
+    import os
+
+    parent = os.getpid()
+    ran = []
+
+    def group(*, written):
+        ran.append(os.getpid())
+        raise RuntimeError("the group's own error")
+
+    with pytest.raises(KeyError, match="the report's error"):
+        with plots.Renderer(processes=2) as r:
+            r.later(group, written=set())
+            raise KeyError("the report's error")
+    assert parent not in ran and not r.groups

@@ -105,7 +105,10 @@ class Renderer:
             while self.pending:
                 self._finish(self.pending.pop(0))
             while self.groups:
-                self._finish_group(self.groups.pop(0))
+                if exc[0] is None:
+                    self._finish_group(self.groups.pop(0))
+                else:  # the report failed: its groups are not needed, and must not hide the error
+                    self._drop_group(self.groups.pop(0))
         finally:
             _ACTIVE = self._outer
 
@@ -134,6 +137,19 @@ class Renderer:
         os.close(write)
         self.groups.append((pid, read, out, written, fn, args))
         return out
+
+    @staticmethod
+    def _drop_group(job) -> None:
+        import os
+        import signal
+
+        pid, read = job[:2]
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.close(read)
+        os.waitpid(pid, 0)
 
     def _finish_group(self, job) -> None:
         import logging
