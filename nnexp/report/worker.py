@@ -15,7 +15,7 @@ build's exception, raised here as if the build had run here. The figures are sti
 processes the worker forks (:class:`nnexp.report.plots.Renderer`).
 
 The warm-up runs in a thread of the worker, one step (an import, a figure) at a time, each when half a core or
-more has been idle for the last 0.1 s (or after 1 s of waiting), so it takes mostly what the jobs (and the metric
+more has been idle for the last 0.1 s (or after 0.3 s of waiting), so it takes mostly what the jobs (and the metric
 writer they wait for) leave idle. A build that comes before the warm-up is done stops it after its current step and does the rest
 itself: the imports it needs first in its own process; Optuna's import and the gallery (drawn, or rendered if the
 warm-up drew it) in the child processes that draw the importance section and the gallery alongside the rest.
@@ -301,8 +301,10 @@ def _warm_up(warm: dict, stop: threading.Event) -> None:
 #: A warm-up step starts when at least this many cores were idle over the last :data:`IDLE_PERIOD` seconds ...
 IDLE_CORES = 0.5
 IDLE_PERIOD = 0.1
-#: ... or after this many seconds of waiting.
-PATIENCE = 1.0
+#: ... or after this many seconds of waiting. Short: on a machine the jobs keep busy, each step of a 1 s patience
+#: waited the whole second, and the sweep's build came before half the steps were done (it then does the rest on
+#: the command's critical path).
+PATIENCE = 0.3
 
 
 def _idle_cores(period: float) -> float:
