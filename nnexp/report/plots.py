@@ -25,9 +25,9 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery", "predraw_gallery", "gallery_blocks",
-           "gallery_prerendered", "boundary_blocks", "draws_boundaries", "local_artifacts", "warm_up", "kill_renderers",
-           "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
+__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery",
+           "predraw_gallery", "gallery_blocks", "gallery_prerendered", "boundary_blocks", "draws_boundaries",
+           "local_artifacts", "warm_up", "kill_renderers", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
            "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
 
 #: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
@@ -238,7 +238,8 @@ _ACTIVE: Renderer | None = None
 
 #: Figures rendered before the report asked for them (:func:`prerender_gallery`): ``{(name, key): PNG bytes}``.
 _PRERENDERED: dict[tuple, bytes] = {}
-#: Figures drawn before the report asked for them, not rendered yet (:func:`predraw_gallery`): ``{(name, key): Figure}``.
+#: Figures drawn before the report asked for them, not rendered yet (:func:`predraw_gallery`):
+#: ``{(name, key): Figure}``.
 _PREDRAWN: dict[tuple, object] = {}
 
 
