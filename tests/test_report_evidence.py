@@ -89,6 +89,7 @@ def drawn():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(plots, "figure_block", spy)
+        mp.setattr(plots, "PROCESSES", 0)  # every figure drawn in this process, where the spy sees it
         yield out
 
 

@@ -67,3 +67,193 @@ def test_without_a_renderer_figure_block_renders_at_once(tmp_path):
     block = plots.figure_block(fig, tmp_path, "alone", "c")
     assert block["png"] and (tmp_path / "alone.png").read_bytes() == base64.b64decode(block["png"])
     assert not (tmp_path / "alone.svg").exists()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+
+def _savefig_png(fig, **kw) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=plots.DPI, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("tight", [False, True])
+def test_png_bytes_are_the_pixels_savefig_draws_as_rgb(tight):
+    """The faster PNG holds exactly the pixels of matplotlib's own PNG (constrained layout, text, a log axis), as
+    RGB since every pixel is opaque, with matplotlib's resolution and Software entry."""
+    import io
+
+    from PIL import Image
+
+    def figure():
+        fig, axes = plt.subplots(1, 2, figsize=(4, 2.5), layout="constrained", sharey=True)
+        for k, ax in enumerate(axes):
+            ax.plot(np.arange(1, 30), np.exp(-np.arange(1, 30) / (k + 3)), label="decay")
+            ax.fill_between(np.arange(1, 30), 0.01, 0.02, alpha=0.3)
+            ax.set_yscale("log")
+            ax.set_title(f"panel {k} ‖dW‖")
+        fig.legend(loc="outside right center")
+        return fig
+
+    # two figures drawn alike: a figure saved twice may be laid out a little differently the second time
+    ref = _savefig_png(figure(), bbox_inches="tight" if tight else None)
+    png = plots.png_bytes(figure(), tight=tight)
+    image = Image.open(io.BytesIO(png))
+    assert image.mode == "RGB" and Image.open(io.BytesIO(ref)).mode == "RGBA"
+    assert _pixels(png).shape == _pixels(ref).shape
+    assert (_pixels(png) == _pixels(ref)).all()
+    assert image.info["Software"].startswith("Matplotlib version")
+    assert image.info["dpi"] == pytest.approx((plots.DPI, plots.DPI), abs=0.01)
+    if not tight:
+        assert image.size == (round(4 * plots.DPI), round(2.5 * plots.DPI))
+
+
+def test_png_bytes_keep_transparency():
+    """A figure with transparent pixels stays RGBA, alpha included."""
+    import io
+
+    from PIL import Image
+
+    def figure():
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        fig.patch.set_alpha(0.0)
+        ax.plot([0, 1], [1, 0])
+        return fig
+
+    png = plots.png_bytes(figure())
+    assert Image.open(io.BytesIO(png)).mode == "RGBA"
+    assert (_pixels(png) == _pixels(_savefig_png(figure()))).all()
+    assert _pixels(png)[0, 0, 3] == 0
+
+
+def test_seaborn_heatmap_draws_nothing_and_keeps_what_the_report_sets():
+    """seaborn.heatmap draws the whole figure (to turn overlapping tick labels); the report's wrapper does not, and
+    once the report has set its tick labels both give the same cells, labels and rotations."""
+    import pandas as pd
+    import seaborn as sns
+
+    from nnexp.report import figures as F
+
+    grid = pd.DataFrame(np.arange(12.0).reshape(3, 4), index=["relu", "tanh", "sigmoid"],
+                        columns=[0.001, 0.01, 0.1, 1.0])
+    drawn = {}
+    result = {}
+    for name, heat in [("seaborn", lambda g, ax: sns.heatmap(g, ax=ax, annot=True)),
+                       ("report", lambda g, ax: F.seaborn_heatmap(g, ax=ax, annot=True))]:
+        fig, ax = plt.subplots(figsize=(4, 3), layout="constrained")
+        drawn[name] = 0
+        fig.canvas.mpl_connect("draw_event", lambda e, n=name: drawn.__setitem__(n, drawn[n] + 1))
+        heat(grid, ax)
+        assert fig.get_visible()
+        ax.set_xticklabels([t.get_text() for t in ax.get_xticklabels()], rotation=0)
+        ax.tick_params(axis="y", rotation=0)
+        result[name] = ([(t.get_text(), t.get_rotation()) for t in ax.get_xticklabels() + ax.get_yticklabels()],
+                        [t.get_text() for t in ax.texts], ax.collections[0].get_array().tolist())
+        plt.close(fig)
+    assert drawn == {"seaborn": 1, "report": 0}
+    assert result["seaborn"] == result["report"]
+    assert [t for t, _ in result["report"][0]] == ["0.001", "0.01", "0.1", "1.0", "relu", "tanh", "sigmoid"]
+    assert result["report"][1] == [f"{v:.2g}" for v in np.arange(12.0)]
+
+
+def _group(out_dir, tag, *, written):
+    """A figure group as the report draws one: two figures and a note, a warning logged."""
+    import logging
+
+    logging.getLogger("nnexp").warning("group %s drawn in process %d", tag, __import__("os").getpid())
+    blocks = [plots.figure_block(f, out_dir, f"{tag}{k}", f"caption {k}", written=written)
+              for k, f in enumerate(_figures()[:2])]
+    return blocks + [{"kind": "note", "text": f"note {tag}"}]
+
+
+@pytest.mark.parametrize("svg", [False, True])
+def test_a_group_drawn_in_a_child_gives_the_blocks_files_and_log_records_of_this_process(tmp_path, svg, caplog):
+    import os
+
+    results = {}
+    for processes in (0, 2):
+        out_dir = tmp_path / f"p{processes}"
+        out_dir.mkdir()
+        written = set()
+        caplog.clear()
+        with plots.Renderer(processes=processes, svg=svg) as r:
+            blocks = r.later(_group, out_dir, "g", written=written)
+            if processes:
+                assert blocks == []  # filled when the block ends
+        results[processes] = (blocks, written, sorted(p.name for p in out_dir.iterdir()))
+        pids = [int(rec.getMessage().split()[-1]) for rec in caplog.records if rec.getMessage().startswith("group g")]
+        assert len(pids) == 1 and (pids[0] == os.getpid()) is (processes == 0)
+    assert results[0] == results[2]
+    blocks, written, files = results[2]
+    names = {f"g{k}.{ext}" for k in range(2) for ext in (("png", "svg") if svg else ("png",))}
+    assert written == names and set(files) == names
+    assert [b["kind"] for b in blocks] == ["figure", "figure", "note"]
+    assert base64.b64decode(blocks[0]["png"]) == (tmp_path / "p2" / "g0.png").read_bytes()
+
+
+def test_a_failed_group_is_drawn_again_in_this_process(tmp_path, monkeypatch):
+    import os
+
+    parent = os.getpid()
+
+    def group(out_dir, *, written):
+        if os.getpid() != parent:
+            raise RuntimeError("child failure")
+        return _group(out_dir, "h", written=written)
+
+    written = set()
+    with plots.Renderer(processes=2) as r:
+        blocks = r.later(group, tmp_path, written=written)
+    assert [b["kind"] for b in blocks] == ["figure", "figure", "note"] and written == {"h0.png", "h1.png"}
+    with pytest.raises(ValueError, match="raised here too"):
+        with plots.Renderer(processes=2) as r:
+            r.later(lambda *, written: (_ for _ in ()).throw(ValueError("raised here too")), written=set())
+
+
+def test_a_gallery_drawn_ahead_is_rendered_as_the_report_would_draw_it(tmp_path, monkeypatch):
+    """The report worker draws the gallery, then renders it: a report coming in between renders the figure drawn
+    (not drawing it again), one coming after uses the PNG; all three give the same pixels."""
+    monkeypatch.setattr(plots, "_PREDRAWN", {})
+    monkeypatch.setattr(plots, "_PRERENDERED", {})
+    acts = ["relu", "tanh"]
+    outs = {}
+    for case in ("drawn here", "drawn ahead", "rendered ahead"):
+        out = tmp_path / case.replace(" ", "_")
+        out.mkdir()
+        if case == "drawn ahead":
+            plots.predraw_gallery(acts)
+            assert plots.gallery_prerendered(acts)
+        if case == "rendered ahead":
+            plots.prerender_gallery(acts)
+            assert plots.gallery_prerendered(acts) and not plots._PREDRAWN
+        written = set()
+        blocks = plots.gallery_blocks(acts, out, written=written)
+        assert written == {"activation_gallery.png"} and not plots._PREDRAWN
+        outs[case] = _pixels(base64.b64decode(blocks[0]["png"]))
+        assert (outs[case] == _pixels((out / "activation_gallery.png").read_bytes())).all()
+    assert (outs["drawn here"] == outs["drawn ahead"]).all() and (outs["drawn here"] == outs["rendered ahead"]).all()
+
+
+def test_a_report_that_fails_drops_its_groups_and_keeps_its_error(tmp_path):
+    import os
+
+    parent = os.getpid()
+    ran = []
+
+    def group(*, written):
+        ran.append(os.getpid())
+        raise RuntimeError("the group's own error")
+
+    with pytest.raises(KeyError, match="the report's error"):
+        with plots.Renderer(processes=2) as r:
+            r.later(group, written=set())
+            raise KeyError("the report's error")
+    assert parent not in ran and not r.groups

@@ -147,12 +147,25 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     ok = runs[runs["outcome"] == "finished"]
     ok = ok[np.isfinite(ok[metric].astype(float))]
     n_epochs = int(pd.to_numeric(runs.get("epochs"), errors="coerce").max()) if "epochs" in runs else None
-    from .plots import Renderer, boundary_blocks
+    from .plots import (Renderer, boundary_blocks, draws_boundaries, gallery_blocks, gallery_prerendered,
+                        local_artifacts)
 
     # figures render in child processes while the next is drawn; all are done at the block's end
-    with Renderer(svg=svg):
-        # the decision boundaries before the histories load: the slowest figure to render starts rendering first
-        bounds = boundary_blocks(ok, keys, metric, higher, uri, out_dir, written) if boundaries else []
+    with Renderer(svg=svg) as renderer:
+        # Three groups of figures need nothing computed below: drawn (and rendered) in child processes from now on,
+        # while this one loads the histories and computes; their lists are filled when the block ends. The
+        # decision boundaries first, the slowest figure to render; drawn here if their weights come through
+        # MLflow's client (not shared with a forked process).
+        bounds = None
+        if boundaries and draws_boundaries(ok):
+            bounds = (renderer.later if local_artifacts(ok) else _now)(
+                boundary_blocks, ok, keys, metric, higher, uri, out_dir, written=written)
+        activations = sorted(runs["activation"].dropna().unique())
+        gallery = None
+        if len(ok):
+            gallery = (_now if gallery_prerendered(activations) else renderer.later)(
+                gallery_blocks, activations, out_dir, written=written)
+        shape = renderer.later(_shape_sections, ok, keys, metric, higher, out_dir, written=written)
 
         # only the histories a figure or a number uses (per-layer diagnostics: line plots and layer x epoch heatmaps)
         want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
@@ -199,8 +212,9 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
                     ("Summary", summary_blocks(ctx))]
         if len(comp) > 1:
             sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
-        sections += figure_sections(ctx, out_dir, uri, bounds, written)
-        sections += _shape_sections(ok, keys, metric, higher, out_dir, written)
+        sections += figure_sections(ctx, out_dir, uri, bounds, written, gallery=gallery)
+    sections = [(title, blocks) for title, blocks in sections if blocks or blocks is not bounds]
+    sections += shape
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
     sections.append(("All runs in MLflow",
                      runs_blocks(ctx, ui_command(uri, base)) + duplicates_blocks(duplicates, url)))
@@ -238,6 +252,11 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
     index.write_text(page, encoding="utf-8")
     _clean_stale(out_dir, written)
     return index
+
+
+def _now(fn, *args, written: set):
+    """``fn(*args, written=written)``, in this process (as :meth:`nnexp.report.plots.Renderer.later` in a child)."""
+    return fn(*args, written=written)
 
 
 def _shape_sections(ok: pd.DataFrame, keys: list[str], metric: str, higher: bool, out_dir: Path,

@@ -20,7 +20,7 @@ from .stats import clip_interval, higher_is_better, t_interval
 
 __all__ = ["set_theme", "palette_for", "fit_suptitle", "ACTIVATION_COLORS", "t_interval", "learning_curves",
            "final_metric", "lr_sensitivity",
-           "heatmap", "layer_diagnostics", "decision_boundaries", "label"]
+           "heatmap", "seaborn_heatmap", "layer_diagnostics", "decision_boundaries", "label"]
 
 #: Readable names of the metrics and keys used on axes.
 LABELS = {
@@ -277,15 +277,35 @@ def heatmap(data: pd.DataFrame, *, index: str, columns: str, value: str, ax=None
     if std:
         s = data.pivot_table(index=index, columns=columns, values=std, aggfunc="first", dropna=False)
         text = text + s.map(lambda v: f"\n± {v:.2g}" if np.isfinite(v) else "")
-    sns.heatmap(grid, annot=text.to_numpy(), fmt="", cmap="viridis" if hb else "viridis_r", ax=ax,
-                linewidths=0.5, linecolor="white", cbar_kws={"label": cbar_label or label(value)},
-                annot_kws={"fontsize": 8})
+    seaborn_heatmap(grid, annot=text.to_numpy(), fmt="", cmap="viridis" if hb else "viridis_r", ax=ax,
+                    linewidths=0.5, linecolor="white", cbar_kws={"label": cbar_label or label(value)},
+                    annot_kws={"fontsize": 8})
     ax.set_xlabel(label(columns))
     ax.set_ylabel(label(index))
     ax.set_xticklabels([f"{float(t.get_text()):g}" if _is_num(t.get_text()) else t.get_text()
                         for t in ax.get_xticklabels()], rotation=0)
     ax.tick_params(axis="y", rotation=0)
     return ax
+
+
+def seaborn_heatmap(data, *, ax, **kwargs):
+    """``seaborn.heatmap(data, ax=ax, **kwargs)`` without the draw of the whole figure it makes; returns ``ax``.
+
+    seaborn draws the figure (every axes, and the constrained layout: as long as rendering it) to see whether the
+    heatmap's tick labels overlap, and turns them if they do. The report's heatmaps set their tick labels' rotation
+    themselves right after, so that draw changes nothing drawn, and a figure of n heatmaps would be drawn n times
+    (quadratic in the panels). The figure is hidden meanwhile: a hidden figure draws nothing, while its tick
+    labels still have their sizes.
+    """
+    import seaborn as sns
+
+    fig = ax.get_figure(root=True)
+    visible = fig.get_visible()
+    fig.set_visible(False)
+    try:
+        return sns.heatmap(data, ax=ax, **kwargs)
+    finally:
+        fig.set_visible(visible)
 
 
 def _is_num(s: str) -> bool:

@@ -25,8 +25,9 @@ from markupsafe import Markup
 
 from . import fmt
 
-__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "prerender_gallery", "warm_up", "kill_renderers",
-           "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
+__all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery",
+           "predraw_gallery", "gallery_blocks", "gallery_prerendered", "boundary_blocks", "draws_boundaries",
+           "local_artifacts", "warm_up", "kill_renderers", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
            "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
 
 #: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
@@ -68,6 +69,10 @@ class Renderer:
     fills each block's ``png``. A child that fails (or a platform without ``fork``) leaves the figure to be rendered
     in this process, so the files are the same either way.
 
+    A group of figures that needs none of the report's later work (the decision boundaries, the activation gallery,
+    the hyperparameter importance) is drawn in a child too, from its start (:meth:`later`): the report's own
+    process then only computes, and the second core, idle while it did, draws.
+
     Parameters
     ----------
     svg : bool
@@ -87,6 +92,7 @@ class Renderer:
         self.processes = (os.cpu_count() or 1) if processes is None else int(processes)
         self.processes = self.processes if forkable else 0
         self.pending: list[tuple[int, object, Path, str, bool, dict]] = []
+        self.groups: list[tuple[int, int, list, set, object, tuple]] = []
 
     def __enter__(self) -> "Renderer":
         global _ACTIVE
@@ -98,8 +104,73 @@ class Renderer:
         try:
             while self.pending:
                 self._finish(self.pending.pop(0))
+            while self.groups:
+                if exc[0] is None:
+                    self._finish_group(self.groups.pop(0))
+                else:  # the report failed: its groups are not needed, and must not hide the error
+                    self._drop_group(self.groups.pop(0))
         finally:
             _ACTIVE = self._outer
+
+    def later(self, fn, *args, written: set) -> list:
+        """``fn(*args, written=written)``, a list (of page blocks or sections), drawn in a forked child; returns
+        a list that holds its items when the ``with`` block ends (at once without children).
+
+        ``fn`` draws its figures with :func:`figure_block` (rendered in the child itself) and returns picklable
+        items; the file names it adds to its ``written`` and the ``nnexp`` log records it emits come back with them.
+        If the child fails, ``fn`` runs again here at the block's end, so the result (or the exception) is the same.
+        """
+        import os
+
+        if self.processes < 1:
+            return fn(*args, written=written)
+        out: list = []
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: draw and render in this process, send the result, leave at once
+            code = 1
+            try:
+                os.close(read)
+                code = _run_group(fn, args, write, self.formats)
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.groups.append((pid, read, out, written, fn, args))
+        return out
+
+    @staticmethod
+    def _drop_group(job) -> None:
+        import os
+        import signal
+
+        pid, read = job[:2]
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.close(read)
+        os.waitpid(pid, 0)
+
+    def _finish_group(self, job) -> None:
+        import logging
+        import os
+        import pickle
+
+        pid, read, out, written, fn, args = job
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+        _, status = os.waitpid(pid, 0)
+        try:
+            items, names, records = pickle.loads(data) if status == 0 else (None, None, None)
+        except Exception:  # noqa: BLE001 - a truncated answer: as a failed child
+            items = None
+        if items is None:  # the child failed: draw here, where an error shows its traceback
+            out[:] = fn(*args, written=written)
+            return
+        for r in records:
+            logging.getLogger(r["name"]).handle(logging.makeLogRecord(r))
+        written |= names
+        out[:] = items
 
     def submit(self, fig, out_dir: Path, name: str, tight: bool, block: dict) -> None:
         """Render ``fig`` into ``out_dir`` (now, or in a child) and fill ``block["png"]`` by the block's end."""
@@ -132,6 +203,33 @@ class Renderer:
             block["png"] = _render(fig, out_dir, name, tight, self.formats)
 
 
+def _run_group(fn, args, fd: int, formats: tuple) -> int:
+    """In a child of :meth:`Renderer.later`: ``fn(*args, written=...)``, figures rendered here in ``formats``;
+    write ``(items, written, log records)`` pickled to ``fd``; return the exit code."""
+    import logging
+    import os
+    import pickle
+
+    global _ACTIVE
+    _ACTIVE = Renderer(svg="svg" in formats, processes=0)  # figures render in this child, not in grandchildren
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("nnexp")
+    logger.handlers, logger.propagate = [handler], False  # shown once, by the parent
+    written: set = set()
+    items = fn(*args, written=written)
+    sent = []
+    for r in records:
+        d = dict(r.__dict__)
+        d["msg"], d["args"], d["exc_info"], d["exc_text"] = r.getMessage(), None, None, None
+        sent.append(d)
+    data = pickle.dumps((list(items), written, sent))
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return 0
+
+
 #: Default of :class:`Renderer`'s ``processes`` (None: the CPU count; 0: render in the report's own process).
 PROCESSES: int | None = None
 
@@ -140,6 +238,9 @@ _ACTIVE: Renderer | None = None
 
 #: Figures rendered before the report asked for them (:func:`prerender_gallery`): ``{(name, key): PNG bytes}``.
 _PRERENDERED: dict[tuple, bytes] = {}
+#: Figures drawn before the report asked for them, not rendered yet (:func:`predraw_gallery`):
+#: ``{(name, key): Figure}``.
+_PREDRAWN: dict[tuple, object] = {}
 
 
 def kill_renderers() -> None:
@@ -149,7 +250,7 @@ def kill_renderers() -> None:
 
     r = _ACTIVE
     while r is not None:
-        for job in r.pending:
+        for job in [*r.pending, *r.groups]:
             try:
                 os.kill(job[0], signal.SIGKILL)
             except OSError:
@@ -177,32 +278,98 @@ def warm_up() -> None:
     plt.close(fig)
 
 
-def prerender_gallery(activations: list[str]) -> None:
-    """Draw and render the activation gallery of ``activations`` now; a report of exactly those activations
-    (PNG only) then uses it instead of drawing it again. Byte for byte the PNG the report would render."""
+def predraw_gallery(activations: list[str]) -> None:
+    """Draw the activation gallery of ``activations`` now, the first half of :func:`prerender_gallery`: a report of
+    exactly those activations renders this figure instead of drawing it again."""
     from . import gallery
 
     names = sorted(activations)
     fig = gallery.gallery(gallery.activation_frame(names=names), col_wrap=min(len(names), 5))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches="tight")
+    _PREDRAWN[("activation_gallery", tuple(names))] = fig
+
+
+def prerender_gallery(activations: list[str]) -> None:
+    """Draw (unless :func:`predraw_gallery` did) and render the activation gallery of ``activations`` now; a report
+    of exactly those activations (PNG only) then uses it instead of drawing it again. Byte for byte the PNG the
+    report would render."""
     import matplotlib.pyplot as plt
 
+    key = ("activation_gallery", tuple(sorted(activations)))
+    if key not in _PREDRAWN:
+        predraw_gallery(activations)
+    fig = _PREDRAWN.pop(key)
+    png = png_bytes(fig, tight=True)
     plt.close(fig)
-    _PRERENDERED[("activation_gallery", tuple(names))] = buf.getvalue()
+    _PRERENDERED[key] = png
+
+
+#: Resolution of the report's PNG files (dots per inch).
+DPI = 130
+#: zlib level of the PNG files: 3 encodes in about half the time of Pillow's default 6, and an opaque figure saved
+#: as RGB (:func:`png_bytes`) is then no larger than the RGBA file matplotlib writes at level 6.
+PNG_COMPRESS_LEVEL = 3
+
+
+def png_bytes(fig, tight: bool = False, dpi: int = DPI) -> bytes:
+    """``fig`` as a PNG file's bytes: the pixels ``fig.savefig(format="png", dpi=dpi)`` draws, encoded faster.
+
+    matplotlib's PNG is RGBA at zlib level 6, whatever the figure; the PNG encoding is about a quarter of a
+    report figure's rendering time. Here Agg draws the figure exactly as for ``savefig`` (``format="rgba"``, the
+    same layout and bounding box), and Pillow writes it as RGB when every pixel is opaque (the report's figures:
+    a quarter less to compress, the same colours) at :data:`PNG_COMPRESS_LEVEL`, with matplotlib's metadata
+    (``Software``, the resolution). A figure with transparent pixels stays RGBA.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    tight : bool
+        Crop to the drawn content (``bbox_inches="tight"``), as :meth:`~matplotlib.figure.Figure.savefig` does.
+    dpi : int
+        Resolution; the image is ``figure size (inches) * dpi`` pixels (cropped when ``tight``).
+
+    Returns
+    -------
+    bytes
+        A PNG file. When the figure's canvas is not matplotlib's Agg canvas, ``savefig``'s own PNG.
+    """
+    import matplotlib as mpl
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    bbox = "tight" if tight else None
+    raw = io.BytesIO()
+    fig.savefig(raw, format="rgba", dpi=dpi, bbox_inches=bbox)
+    renderer = getattr(fig.canvas, "renderer", None)  # the Agg renderer that drew it (its size: the image's)
+    if not isinstance(fig.canvas, FigureCanvasAgg) or renderer is None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox)
+        return buf.getvalue()
+    size = (int(renderer.width), int(renderer.height))
+    data = raw.getbuffer()
+    if size[0] * size[1] * 4 != data.nbytes:  # not the renderer that drew it: matplotlib's PNG
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches=bbox)
+        return buf.getvalue()
+    image = Image.frombuffer("RGBA", size, data, "raw", "RGBA", 0, 1)
+    if image.getchannel("A").getextrema() == (255, 255):
+        image = image.convert("RGB")
+    info = PngInfo()
+    info.add_text("Software", f"Matplotlib version{mpl.__version__}, https://matplotlib.org/")  # as savefig's
+    buf = io.BytesIO()
+    image.save(buf, format="png", pnginfo=info, dpi=(dpi, dpi), compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
 
 
 def _render(fig, out_dir: Path, name: str, tight: bool, formats=FORMATS) -> str:
     """Write ``fig`` as ``<name>.<format>`` for each of ``formats`` (PNG first); return the PNG as base64."""
-    bbox = "tight" if tight else None
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130, bbox_inches=bbox)
-    (out_dir / f"{name}.png").write_bytes(buf.getvalue())
+    png = png_bytes(fig, tight)
+    (out_dir / f"{name}.png").write_bytes(png)
     if "svg" in formats:
         if fig.get_layout_engine() is not None and not tight:
             fig.set_layout_engine("none")  # keep the positions just computed: the SVG needs no second layout pass
-        fig.savefig(out_dir / f"{name}.svg", bbox_inches=bbox)
-    return base64.b64encode(buf.getvalue()).decode()
+        fig.savefig(out_dir / f"{name}.svg", bbox_inches="tight" if tight else None)
+    return base64.b64encode(png).decode()
 
 
 def figure_block(fig, out_dir: Path, name: str, caption, tight: bool = False, written: set | None = None) -> dict:
@@ -234,11 +401,13 @@ def _sorted_levels(values) -> list:
                   key=lambda v: (not fmt.is_number(v), v if fmt.is_number(v) else fmt.val(v)))
 
 
-def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict], written: set) -> list[tuple[str, list[dict]]]:
+def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict] | None, written: set,
+                    gallery: list[dict] | None = None) -> list[tuple[str, list[dict]]]:
     """``[(title, blocks), ...]``: learning curves, sensitivity, diagnostics, decision boundaries, gallery.
 
-    ``bounds`` are the decision boundaries' blocks, drawn before the rest (:func:`boundary_blocks`); none when
-    the report draws none.
+    ``bounds`` are the decision boundaries' blocks, drawn before the rest (:func:`boundary_blocks`; a list
+    :meth:`Renderer.later` fills); None when the report draws none. ``gallery``: the activation gallery's blocks
+    when drawn already (:func:`gallery_blocks`), else drawn here.
     """
     from . import figures as F
 
@@ -264,11 +433,11 @@ def figure_sections(ctx, out_dir: Path, uri: str, bounds: list[dict], written: s
                  else "Final metric per seed", _sensitivity_blocks(*fig_args))]
     if layer_blocks:
         sections.append(("Per-layer diagnostics", layer_blocks))
-    if bounds:
+    if bounds is not None:
         sections.append(("Decision boundaries", bounds))
-    g = _gallery(sorted(ctx["runs"]["activation"].dropna().unique()), save, out_dir, written)
-    if g:
-        sections.append(("Activation gallery", g))
+    if gallery is None:
+        gallery = gallery_blocks(sorted(ctx["runs"]["activation"].dropna().unique()), out_dir, written=written)
+    sections.append(("Activation gallery", gallery))
     return sections
 
 
@@ -390,6 +559,18 @@ def _layer_blocks(ctx, save, palette, col, row, seeds) -> list[dict]:
 
 
 
+def draws_boundaries(ok: pd.DataFrame) -> bool:
+    """Whether :func:`boundary_blocks` draws (or explains the lack of) decision boundaries for the finished runs
+    ``ok``: some, each with 2 features."""
+    return bool(len(ok)) and "n_features" in ok and bool((ok["n_features"] == 2).all())
+
+
+def local_artifacts(ok: pd.DataFrame) -> bool:
+    """Whether every run of ``ok`` keeps its artifacts in local files (read in place, without MLflow's client:
+    safe in a forked process)."""
+    return "artifact_uri" in ok and bool(ok["artifact_uri"].astype(str).str.startswith("file://").all())
+
+
 def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri: str, out_dir: Path,
                     written: set) -> list[dict]:
     """The decision-boundary figure's blocks: one panel per activation x the first other key (the learning rate
@@ -402,7 +583,7 @@ def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri
     from .boundaries import probability_grid, test_points
     from .load import load_weights
 
-    if not len(ok) or "n_features" not in ok or not (ok["n_features"] == 2).all():
+    if not draws_boundaries(ok):
         return []
 
     def save(fig, name, caption):
@@ -452,23 +633,33 @@ def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri
                  f"test points (regenerated from the run's logged dataset params).")]
 
 
-def _gallery(activations: list[str], save, out_dir: Path, written: set) -> list[dict]:
+def gallery_prerendered(activations: list[str]) -> bool:
+    """Whether the gallery of ``activations`` (sorted) is drawn already: rendered by :func:`prerender_gallery` (when
+    the report writes PNG only), or drawn by :func:`predraw_gallery` (it then only renders)."""
+    formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
+    key = ("activation_gallery", tuple(activations))
+    return (formats == ("png",) and key in _PRERENDERED) or key in _PREDRAWN
+
+
+def gallery_blocks(activations: list[str], out_dir: Path, *, written: set) -> list[dict]:
     """The activation gallery of :mod:`nnexp.report.gallery` (rendered already when :func:`prerender_gallery`
-    drew the same activations and the report writes PNG only)."""
+    drew the same activations and the report writes PNG only; drawn already when :func:`predraw_gallery` did)."""
     from . import gallery
 
     caption = Markup("The activations of this report, f(z), and their derivatives f'(z), with default parameters "
                      "(from <code>nnexp.report.gallery</code>).")
     formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
-    png = _PRERENDERED.get(("activation_gallery", tuple(activations))) if formats == ("png",) else None
+    key = ("activation_gallery", tuple(activations))
+    png = _PRERENDERED.get(key) if formats == ("png",) else None
     if png is not None:
         (out_dir / "activation_gallery.png").write_bytes(png)
         written.add("activation_gallery.png")
         return [{"kind": "figure", "name": "activation_gallery", "png": base64.b64encode(png).decode(),
                  "caption": caption, "svg": False}]
-    data = gallery.activation_frame(names=activations)
-    fig = gallery.gallery(data, col_wrap=min(len(activations), 5))
-    return [save(fig, "activation_gallery", caption, tight=True)]
+    fig = _PREDRAWN.pop(key, None)
+    if fig is None:
+        fig = gallery.gallery(gallery.activation_frame(names=activations), col_wrap=min(len(activations), 5))
+    return [figure_block(fig, out_dir, "activation_gallery", caption, True, written)]
 
 
 def _kind_label(kind: str) -> str:
@@ -579,7 +770,7 @@ def layer_heatmaps(curves: pd.DataFrame, kind: str, keys: list[str], *, col_wrap
     from matplotlib.cm import ScalarMappable
 
     from ..identity import describe
-
+    from . import figures as F
 
     d = _layer_rows(curves, kind)
     if not len(d):
@@ -597,7 +788,7 @@ def layer_heatmaps(curves: pd.DataFrame, kind: str, keys: list[str], *, col_wrap
     fig, axes = plt.subplots(nrow, ncol, figsize=(max(3.4 * ncol + 1.0, 6.0), height * nrow + 0.8), squeeze=False,
                              layout="constrained")
     for ax, (title, grid) in zip(axes.flat, panels):
-        sns.heatmap(grid, ax=ax, cmap=cmap, norm=norm, cbar=False, rasterized=True)
+        F.seaborn_heatmap(grid, ax=ax, cmap=cmap, norm=norm, cbar=False, rasterized=True)  # ticks turned below
         _sparse_ticks(ax, list(grid.index), "y", 10)
         _sparse_ticks(ax, list(grid.columns), "x", 8)
         ax.set_title(title, fontsize="medium")

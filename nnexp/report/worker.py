@@ -11,13 +11,14 @@ one throw-away figure (font cache, Agg) and renders the activation gallery of th
 (:func:`nnexp.report.plots.prerender_gallery`) while the jobs train, then waits. At the end of the sweep
 :meth:`ReportWorker.build` hands it the arguments of ``build_report`` (the runs frame the summary loaded
 included: the report reads MLflow's runs, nothing of the trainer) and waits for the path of ``index.html`` or the
-build's exception, raised here as if the build had run here. The figures are still rendered in processes the
-worker forks (:class:`nnexp.report.plots.Renderer`).
+build's exception, raised here as if the build had run here. The figures are still drawn and rendered in
+processes the worker forks (:class:`nnexp.report.plots.Renderer`).
 
 The warm-up runs in a thread of the worker, one step (an import, a figure) at a time, each when half a core or
-more has been idle for the last 0.1 s (or after 1 s of waiting), so it takes mostly what the jobs (and the metric
+more has been idle for the last 0.1 s (or after 0.3 s of waiting), so it takes mostly what the jobs (and the metric
 writer they wait for) leave idle. A build that comes before the warm-up is done stops it after its current step and does the rest
-itself.
+itself: the imports it needs first in its own process; Optuna's import and the gallery (drawn, or rendered if the
+warm-up drew it) in the child processes that draw the importance section and the gallery alongside the rest.
 
 Lifetime: the worker runs in its own process group, so a Ctrl-C at the terminal reaches the sweep's process only,
 which decides (:func:`stop_worker` ends the worker; so does the sweep's process at exit). The worker ends itself
@@ -300,8 +301,10 @@ def _warm_up(warm: dict, stop: threading.Event) -> None:
 #: A warm-up step starts when at least this many cores were idle over the last :data:`IDLE_PERIOD` seconds ...
 IDLE_CORES = 0.5
 IDLE_PERIOD = 0.1
-#: ... or after this many seconds of waiting.
-PATIENCE = 1.0
+#: ... or after this many seconds of waiting. Short: on a machine the jobs keep busy, each step of a 1 s patience
+#: waited the whole second, and the sweep's build came before half the steps were done (it then does the rest on
+#: the command's critical path).
+PATIENCE = 0.3
 
 
 def _idle_cores(period: float) -> float:
@@ -354,6 +357,11 @@ def _warm_up_steps(warm: dict) -> list:
 
         tracking.client(warm["uri"]).search_experiments(max_results=1)  # MLflow imported, its store opened
 
+    def gallery_drawn():
+        from . import plots
+
+        plots.predraw_gallery(warm["activations"])
+
     def gallery():
         from . import plots
 
@@ -369,6 +377,6 @@ def _warm_up_steps(warm: dict) -> list:
              both(figure, template), imports("optuna.importance", "nnexp.report.importance")]
     if warm.get("uri") and not warm["uri"].startswith("sqlite:"):  # a SQLite store is read without MLflow
         steps.append(store)
-    if warm.get("activations"):
-        steps.append(gallery)
+    if warm.get("activations"):  # drawn, then rendered: a build that comes between renders the figure drawn
+        steps += [gallery_drawn, gallery]
     return steps
