@@ -146,9 +146,7 @@ class SweepCallback(Callback):
                     print(f"nnexp: error: the report failed (traceback above); the runs are recorded. Retry with: "
                           f"{retry}", file=sys.stderr)
                 else:
-                    for f in sorted(out.iterdir()):
-                        if f.is_file():
-                            tracking.retry(c.log_artifact, parent, str(f), "report")
+                    tracking.retry(c.log_artifacts, parent, str(out), "report")  # one call: the run looked up once
                     LAST_SWEEP["report"] = str(index)
                     print(f"report: {index}")
         finally:

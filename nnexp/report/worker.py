@@ -208,6 +208,10 @@ def _serve(conn, parent_pid: int, warm: dict) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # the caller shows them (no second copy from logging's last-resort handler)
+    # the warm-up imports pandas, matplotlib, seaborn and MLflow: with the collector on, each allocation threshold
+    # crossed would walk all their objects again (about 0.4 s of a core the jobs need); on again, with them frozen,
+    # before a build
+    gc.disable()
     stop_warming = threading.Event()
     warming = threading.Thread(target=_warm_up, args=(warm, stop_warming), name="nnexp-report-warm-up", daemon=True)
     warming.start()
@@ -226,6 +230,7 @@ def _serve(conn, parent_pid: int, warm: dict) -> None:
         stop_warming.set()  # what is left of the warm-up, the build does at normal priority
         warming.join()  # the step under way (matplotlib is not thread-safe)
         gc.freeze()  # the libraries' objects out of the collector's sight: each full collection is then short
+        gc.enable()
         records.clear()
         try:
             os.chdir(cwd)
