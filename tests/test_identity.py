@@ -207,7 +207,7 @@ def fresh(tmp_path, tmp_path_factory, monkeypatch):
     import nnexp.tracking
 
     migrated_store(tmp_path_factory, tmp_path)
-    monkeypatch.setattr(nnexp.tracking, "start_metric_writer", lambda uri: None)
+    monkeypatch.setattr(nnexp.tracking, "start_metric_writer", lambda uri, **kw: None)
     return tmp_path
 
 
