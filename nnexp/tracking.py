@@ -580,11 +580,12 @@ def start_runs(c, experiment_id: str, runs: list[NewRun], *, parent_id: str | No
     return [start_run(c, experiment_id, run_name=r.name, parent_id=parent_id, tags=r.tags) for r in runs], False
 
 
-def _sqlite_run_store(c):
-    """``c``'s MLflow ``SqlAlchemyStore`` when :func:`start_runs` may write to it directly, else None."""
+def _sqlite_store(c, env: str, api: str):
+    """``c``'s MLflow ``SqlAlchemyStore`` on SQLite, else None; None too when ``$<env>`` is ``api`` (MLflow's API
+    asked for by name)."""
     import sys
 
-    if os.environ.get(RUN_PATH_ENV, "").strip().lower() == "create_run":
+    if os.environ.get(env, "").strip().lower() == api:
         return None
     module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # loaded with any SQL store
     tracking_client = getattr(c, "_tracking_client", None)
@@ -592,6 +593,14 @@ def _sqlite_run_store(c):
         return None
     store = tracking_client.store
     if not isinstance(store, module.SqlAlchemyStore) or getattr(store, "db_type", None) != "sqlite":
+        return None
+    return store
+
+
+def _sqlite_run_store(c):
+    """``c``'s MLflow ``SqlAlchemyStore`` when :func:`start_runs` may write to it directly, else None."""
+    store = _sqlite_store(c, RUN_PATH_ENV, "create_run")
+    if store is None:
         return None
     from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
 
@@ -859,16 +868,8 @@ def log_metrics(c, run_id: str, points: list) -> None:
 
 def _sqlite_metric_store(c):
     """``c``'s MLflow ``SqlAlchemyStore`` when :func:`log_metrics` may write to it directly, else None."""
-    import sys
-
-    if os.environ.get(METRIC_PATH_ENV, "").strip().lower() == "log_batch":
-        return None
-    module = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")  # loaded with any SQL store
-    tracking_client = getattr(c, "_tracking_client", None)
-    if module is None or tracking_client is None:
-        return None
-    store = tracking_client.store
-    if not isinstance(store, module.SqlAlchemyStore) or getattr(store, "db_type", None) != "sqlite":
+    store = _sqlite_store(c, METRIC_PATH_ENV, "log_batch")
+    if store is None:
         return None
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric
     from mlflow.tracking.fluent import get_active_model_id

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,23 @@ def compose():
     register()
     with initialize_config_module(config_module="nnexp.conf", version_base="1.3"):
         yield lambda overrides: hydra_compose(config_name="config", overrides=overrides)
+
+
+@contextmanager
+def failing_once(engine, statement_prefix: str):
+    """Make the first SQL statement on ``engine`` that starts with ``statement_prefix`` raise; yield the list of
+    statements failed so (one, once it happened)."""
+    from sqlalchemy import event
+
+    failed: list[str] = []
+
+    def fail_once(conn, cursor, statement, parameters, context, executemany):
+        if not failed and statement.startswith(statement_prefix):
+            failed.append(statement)
+            raise RuntimeError("injected failure")
+
+    event.listen(engine, "before_cursor_execute", fail_once)
+    try:
+        yield failed
+    finally:
+        event.remove(engine, "before_cursor_execute", fail_once)

@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import migrated_store
+from conftest import failing_once, migrated_store
 from mlflow.exceptions import MlflowException
 
 from nnexp import tracking
@@ -112,25 +112,12 @@ def test_a_schema_mlflow_changed_goes_through_log_batch(two_stores, monkeypatch)
 def test_a_transaction_failing_midway_is_rolled_back_and_written_once_by_log_batch(two_stores, monkeypatch):
     """The SQLite path fails after inserting the points (reading latest_metrics): nothing of it stays, and log_batch
     writes the batch: no point twice."""
-    from sqlalchemy import event
-
     (fast, fast_db, fast_run), (ref, ref_db, ref_run) = two_stores
     write_reference(monkeypatch, ref, ref_run)
-    engine = fast._tracking_client.store.engine
-    failed = []
-
-    def fail_once(conn, cursor, statement, parameters, context, executemany):
-        if not failed and statement.startswith("SELECT latest_metrics.\"key\", latest_metrics.step"):
-            failed.append(statement)
-            raise RuntimeError("injected failure")
-
-    event.listen(engine, "before_cursor_execute", fail_once)
-    try:
+    with failing_once(fast._tracking_client.store.engine, 'SELECT latest_metrics."key", latest_metrics.step') as failed:
         calls = count_log_batch(monkeypatch, fast)
         for b in batches():
             tracking.log_metrics(fast, fast_run, b)
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_once)
     assert len(failed) == 1 and calls == [600, 101]  # the first batch, then the one with stored points
     assert record(fast, fast_db, fast_run) == record(ref, ref_db, ref_run)
 

@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import migrated_store
+from conftest import failing_once, migrated_store
 from mlflow.exceptions import MlflowException
 
 from nnexp import tracking
@@ -128,23 +128,10 @@ def test_a_param_mlflow_refuses_leaves_the_params_to_log_batch(two_stores):
 
 
 def test_a_transaction_failing_midway_is_rolled_back_and_the_runs_created_once_by_create_run(two_stores, monkeypatch):
-    from sqlalchemy import event
-
     (fast, fast_db, fast_exp, fast_parent), (ref, ref_db, ref_exp, ref_parent) = two_stores
-    engine = fast._tracking_client.store.engine
-    failed = []
-
-    def fail_once(conn, cursor, statement, parameters, context, executemany):
-        if not failed and statement.startswith("INSERT INTO params"):
-            failed.append(statement)
-            raise RuntimeError("injected failure")
-
-    event.listen(engine, "before_cursor_execute", fail_once)
-    try:
+    with failing_once(fast._tracking_client.store.engine, "INSERT INTO params") as failed:
         calls = count_create_run(monkeypatch, fast)
         ids, logged = tracking.start_runs(fast, fast_exp, new_runs(), parent_id=fast_parent)
-    finally:
-        event.remove(engine, "before_cursor_execute", fail_once)
     assert len(failed) == 1 and calls == ["relu-s0", "tanh-s1", "no-params"] and not logged
     for rid, params in zip(ids, PARAMS):
         tracking.log_params(fast, rid, params)
