@@ -97,3 +97,15 @@ def failing_once(engine, statement_prefix: str):
         yield failed
     finally:
         event.remove(engine, "before_cursor_execute", fail_once)
+
+
+def two_fresh_stores(tmp_path_factory, tmp_path) -> list[tuple]:
+    """``[(client, SQLite path, experiment id of "m"), ...]`` of two fresh, migrated stores under ``tmp_path``."""
+    from nnexp import tracking
+
+    out = []
+    for name in ("a", "b"):
+        uri = migrated_store(tmp_path_factory, tmp_path / name)
+        c, exp = tracking.prepare_store(uri, "m")
+        out.append((c, tracking.sqlite_path(uri), exp))
+    return out

@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import failing_once, migrated_store
+from conftest import failing_once, migrated_store, two_fresh_stores
 from mlflow.exceptions import MlflowException
 
 from nnexp import tracking
@@ -57,12 +57,8 @@ def record(c, db, run_id: str) -> dict:
 @pytest.fixture
 def two_stores(tmp_path_factory, tmp_path):
     """(client, db, run_id) of two fresh stores, each with one run."""
-    out = []
-    for name in ("a", "b"):
-        uri = migrated_store(tmp_path_factory, tmp_path / name)
-        c, exp = tracking.prepare_store(uri, "m")
-        out.append((c, tracking.sqlite_path(uri), tracking.start_run(c, exp, run_name="r")))
-    return out
+    return [(c, db, tracking.start_run(c, exp, run_name="r"))
+            for c, db, exp in two_fresh_stores(tmp_path_factory, tmp_path)]
 
 
 def count_log_batch(monkeypatch, c) -> list:

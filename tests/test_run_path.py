@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import failing_once, migrated_store
+from conftest import failing_once, migrated_store, two_fresh_stores
 from mlflow.exceptions import MlflowException
 
 from nnexp import tracking
@@ -69,12 +69,8 @@ def read_back(c, run_ids: list[str]) -> list:
 @pytest.fixture
 def two_stores(tmp_path_factory, tmp_path):
     """(client, db, experiment id, parent run id) of two fresh stores."""
-    out = []
-    for name in ("a", "b"):
-        uri = migrated_store(tmp_path_factory, tmp_path / name)
-        c, exp = tracking.prepare_store(uri, "m")
-        out.append((c, tracking.sqlite_path(uri), exp, tracking.start_run(c, exp, run_name="parent")))
-    return out
+    return [(c, db, exp, tracking.start_run(c, exp, run_name="parent"))
+            for c, db, exp in two_fresh_stores(tmp_path_factory, tmp_path)]
 
 
 def create_reference(monkeypatch, c, exp: str, parent: str) -> list[str]:
