@@ -275,7 +275,8 @@ def _note_interrupt(signum, frame) -> None:
     """Python's own SIGINT handler (raise KeyboardInterrupt), remembering that the user interrupted; SIGTERM (sent
     by ``timeout``, ``kill``, SLURM, ``docker stop``) is handled the same way, so no run is left RUNNING."""
     _INTERRUPTS.append(signum)
-    signal.default_int_handler(signum, frame)
+    # as Python's handler does, with what stopped the command said (the runs' nnexp.error names it)
+    raise KeyboardInterrupt("Ctrl-C (SIGINT)" if signum == signal.SIGINT else f"{signal.Signals(signum).name}")
 
 
 def _interrupt_status(interrupts: list[int]) -> int:

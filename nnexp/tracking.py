@@ -1002,8 +1002,9 @@ class RunEnd:
 
 
 def fail_run(c, run_id: str, error: str, status: str = "FAILED") -> None:
-    """End ``run_id`` with ``status``, tagged ``nnexp.outcome=failed`` and ``nnexp.error=<error>`` (500 characters)."""
-    set_tags(c, run_id, {f"{TAG}outcome": "failed", f"{TAG}error": error[:500]})
+    """End ``run_id`` with ``status``, tagged ``nnexp.error=<error>`` (500 characters) and ``nnexp.outcome=failed``
+    (``killed`` for a KILLED run, as :func:`nnexp.report.load.load_runs` reads its status)."""
+    set_tags(c, run_id, {f"{TAG}outcome": "killed" if status == "KILLED" else "failed", f"{TAG}error": error[:500]})
     end_run(c, run_id, status)
 
 

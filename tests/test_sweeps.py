@@ -324,6 +324,8 @@ def test_ctrl_c_marks_the_job_and_the_parent_killed(tmp_path, tmp_path_factory, 
     _, (parent,), children = all_runs(tmp_path)
     assert sorted((r.data.params["seed"], r.info.status) for r in children) == [("0", "FINISHED"), ("1", "KILLED")]
     assert parent.info.status == "KILLED"
+    killed = next(r for r in children if r.info.status == "KILLED")
+    assert killed.data.tags["nnexp.outcome"] == "killed"
 
 
 @pytest.mark.slow
@@ -356,6 +358,11 @@ def test_sigterm_marks_the_runs_killed_and_exits_143(tmp_path, tmp_path_factory)
     statuses = sorted(r[0] for r in con.execute("SELECT status FROM runs"))
     con.close()
     assert "RUNNING" not in statuses and statuses.count("KILLED") >= 2, statuses
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    errors = {r[0] for r in con.execute("SELECT t.value FROM tags t JOIN runs r ON t.run_uuid = r.run_uuid "
+                                        "WHERE t.key = 'nnexp.error' AND r.status = 'KILLED'")}
+    con.close()
+    assert errors == {"KeyboardInterrupt: SIGTERM"}, errors  # what stopped it, not an empty Ctrl-C
 
 
 def test_diverging_child_is_marked_and_the_sweep_goes_on(tmp_path, tmp_path_factory, monkeypatch):
