@@ -619,7 +619,7 @@ def _checked_params(runs: list[NewRun]) -> list[list[tuple[str, str]]] | None:
     out = []
     try:
         for r in runs:
-            items = [_validate_param(k, "null" if v is None else str(v), path=f"params[{i}]")
+            items = [_validate_param(k, param_text(v), path=f"params[{i}]")
                      for i, (k, v) in enumerate(r.params.items())]
             out.append([(p.key, p.value) for p in items])
     except Exception:  # noqa: BLE001 - MLflow's error comes from log_batch
@@ -687,11 +687,16 @@ def end_run(c, run_id: str, status: str = "FINISHED") -> None:
     retry(c.set_terminated, run_id, status=status)
 
 
+def param_text(value: Any) -> str:
+    """A param's value as nnexp stores it: ``"null"`` for None, else its ``str`` (lists: their JSON-like text)."""
+    return "null" if value is None else str(value)
+
+
 def log_params(c, run_id: str, params: dict[str, Any]) -> None:
     """Log params in batches of 100 (MLflow's limit per call); lists become their JSON-like text."""
     from mlflow.entities import Param
 
-    items = [Param(k, "null" if v is None else str(v)) for k, v in params.items()]
+    items = [Param(k, param_text(v)) for k, v in params.items()]
     for i in range(0, len(items), 100):
         retry(c.log_batch, run_id, params=items[i:i + 100])
 
@@ -1137,7 +1142,7 @@ class MetricWriter:
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> bool:
         """Queue :func:`log_params` of ``params`` for ``run_id``; False if the writer is gone."""
-        params = {k: "null" if v is None else str(v) for k, v in params.items()}
+        params = {k: param_text(v) for k, v in params.items()}
         if not self._put(run_id, "params", params):
             return False
         self._given.setdefault(run_id, _Given()).params = params
