@@ -37,6 +37,8 @@ log = logging.getLogger("nnexp")
 
 #: Outcome of the last multirun in this process: ``{"parent_id", "failed", "finished", ...}``.
 LAST_SWEEP: dict = {}
+#: The printed summary's last line starts with this, then the varying keys its table leaves out (:func:`label_keys`).
+HIDDEN_NOTE = "also differ across these rows:"
 
 
 def sweep_name(launch_dir: Path, sweep_dir: Path) -> str:
@@ -92,7 +94,7 @@ class SweepCallback(Callback):
         (sweep_dir / PARENT_FILE).write_text(parent)
         LAST_SWEEP.clear()
         LAST_SWEEP.update(parent_id=parent, uri=uri, experiment=config.tracking.experiment, experiment_id=exp_id,
-                          sweep=name, sweep_dir=str(sweep_dir))
+                          sweep=name, sweep_dir=str(sweep_dir), swept=swept)
         log.info("sweep %s: parent run %s in experiment %r at %s", name, parent, config.tracking.experiment, uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
@@ -122,7 +124,7 @@ class SweepCallback(Callback):
             LAST_SWEEP.update(counts)
             # a sweep that trained something but in which no run finished has no usable result (exit status 3)
             LAST_SWEEP["no_result"] = counts.get("finished", 0) == 0
-            print(_summary_text(runs, counts))
+            print(_summary_text(runs, counts, LAST_SWEEP.get("swept", [])))
             if config.tracking.get("register_model"):  # the best run's model in the Model Registry, alias "best"
                 from .mlflow_model import register_best
 
@@ -253,15 +255,44 @@ def sweep_keys(overrides: list[str], sweeper_params) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
-def _summary_text(runs, counts) -> str:
+def label_keys(runs, swept: list[str] = ()) -> tuple[list[str], list[str]]:
+    """``(shown, hidden)``: the fewest varying keys that tell ``runs``' configurations apart, and the rest.
+
+    The candidates are the keys whose canonical values differ across ``runs`` (:func:`nnexp.report.swept_keys`,
+    activation first). ``activation`` and the keys the command line swept (``swept``, as :func:`sweep_keys`
+    returns them) are shown whenever they vary; any other varying key is shown only when it splits rows the
+    shown keys leave together (``optimizer.lr`` when two configurations differ only in it). A key that changes
+    only along with the shown ones (Adam's ``optimizer.beta1`` when the sweep swept ``optimizer=sgd,adam``;
+    ``init.gain`` with ``init``) is hidden: grouping by ``shown`` gives one group per ``config_id`` all the same.
+    Both lists keep the candidates' order, as the run lines' labels (:func:`nnexp.identity.describe`) do.
+    """
+    from .report import swept_keys
+
+    keys, linked = swept_keys(runs)
+    varying = list(dict.fromkeys(keys + linked))
+    first = ["activation", *(k for k in swept if k in varying and k != "activation")]
+    ordered = list(dict.fromkeys(first + varying))
+
+    def distinct(cols: list[str]) -> int:
+        return len({tuple(repr(identity.comparable(v)) for v in row)
+                    for row in zip(*(runs[c] if c in runs else [None] * len(runs) for c in cols))})
+
+    shown: list[str] = []
+    for k in ordered:
+        # a key that splits no group of the shown ones is a function of them here, now and after later keys
+        if k in first or distinct(shown + [k]) > distinct(shown):
+            shown.append(k)
+    return [k for k in varying if k in shown], [k for k in varying if k not in shown]
+
+
+def _summary_text(runs, counts, swept: list[str] = ()) -> str:
     """The printed summary: outcome counts, then one row per configuration (``config_id``) with its seeds.
 
-    The configuration columns are the keys whose canonical values differ across the sweep's runs
-    (:func:`nnexp.report.swept_keys`), as in the report's ``summary.csv``; ``seeds`` counts the finished runs.
+    The configuration columns are the fewest varying keys that tell the configurations apart
+    (:func:`label_keys`: the swept ones first); a last line (:data:`HIDDEN_NOTE`) names the varying keys left
+    out, which the report's ``summary.csv`` lists. ``seeds`` counts the finished runs.
     """
     import pandas as pd
-
-    from .report import swept_keys
 
     line = (f"sweep finished: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
             f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps")
@@ -274,8 +305,7 @@ def _summary_text(runs, counts) -> str:
     done = runs[runs["outcome"].isin(["finished", "diverged"])] if len(runs) else runs
     if len(done):
         # every run that trained: a configuration whose runs all diverged keeps its row
-        keys, linked = swept_keys(done)
-        label = list(dict.fromkeys(keys + linked)) or ["activation"]
+        label, hidden = label_keys(done, swept)
         cols = [c for c in ("val_loss", "val_accuracy", "test_accuracy") if c in done]
         rows = []
         for _, sub in done.groupby("config_id", sort=False):
@@ -292,4 +322,6 @@ def _summary_text(runs, counts) -> str:
             table = table.sort_values(f"{cols[0]} mean", na_position="last")
         # "-": no value (a std needs two finished runs; a configuration whose runs all diverged has no mean)
         lines.append(table.to_string(float_format=lambda x: f"{x:.4f}", na_rep="-"))
+        if hidden:
+            lines.append(f"{HIDDEN_NOTE} {', '.join(hidden)}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from conftest import migrated_store
+from nnexp.callbacks import HIDDEN_NOTE
 from nnexp import identity
 
 QUIET = ["tracking.progress=false"]
@@ -177,7 +178,7 @@ def printed_table(out: str) -> tuple[str, list[str], list[dict]]:
     head = lines[i]
     table = []
     for line in lines[i + 1:]:
-        if line.startswith(("report:", "runs:", "nnexp")):
+        if line.startswith(("report:", "runs:", "nnexp", HIDDEN_NOTE)):
             break
         table.append(line)
     if table and table[0].startswith("no run finished"):
@@ -477,3 +478,38 @@ def test_one_seed_claims_no_group_and_no_interval(fresh, monkeypatch, capsys):
     assert "cannot be told apart from the best</b>" not in text
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 3 and summary["val_loss ci_lo"].isna().all() and summary["val_loss ci_hi"].isna().all()
+
+
+def test_printed_labels_are_the_fewest_keys_that_tell_configurations_apart():
+    """The printed summary's label columns: activation and the swept keys, plus a varying key only when it splits
+    rows they leave together; a key that changes only along with them (Adam's betas, the init's gain) is named on
+    the last line instead. Grouping by the shown keys gives one group per configuration."""
+    from nnexp.callbacks import label_keys
+
+    rows = []
+    for act, gain in (("relu", 2 ** 0.5), ("tanh", 5 / 3)):
+        for opt, lr, beta1 in (("sgd", 0.1, None), ("adam", 0.001, 0.9)):
+            for init in ("he_normal", "xavier_normal"):
+                rows.append({"activation": act, "optimizer": opt, "optimizer.lr": lr, "optimizer.beta1": beta1,
+                             "init": init, "init.gain": gain, "epochs": 30})
+    keys = ["activation", "optimizer", "optimizer.lr", "optimizer.beta1", "init", "init.gain", "epochs"]
+
+    def frame(rows):  # as load_runs returns it: the canonical columns named in attrs
+        runs = pd.DataFrame(rows)
+        runs.attrs["identity_keys"] = keys
+        return runs
+
+    runs = frame(rows)
+    shown, hidden = label_keys(runs, ["optimizer", "init"])
+    # in the run lines' order (optimizer.lr, init, optimizer), the swept keys and activation shown
+    assert shown == ["activation", "init", "optimizer"]
+    assert hidden == ["optimizer.lr", "optimizer.beta1", "init.gain"]  # linked to the activation last
+    assert runs.groupby(shown).ngroups == len(runs) == 8
+    # the learning rate splits two configurations that share optimizer, init and activation: it is shown
+    more = frame([*rows, dict(rows[0], **{"optimizer.lr": 0.5})])
+    shown, hidden = label_keys(more, ["optimizer", "init"])
+    assert shown == ["activation", "optimizer.lr", "init", "optimizer"]
+    assert more.groupby(shown).ngroups == len(more) == 9
+    # the keys the command line swept are shown even when another key would tell the rows apart first
+    assert label_keys(runs, ["init", "optimizer.lr"])[0] == ["activation", "optimizer.lr", "init"]
+    assert label_keys(runs, [])[0] == ["activation", "optimizer.lr", "init"]
