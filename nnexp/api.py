@@ -18,6 +18,7 @@ current folder (``./mlflow.db``, or ``$MLFLOW_TRACKING_URI``, or ``uri=``).
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -158,7 +159,9 @@ def sweep(overrides: list[str], *, experiment: str | None = None, uri: str | Non
     there, as on the command line) under Hydra's own launcher machinery: the parent
     run, resume, the printed summary and the report are the command line's. It can be
     called again in the same process (a notebook kernel): Hydra's global state is
-    cleared before and after.
+    cleared before and after, and the objects the launcher took out of the garbage
+    collector's view for the jobs (``gc.freeze()``) are handed back to it after
+    (unless this process had frozen objects itself before).
 
     Parameters
     ----------
@@ -197,6 +200,7 @@ def sweep(overrides: list[str], *, experiment: str | None = None, uri: str | Non
     preflight(argv)  # raises ConfigError with the command line's one-line message
     LAST_SWEEP.clear()
     saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    frozen = gc.get_freeze_count()
     sys.argv = ["nnexp", *argv]
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors reach the caller, not Hydra's trimmed report and sys.exit
     try:
@@ -204,6 +208,8 @@ def sweep(overrides: list[str], *, experiment: str | None = None, uri: str | Non
         hydra_main()
     finally:
         GlobalHydra.instance().clear()
+        if not frozen:  # the launcher froze what lived before the jobs (nnexp.launcher): the collector gets it back
+            gc.unfreeze()
         sys.argv = saved_argv
         if saved_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)

@@ -36,8 +36,8 @@ Before the first job the launcher also takes the objects alive at that moment (t
 MLflow, SQLAlchemy, pandas) out of the garbage collector's view (``gc.freeze()``): a full collection during the
 jobs then walks only what the jobs made, where it walked every library object (about 0.19 s each on issue 11's
 study, one in its jobs and one after them). They stay frozen until the process exits, as
-:func:`nnexp.__main__.main` freezes them at exit anyway; a process that runs many sweeps keeps the cyclic garbage
-that existed when each started (``gc.unfreeze()`` hands it back to the collector).
+:func:`nnexp.__main__.main` freezes them at exit anyway; :func:`nnexp.sweep`, which a notebook calls many times in
+one process, hands them back to the collector after each sweep (``gc.unfreeze()``).
 """
 
 from __future__ import annotations

@@ -104,17 +104,20 @@ def test_load_model_validates_its_inputs(swept, monkeypatch, tmp_path):
 @pytest.mark.slow  # two sweeps in one process; .ci/run runs it
 def test_sweep_twice_in_one_process(tmp_path):
     code = """
-import json, nnexp
+import gc, json, nnexp
 a = nnexp.sweep(["dataset=xor", "activation=relu,tanh", "epochs=5", "seed=0", "tracking.report=false"])
+frozen = gc.get_freeze_count()
 b = nnexp.sweep(["dataset=xor", "activation=sigmoid", "epochs=5", "seed=0,1", "tracking.report=false"])
 every = nnexp.load_runs()
 print(json.dumps({"a": sorted(a.activation), "b": sorted(zip(b.activation, b.seed)), "all": len(every),
-                  "parents": len(set(every.parent_id))}))
+                  "parents": len(set(every.parent_id)), "frozen": [frozen, gc.get_freeze_count()]}))
 """
     proc = _python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out == {"a": ["relu", "tanh"], "b": [["sigmoid", 0], ["sigmoid", 1]], "all": 4, "parents": 2}
+    # nothing stays frozen out of the garbage collector's view after a sweep (a notebook runs many)
+    assert out == {"a": ["relu", "tanh"], "b": [["sigmoid", 0], ["sigmoid", 1]], "all": 4, "parents": 2,
+                   "frozen": [0, 0]}
     from mlflow import MlflowClient
 
     c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
