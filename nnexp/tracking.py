@@ -1600,13 +1600,22 @@ def _close_sqlite_connections() -> None:
         engine.dispose()
 
 
+#: The writer gathers the run ends it is given within this many seconds of each other (a job hands its runs'
+#: ends over one after another), up to :data:`ENDS_PER_BATCH`, and records them together (:func:`apply_ends`).
+END_GATHER_SECONDS = 0.03
+ENDS_PER_BATCH = 64
+
+
 def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = True) -> None:
     """The loop of :class:`MetricWriter`'s process: handle each request in order; stop on None or when orphaned.
 
     A run whose params or metrics failed is skipped from then on, and its error answered at its next sync or
-    end (the parent records it); an end that fails is answered with its error. With ``models``, it first does
-    what the first logged model would otherwise pay for at a run's end (:func:`nnexp.mlflow_model.warm_up`):
-    the first job is still training then.
+    end (the parent records it); an end that fails is answered with its error. Run ends are recorded in
+    batches (:func:`apply_ends`): an end waits until no request has come for :data:`END_GATHER_SECONDS`,
+    :data:`ENDS_PER_BATCH` ends wait, or the writer is asked to stop; the requests in between (other runs'
+    params, metrics and syncs) are handled in order meanwhile. With ``models``, it first does what the first
+    logged model would otherwise pay for at a run's end (:func:`nnexp.mlflow_model.warm_up`): the first job is
+    still training then.
     """
     import queue
     import signal
@@ -1619,14 +1628,29 @@ def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = Tr
 
         warm_up()
     errors: dict[str, str] = {}
+    ends: list[RunEnd] = []  # ends waiting to be recorded together
+
+    def record_ends() -> None:
+        batch = ends[:]
+        ends.clear()
+        try:
+            results = apply_ends(c, batch)
+        except Exception as e:  # noqa: BLE001 - apply_ends answers per run; anything else ends them all here
+            results = [f"{type(e).__name__}: {e}"[:500]] * len(batch)
+        for ending, error in zip(batch, results):
+            replies.put(("ended", ending.run_id, None if error is None else "end", error))
+
     while True:
         try:
-            msg = requests.get(timeout=1.0)
+            msg = requests.get(timeout=END_GATHER_SECONDS if ends else 1.0)
         except queue.Empty:
-            if os.getppid() != parent_pid:  # the parent died (kill -9): nothing will ask for these runs again
+            if ends:
+                record_ends()
+            elif os.getppid() != parent_pid:  # the parent died (kill -9): nothing will ask for these runs again
                 break
             continue
         if msg is None:
+            record_ends()
             for run_id, error in errors.items():  # runs not ended whose points failed: the parent writes them
                 replies.put(("failed", run_id, None, error))
             break
@@ -1638,20 +1662,18 @@ def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = Tr
             if kind == "end":
                 replies.put(("ended", run_id, "metrics", errors.pop(run_id)))
             continue
+        if kind == "end":
+            ends.append(payload)
+            if len(ends) >= ENDS_PER_BATCH:
+                record_ends()
+            continue
         try:
             if kind == "params":
                 log_params(c, run_id, payload)
             elif kind == "log":
                 log_metrics(c, run_id, payload)
-            elif kind == "end":
-                payload.apply(c)
-                replies.put(("ended", run_id, None, None))
         except Exception as e:  # answered at the run's next sync or end; the parent then records the run itself
-            error = f"{type(e).__name__}: {e}"[:500]
-            if kind == "end":
-                replies.put(("ended", run_id, "end", error))
-            else:
-                errors[run_id] = error
+            errors[run_id] = f"{type(e).__name__}: {e}"[:500]
     # every request is handled: skip the interpreter's teardown (about 0.5 s with MLflow loaded; the parent waits)
     replies.close()
     replies.join_thread()
