@@ -1356,6 +1356,7 @@ class MetricWriter:
         self._given: dict[str, _Given] = {}
         self._c = None
         self._closed = False
+        self._stopped = False  # the writer answered its last request (see close)
         #: Errors of runs neither the writer nor this process could record (the store unavailable)
         self.lost: list[StoreUnavailable] = []
         import atexit
@@ -1424,6 +1425,8 @@ class MetricWriter:
     def _answer(self, reply) -> None:
         """Act on one answer of the writer: an end confirmed, or a run it could not record."""
         kind, run_id, stage, error = reply
+        if kind == "stopped":
+            self._stopped = True
         if kind not in ("ended", "failed"):
             return
         given = self._given.pop(run_id, None)
@@ -1510,7 +1513,7 @@ class MetricWriter:
             return
         if self.proc.is_alive():
             self.requests.put(None)
-        while self.proc.is_alive():
+        while self.proc.is_alive() and not self._stopped:  # its last answer read: it is exiting, join it
             self.poll(timeout=0.5)
         self.proc.join()
         self.poll()  # the last answers; the ends it did not confirm are recorded here
@@ -1653,6 +1656,7 @@ def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = Tr
             record_ends()
             for run_id, error in errors.items():  # runs not ended whose points failed: the parent writes them
                 replies.put(("failed", run_id, None, error))
+            replies.put(("stopped", None, None, None))  # the last answer: the parent need not wait for more
             break
         kind, run_id, payload = msg
         if kind == "sync":
