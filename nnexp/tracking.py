@@ -1618,8 +1618,10 @@ def _close_sqlite_connections() -> None:
 
 #: The writer gathers the run ends it is given within this many seconds of each other (a job hands its runs'
 #: ends over one after another), up to :data:`ENDS_PER_BATCH`, and records them together (:func:`apply_ends`).
+#: An end waits at most :data:`END_WAIT_SECONDS` (other runs' metrics streaming in without a pause).
 END_GATHER_SECONDS = 0.03
 ENDS_PER_BATCH = 64
+END_WAIT_SECONDS = 0.5
 
 
 def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = True) -> None:
@@ -1628,8 +1630,8 @@ def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = Tr
     A run whose params or metrics failed is skipped from then on, and its error answered at its next sync or
     end (the parent records it); an end that fails is answered with its error. Run ends are recorded in
     batches (:func:`apply_ends`): an end waits until no request has come for :data:`END_GATHER_SECONDS`,
-    :data:`ENDS_PER_BATCH` ends wait, or the writer is asked to stop; the requests in between (other runs'
-    params, metrics and syncs) are handled in order meanwhile. With ``models``, it first does what the first
+    :data:`ENDS_PER_BATCH` ends wait, the first has waited :data:`END_WAIT_SECONDS`, or the writer is asked to
+    stop; the requests in between (other runs' params, metrics and syncs) are handled in order meanwhile. With ``models``, it first does what the first
     logged model would otherwise pay for at a run's end (:func:`nnexp.mlflow_model.warm_up`): the first job is
     still training then.
     """
@@ -1644,7 +1646,8 @@ def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = Tr
 
         warm_up()
     errors: dict[str, str] = {}
-    ends: list[RunEnd] = []  # ends waiting to be recorded together
+    ends: list[RunEnd] = []  # ends waiting to be recorded together, the first since first_end
+    first_end = 0.0
 
     def record_ends() -> None:
         batch = ends[:]
@@ -1680,17 +1683,19 @@ def _writer_main(uri: str, requests, replies, parent_pid: int, models: bool = Tr
                 replies.put(("ended", run_id, "metrics", errors.pop(run_id)))
             continue
         if kind == "end":
+            if not ends:
+                first_end = time.monotonic()
             ends.append(payload)
-            if len(ends) >= ENDS_PER_BATCH:
-                record_ends()
-            continue
-        try:
-            if kind == "params":
-                log_params(c, run_id, payload)
-            elif kind == "log":
-                log_metrics(c, run_id, payload)
-        except Exception as e:  # answered at the run's next sync or end; the parent then records the run itself
-            errors[run_id] = f"{type(e).__name__}: {e}"[:500]
+        else:
+            try:
+                if kind == "params":
+                    log_params(c, run_id, payload)
+                elif kind == "log":
+                    log_metrics(c, run_id, payload)
+            except Exception as e:  # answered at the run's next sync or end; the parent then records the run
+                errors[run_id] = f"{type(e).__name__}: {e}"[:500]
+        if ends and (len(ends) >= ENDS_PER_BATCH or time.monotonic() - first_end > END_WAIT_SECONDS):
+            record_ends()
     # every request is handled: skip the interpreter's teardown (about 0.5 s with MLflow loaded; the parent waits)
     replies.close()
     replies.join_thread()
