@@ -1100,7 +1100,7 @@ def _end_runs_sqlite(c, store, ends: list[RunEnd]) -> None:
       already in the run's experiment (same name and digest) reused, else one new row, shared by the later
       runs of the batch; one ``DATASET`` -> ``RUN`` edge per input not already there, with its input tags;
     - ``log_batch`` of the tags (``_set_tags``; validated and cut as ``_validate_tag``): a tag already on the
-      run updated, others inserted; ``nnexp.seconds.model`` is each run's share of the whole;
+      run updated, others inserted; ``nnexp.seconds.model`` is each run's share of the seconds the files took;
     - ``set_terminated``: status FINISHED, ``end_time`` the transaction's clock in milliseconds.
 
     Every run must exist and be active, and every model's experiment active. Everything in one transaction
