@@ -203,24 +203,55 @@ def log_model(c, run_id: str, experiment_id: str, weights: Path, config: Path, e
         If the store refuses a write (after :func:`nnexp.tracking.retry`).
     """
     from mlflow.entities import LoggedModelOutput
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
     from .tracking import retry
 
-    example = np.ascontiguousarray(example, dtype=np.float64)
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, example.shape[1]))]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, n_classes))]))
     model = retry(c.create_logged_model, experiment_id, name=MODEL_NAME, source_run_id=run_id,
-                  model_type="nnexp.mlp", tags={k: str(v) for k, v in (tags or {}).items()} or None)
+                  model_type=MODEL_TYPE, tags=model_tags(tags) or None)
     with _TEMPLATE_LOCK:
-        path = _model_dir(weights, config, example, signature, artifact_path=model.artifact_location, run_id=run_id,
-                          model_id=model.model_id, model_uuid=model.model_id)
+        path = _model_dir(weights, config, *_example_and_signature(example, n_classes),
+                          artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id,
+                          model_uuid=model.model_id)
         with _quiet():
             retry(c.log_model_artifacts, model.model_id, str(path))
     retry(c.log_outputs, run_id, [LoggedModelOutput(model.model_id, step=step)])
     retry(c.finalize_logged_model, model.model_id, "READY")
     return model.model_id
+
+
+#: The ``model_type`` of nnexp's logged models.
+MODEL_TYPE = "nnexp.mlp"
+
+
+def model_tags(tags: dict | None) -> dict[str, str]:
+    """A logged model's tags as ``create_logged_model`` stores them (values as text)."""
+    return {str(k): str(v) for k, v in (tags or {}).items()}
+
+
+def _example_and_signature(example: np.ndarray, n_classes: int) -> tuple:
+    """The input example as float64 rows and the model's tensor signature (see the module docstring)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    example = np.ascontiguousarray(example, dtype=np.float64)
+    return example, ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float64), (-1, example.shape[1]))]),
+                                   outputs=Schema([TensorSpec(np.dtype(np.float64), (-1, n_classes))]))
+
+
+def write_model_files(artifact_location: str, model_id: str, run_id: str, weights: Path, config: Path,
+                      example: np.ndarray, n_classes: int, **_) -> None:
+    """Write the files of logged model ``model_id`` of run ``run_id`` (the keyword arguments of :func:`log_model`)
+    into its artifact location, as :func:`log_model` does (``log_model_artifacts``) but without looking the
+    model up in the store: the artifact repository of the known ``artifact_location``
+    (``get_artifact_repository``). The store's rows are the caller's (``nnexp.tracking``'s batched run ends).
+    """
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    with _TEMPLATE_LOCK:
+        path = _model_dir(weights, config, *_example_and_signature(example, n_classes),
+                          artifact_path=artifact_location, run_id=run_id, model_id=model_id, model_uuid=model_id)
+        with _quiet():
+            get_artifact_repository(artifact_location).log_artifacts(str(path))
 
 
 def dataset_inputs(data, name: str, path: str | None = None) -> list:
