@@ -140,6 +140,10 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         _write_duplicates(duplicates, out_dir, metric)
         written.add("duplicates.csv")
     keys, linked = _swept(swept_keys(runs))
+    # pandas deep-copies a frame's attrs into every frame and column derived from it (thousands here): the logged
+    # metric names go into ``ctx["metrics"]`` instead, and the frames of the report carry none
+    logged = list(runs.attrs.get("metrics", []))
+    runs.attrs = {}
     higher = higher_is_better(metric)
     base = ui_url(ui)
     url = lambda e, r: run_url(e, r, host=base)  # noqa: E731
@@ -169,7 +173,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
 
         # only the histories a figure or a number uses (per-layer diagnostics: line plots and layer x epoch heatmaps)
         want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
-        want |= {k for k in runs.attrs.get("metrics", [])
+        want |= {k for k in logged
                  if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction|act_mean|act_std)", k)}
         hist = load_histories(uri, list(ok["run_id"]), metrics=sorted(want))
         hist["metric"] = hist["metric"].astype("category")
@@ -200,7 +204,8 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         curves.to_csv(out_dir / "curves.csv", index=False)
 
         ctx = dict(runs=runs, ok=ok, keys=keys, linked=linked, metric=metric, higher=higher, target=target,
-                   target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs)
+                   target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs,
+                   metrics=logged)
         from .sections import config_group
 
         ctx["group"] = config_group(ctx)
