@@ -212,12 +212,14 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         commands, sweep_names = _sweep_commands(uri, runs, parents)
         command = _report_command(experiment, sweep_names or parents, filter_string, metric,
                                   None if target_auto else target)
+        # the figures first: each renders in a child process while this one writes the sentences and tables
+        figures = figure_sections(ctx, out_dir, uri, bounds, written, gallery=gallery)
         sections = [("Conclusion", conclusion(ctx)),
                     ("Setup", setup_blocks(ctx, commands=commands, report_command=command)),
                     ("Summary", summary_blocks(ctx))]
         if len(comp) > 1:
             sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
-        sections += figure_sections(ctx, out_dir, uri, bounds, written, gallery=gallery)
+        sections += figures
     sections = [(title, blocks) for title, blocks in sections if blocks or blocks is not bounds]
     sections += shape
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))
