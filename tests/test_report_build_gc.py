@@ -50,3 +50,14 @@ def test_fixed_keys_with_metric_names_matches_the_attrs_path():
     plain.attrs = {}
     assert fixed_keys(plain, ["activation", "optimizer.lr"], ["val_loss"]) == expected
     assert "val_loss" in fixed_keys(plain, ["activation", "optimizer.lr"])  # without the names: taken for a key
+
+
+def test_frozen_heap_leaves_a_callers_own_freeze_alone():
+    gc.freeze()  # as the sweep's report worker does after its imports
+    try:
+        frozen = gc.get_freeze_count()
+        with _frozen_heap():
+            assert abs(gc.get_freeze_count() - frozen) < 100  # not frozen again (a few frozen objects may die)
+        assert gc.get_freeze_count() > frozen - 100  # and not unfrozen
+    finally:
+        gc.unfreeze()

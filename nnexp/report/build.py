@@ -111,10 +111,11 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
 
     Notes
     -----
-    The objects that exist when the build starts (imported modules: numpy, pandas, matplotlib, MLflow, about
-    half a million) are moved out of the cyclic garbage collector's reach for its duration
-    (:func:`gc.freeze`, :func:`_frozen_heap`): a full collection would otherwise walk them all, about a fifth of
-    a warm build, and in each forked rendering child touch (copy) every page they live on.
+    Unless the caller froze objects already (the sweep's report worker does), the objects that exist when the
+    build starts (imported modules: numpy, pandas, matplotlib, MLflow, about half a million) are moved out of the
+    cyclic garbage collector's reach for its duration (:func:`gc.freeze`, :func:`_frozen_heap`): a full
+    collection would otherwise walk them all (0.3 s and more, in some builds) and, in a forked rendering child,
+    touch (copy) every page they live on.
     """
     with _frozen_heap():
         return _build(uri, experiment, parent_id=parent_id, filter_string=filter_string, out_dir=out_dir, title=title,
@@ -131,7 +132,13 @@ def _frozen_heap():
     the rest is still frozen -- it walks only the block's objects -- and :func:`gc.unfreeze` hands the older
     objects back to the collector. Python's documentation recommends the freeze before a ``fork`` for the
     copy-on-write reason (https://docs.python.org/3/library/gc.html#gc.freeze).
+
+    A caller that froze objects itself (the sweep's command and its report worker do, after their imports) keeps
+    its own policy: nothing is frozen, collected or unfrozen here.
     """
+    if gc.get_freeze_count():
+        yield
+        return
     gc.freeze()
     try:
         yield
