@@ -7,6 +7,8 @@ figures from :mod:`nnexp.report.plots`, the page from :mod:`nnexp.report.page`.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -106,7 +108,48 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         If the experiment does not exist, the filter is invalid or matches
         nothing, no selected run logged ``metric``, or ``target`` is not a finite
         value in the metric's range (≥ 0 for losses, [0, 1] for accuracies).
+
+    Notes
+    -----
+    Unless the caller froze objects already (the sweep's report worker does), the objects that exist when the
+    build starts (imported modules: numpy, pandas, matplotlib, MLflow, about half a million) are moved out of the
+    cyclic garbage collector's reach for its duration (:func:`gc.freeze`, :func:`_frozen_heap`): a full
+    collection would otherwise walk them all (0.3 s and more, in some builds) and, in a forked rendering child,
+    touch (copy) every page they live on.
     """
+    with _frozen_heap():
+        return _build(uri, experiment, parent_id=parent_id, filter_string=filter_string, out_dir=out_dir, title=title,
+                      metric=metric, target=target, boundaries=boundaries, ui=ui, svg=svg, runs=runs)
+
+
+@contextlib.contextmanager
+def _frozen_heap():
+    """Inside the block the objects that existed before it are out of the cyclic garbage collector's reach.
+
+    :func:`gc.freeze` moves every tracked object to the collector's permanent generation, so the collections the
+    block triggers walk only the objects created inside it (forked children inherit that). On leaving, one
+    collection frees the block's own cyclic garbage (the figures: matplotlib's artists refer to each other) while
+    the rest is still frozen -- it walks only the block's objects -- and :func:`gc.unfreeze` hands the older
+    objects back to the collector. Python's documentation recommends the freeze before a ``fork`` for the
+    copy-on-write reason (https://docs.python.org/3/library/gc.html#gc.freeze).
+
+    A caller that froze objects itself (the sweep's command and its report worker do, after their imports) keeps
+    its own policy: nothing is frozen, collected or unfrozen here.
+    """
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.collect()
+        gc.unfreeze()
+
+
+def _build(uri: str, experiment: str, *, parent_id, filter_string: str, out_dir, title, metric: str, target,
+           boundaries: bool, ui, svg: bool, runs) -> Path:
+    """The body of :func:`build_report` (same arguments)."""
     from . import swept_keys
     from .plots import figure_sections
     from .sections import conclusion, setup_blocks
@@ -140,6 +183,10 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         _write_duplicates(duplicates, out_dir, metric)
         written.add("duplicates.csv")
     keys, linked = _swept(swept_keys(runs))
+    # pandas deep-copies a frame's attrs into every frame and column derived from it (thousands here): the logged
+    # metric names go into ``ctx["metrics"]`` instead, and the frames of the report carry none
+    logged = list(runs.attrs.get("metrics", []))
+    runs.attrs = {}
     higher = higher_is_better(metric)
     base = ui_url(ui)
     url = lambda e, r: run_url(e, r, host=base)  # noqa: E731
@@ -169,7 +216,7 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
 
         # only the histories a figure or a number uses (per-layer diagnostics: line plots and layer x epoch heatmaps)
         want = {metric, "train_loss", "val_loss", "train_" + metric[4:] if metric.startswith("val_") else metric}
-        want |= {k for k in runs.attrs.get("metrics", [])
+        want |= {k for k in logged
                  if re.fullmatch(r"layer\d+\.(grad_norm|saturation|dead_fraction|act_mean|act_std)", k)}
         hist = load_histories(uri, list(ok["run_id"]), metrics=sorted(want))
         hist["metric"] = hist["metric"].astype("category")
@@ -200,19 +247,22 @@ def build_report(uri: str, experiment: str, *, parent_id: str | list[str] | None
         curves.to_csv(out_dir / "curves.csv", index=False)
 
         ctx = dict(runs=runs, ok=ok, keys=keys, linked=linked, metric=metric, higher=higher, target=target,
-                   target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs)
+                   target_auto=target_auto, table=table, comp=comp, curves=curves, epochs=epochs, n_epochs=n_epochs,
+                   metrics=logged)
         from .sections import config_group
 
         ctx["group"] = config_group(ctx)
         commands, sweep_names = _sweep_commands(uri, runs, parents)
         command = _report_command(experiment, sweep_names or parents, filter_string, metric,
                                   None if target_auto else target)
+        # the figures first: each renders in a child process while this one writes the sentences and tables
+        figures = figure_sections(ctx, out_dir, uri, bounds, written, gallery=gallery)
         sections = [("Conclusion", conclusion(ctx)),
                     ("Setup", setup_blocks(ctx, commands=commands, report_command=command)),
                     ("Summary", summary_blocks(ctx))]
         if len(comp) > 1:
             sections.append(("Statistical comparison with the best activation", comparison_blocks(ctx)))
-        sections += figure_sections(ctx, out_dir, uri, bounds, written, gallery=gallery)
+        sections += figures
     sections = [(title, blocks) for title, blocks in sections if blocks or blocks is not bounds]
     sections += shape
     sections.append(("Diverged and failed runs (never averaged in)", bad_blocks(runs, keys, metric)))

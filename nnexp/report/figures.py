@@ -408,7 +408,7 @@ def decision_boundaries(grid: pd.DataFrame, points: pd.DataFrame | None = None, 
             ax = axes[i, j]
             g = _subset(grid, (row, rv), (col, cv))
             if len(g):
-                P = g.pivot_table(index="x2", columns="x1", values="p")
+                P = g.pivot(index="x2", columns="x1", values="p")  # one value per grid point: no aggregation
                 ext = (P.columns.min(), P.columns.max(), P.index.min(), P.index.max())
                 im = ax.imshow(P.to_numpy(), origin="lower", extent=ext, cmap=cmap, vmin=0, vmax=1, aspect="auto",
                                interpolation="bilinear")

@@ -398,11 +398,14 @@ def _uniform(col: pd.Series):
     return (True, col.iloc[0]) if texts.nunique() == 1 else (False, None)
 
 
-def fixed_keys(runs: pd.DataFrame, varying: list[str]) -> dict:
+def fixed_keys(runs: pd.DataFrame, varying: list[str], metrics: list[str] | None = None) -> dict:
     """``{key: value}`` of the configuration keys held fixed across ``runs`` (params only, not metrics or tags
     about the run), dataset keys apart; ``tracking.*`` and ``sweep.*`` left out. A key that is null in every run
-    (``batch_size=null``, ``activation.alpha`` of an activation without one) is listed as ``null``."""
-    metrics = set(runs.attrs.get("metrics", []))
+    (``batch_size=null``, ``activation.alpha`` of an activation without one) is listed as ``null``.
+
+    ``metrics``: the logged metric names (never config keys); default ``runs.attrs["metrics"]`` as
+    :func:`nnexp.report.load.load_runs` sets it."""
+    metrics = set(runs.attrs.get("metrics", []) if metrics is None else metrics)
     out = {}
     for k in sorted(runs.columns):
         if (k in NOT_CONFIG or k in metrics or k in varying or k.startswith(("tracking.", "sweep.", "dataset", "loss.",
@@ -439,7 +442,7 @@ def setup_blocks(ctx, *, commands: list[str], report_command: str) -> list[dict]
     if linked:
         blocks.append({"kind": "note", "text": _m("{} varied only together with the activation (not a sweep axis).",
                                                   ", ".join(linked))})
-    fixed = fixed_keys(runs, varying)
+    fixed = fixed_keys(runs, varying, ctx.get("metrics"))
     unset = [k for k, v in fixed.items() if fmt.is_missing(v) and k != "batch_size"]  # batch_size=null: full batch
     if fixed:
         blocks.append({"kind": "table", "caption": "Held fixed in every run",
