@@ -23,6 +23,15 @@ def _cycle() -> weakref.ref:
     return weakref.ref(a)
 
 
+@pytest.fixture(autouse=True)
+def nothing_frozen():
+    """Each test starts with no object frozen: an earlier test in this worker that ran a sweep in-process left the
+    launcher's freeze in place (as the command does until it exits)."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
 def test_frozen_heap_freezes_older_objects_and_frees_its_own_cycles():
     gc.collect()
     with _frozen_heap():
