@@ -99,6 +99,23 @@ def failing_once(engine, statement_prefix: str):
         event.remove(engine, "before_cursor_execute", fail_once)
 
 
+def locked_once(monkeypatch, module, name: str) -> list[int]:
+    """Make ``module.name`` raise SQLite's "database is locked" on its first call, then behave; return the list
+    of its calls (one item per call)."""
+    import sqlite3
+
+    real, tries = getattr(module, name), []
+
+    def locked(*a):
+        tries.append(1)
+        if len(tries) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return real(*a)
+
+    monkeypatch.setattr(module, name, locked)
+    return tries
+
+
 def two_fresh_stores(tmp_path_factory, tmp_path) -> list[tuple]:
     """``[(client, SQLite path, experiment id of "m"), ...]`` of two fresh, migrated stores under ``tmp_path``."""
     from nnexp import tracking

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import failing_once, migrated_store, two_fresh_stores
+from conftest import failing_once, locked_once, migrated_store, two_fresh_stores
 
 from nnexp import mlflow_model, tracking
 from nnexp.data import load
@@ -206,15 +206,7 @@ def test_a_transaction_failing_midway_is_rolled_back_and_the_runs_ended_once_by_
 
 def test_a_locked_store_is_retried(two_stores, tmp_path, monkeypatch, moons_inputs):
     (fast, fast_db, fast_exp), _ = two_stores
-    real, tries = tracking._end_runs_sqlite, []
-
-    def locked_once(*a):
-        tries.append(1)
-        if len(tries) == 1:
-            raise sqlite3.OperationalError("database is locked")
-        return real(*a)
-
-    monkeypatch.setattr(tracking, "_end_runs_sqlite", locked_once)
+    tries = locked_once(monkeypatch, tracking, "_end_runs_sqlite")
     ends = run_ends(fast, fast_exp, tmp_path, moons_inputs)
     assert tracking.apply_ends(fast, ends) == [None] * 3 and len(tries) == 2
     assert {fast.get_run(e.run_id).info.status for e in ends} == {"FINISHED"}

@@ -9,7 +9,7 @@ import sqlite3
 
 import numpy as np
 import pytest
-from conftest import failing_once, migrated_store, two_fresh_stores
+from conftest import failing_once, locked_once, migrated_store, two_fresh_stores
 from mlflow.exceptions import MlflowException
 
 from nnexp import tracking
@@ -140,15 +140,7 @@ def test_a_transaction_failing_midway_is_rolled_back_and_the_runs_created_once_b
 
 def test_a_locked_store_is_retried(two_stores, monkeypatch):
     (fast, fast_db, fast_exp, _), _ = two_stores
-    real, tries = tracking._insert_runs, []
-
-    def locked_once(*a):
-        tries.append(1)
-        if len(tries) == 1:
-            raise sqlite3.OperationalError("database is locked")
-        return real(*a)
-
-    monkeypatch.setattr(tracking, "_insert_runs", locked_once)
+    tries = locked_once(monkeypatch, tracking, "_insert_runs")
     calls = count_create_run(monkeypatch, fast)
     ids, logged = tracking.start_runs(fast, fast_exp, new_runs())
     assert logged and len(tries) == 2 and calls == [] and len(ids) == 3
