@@ -253,6 +253,8 @@ def test_input2_null_is_a_value(fresh, monkeypatch, capsys):
     assert summary["batch_size"].isna().sum() == 2
     # written as the command line spelled it: 32, not 32.0 (the column holds a null too)
     assert sorted(pd.read_csv(out / "summary.csv", dtype=str)["batch_size"].dropna()) == ["32", "32"]
+    page = (out / "index.html").read_text()
+    assert "&lt;NA&gt;" not in page and "<NA>" not in page  # the CSV's integer column never reaches the page
     table = pd.read_csv(out / "runs.csv")
     assert "batch_size" in table and table["batch_size"].isna().sum() == 4 and table["config_id"].nunique() == 4
 

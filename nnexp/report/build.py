@@ -231,7 +231,13 @@ def _build(uri: str, experiment: str, *, parent_id, filter_string: str, out_dir,
                                            "train_seconds"]) if m in runs]
         table = summary_table(runs[runs["outcome"].isin(["finished", "diverged"])], keys + linked, final,
                               primary=metric, epochs=epochs)
-        table.to_csv(out_dir / "summary.csv", index=False)
+        csv = table.copy()
+        for k in keys + linked:  # a key null in some rows (batch_size=null,32) is written 32, not 32.0
+            if k in csv and csv[k].dtype.kind == "f":
+                v = csv[k].dropna()
+                if len(v) and np.isfinite(v).all() and (v == v.round()).all():
+                    csv[k] = csv[k].astype("Int64")
+        csv.to_csv(out_dir / "summary.csv", index=False)
         comp = (compare_to_best(ok, keys, metric, epochs=epochs, censor_at=(n_epochs or 0) + 1) if len(ok)
                 else pd.DataFrame())
         if len(comp):

@@ -188,11 +188,6 @@ def summary_table(runs: pd.DataFrame, keys: list[str], metrics: list[str], *, pr
             row["epochs mean"] = float(e.mean()) if e.notna().any() else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
-    for k in keys:  # a key that is null in some rows (batch_size=null,32) stays integral: 32, not 32.0
-        if k in table and table[k].dtype.kind == "f":
-            v = table[k].dropna()
-            if len(v) and np.isfinite(v).all() and (v == v.round()).all():
-                table[k] = table[k].astype("Int64")
     col = f"{primary} mean"
     table = table.sort_values(col, ascending=not higher_is_better(primary), na_position="last", ignore_index=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
