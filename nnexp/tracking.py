@@ -1069,8 +1069,8 @@ def _ended_on_sqlite(c, ends: list[RunEnd]) -> bool:
 def _sqlite_end_store(c, ends: list[RunEnd]):
     """``c``'s MLflow ``SqlAlchemyStore`` when :func:`apply_ends` may write ``ends`` to it directly, else None
     (also for tags MLflow treats apart: ``mlflow.runName``, more than ``log_batch``'s 100)."""
-    store = _sqlite_run_store(c)
-    if store is None or os.environ.get(END_PATH_ENV, "").strip().lower() == "mlflow" or not ends:
+    store = _sqlite_store(c, END_PATH_ENV, "mlflow")
+    if store is None or not ends:
         return None
     if any("mlflow.runName" in e.tags or len(e.tags) >= 100 for e in ends):
         return None
@@ -1078,7 +1078,9 @@ def _sqlite_end_store(c, ends: list[RunEnd]):
 
     tables = {t.__tablename__: t for t in (models.SqlLoggedModel, models.SqlLoggedModelTag, models.SqlInput,
                                            models.SqlInputTag, models.SqlDataset)}
-    if any({col.name for col in tables[name].__table__.columns} != cols for name, cols in END_COLUMNS.items()):
+    expected = {**END_COLUMNS, "runs": RUN_COLUMNS, "tags": KEY_VALUE_COLUMNS}
+    tables.update(runs=models.SqlRun, tags=models.SqlTag)
+    if any({col.name for col in tables[name].__table__.columns} != cols for name, cols in expected.items()):
         log.debug("MLflow's tables are not the expected ones: runs end through MLflow's client")
         return None
     return store
