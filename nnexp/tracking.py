@@ -178,10 +178,34 @@ def _fast_sqlite_commits() -> None:
     _FAST_COMMITS.append(True)
 
 
+#: What the head of a transient store error says: a locked SQLite database, an unreachable or overloaded server.
+TRANSIENT_TEXT = ("database is locked", "database is busy", "temporarily_unavailable", "connection refused",
+                  "max retries exceeded", "timed out")
+#: A gateway or server answering 502, 503 or 504 (busy or restarting), as a whole number in the error's head.
+_BUSY_STATUS = re.compile(r"(?<!\d)(?<!\d\.)50[234](?!\d|\.\d)")
+
+
+def _error_head(exc: BaseException) -> str:
+    """``str(exc)`` without the statement and bound parameters SQLAlchemy appends (``[SQL: ...]``,
+    ``[parameters: ...]``): those hold the caller's values (metric values, timestamps), not the error."""
+    text = str(exc)
+    for mark in ("[SQL:", "[parameters:", "(Background on this error"):
+        text = text.split(mark, 1)[0]
+    return text
+
+
 def _transient(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return any(s in text for s in ("database is locked", "temporarily_unavailable", "connection refused",
-                                   "max retries exceeded", "timed out", "503", "502", "504"))
+    """True when ``exc`` is a store error that waiting may cure (see :data:`TRANSIENT_TEXT`, :data:`_BUSY_STATUS`).
+
+    Only the error's head is read, never the statement or parameters: an ``IntegrityError`` whose parameters
+    held ``0.5031`` once read as a server's 503, and a duplicate point was retried for 6 s and its run lost.
+    A constraint violation (``IntegrityError``) is never transient."""
+    if "IntegrityError" in type(exc).__name__ or "IntegrityError" in type(getattr(exc, "orig", None)).__name__:
+        return False
+    text = _error_head(exc).lower()
+    if "integrityerror" in text or "constraint failed" in text:
+        return False
+    return any(s in text for s in TRANSIENT_TEXT) or _BUSY_STATUS.search(text) is not None
 
 
 def _server_of(fn: Callable) -> str | None:

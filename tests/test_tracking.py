@@ -154,3 +154,52 @@ def test_a_store_in_wal_mode_commits_without_waiting_for_the_disk(tmp_path):
     with c._tracking_client.store.engine.connect() as con:
         assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert con.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL (FULL is 2)
+
+
+def test_only_the_head_of_a_store_error_decides_whether_it_is_retried(monkeypatch):
+    """A duplicate point's IntegrityError carries its bound parameters (metric values such as 0.5031): it was
+    read as a server's 503 and retried for 6 s, and the run the killed writer had already recorded was lost.
+    Statements and parameters are not read; status codes count only as whole numbers."""
+    import sqlite3
+
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    dup = sqlalchemy.exc.IntegrityError(
+        "INSERT INTO metrics (key, value) VALUES (?, ?)", [("train_loss", 0.5031), ("val_loss", 502.0)],
+        sqlite3.IntegrityError("UNIQUE constraint failed: metrics.key"))
+    assert "503" in str(dup) and not tracking._transient(dup)
+    assert not tracking._transient(MlflowException(str(dup)))
+    locked = sqlalchemy.exc.OperationalError("INSERT INTO metrics VALUES (?)", [(0.25,)],
+                                             sqlite3.OperationalError("database is locked"))
+    assert tracking._transient(locked) and tracking._transient(MlflowException(str(locked)))
+    assert tracking._transient(MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with "
+                                               "error code 503 != 200. Response body: ''"))
+    assert tracking._transient(RuntimeError("504 Server Error: Gateway Timeout for url: http://h/api"))
+    assert not tracking._transient(ValueError("metric value 0.503 at step 1503 is invalid"))
+    calls = []
+    monkeypatch.setattr(tracking.time, "sleep", lambda s: None)
+
+    def duplicate():
+        calls.append(1)
+        raise dup
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        tracking.retry(duplicate)
+    assert calls == [1]
+
+
+def test_points_already_in_the_store_are_written_once_without_waiting(tmp_path, tmp_path_factory, monkeypatch):
+    """What a killed writer had committed is sent again by the sweep's process: the store keeps one copy of each
+    point, the latest value stays right, and nothing is retried (values chosen to contain 502, 503 and 504)."""
+    uri = migrated_store(tmp_path_factory, tmp_path)
+    c, exp = tracking.prepare_store(uri, "again")
+    rid = tracking.start_run(c, exp, run_name="r")
+    points = [("loss", v, 1_700_000_000_000 + i, i + 1) for i, v in enumerate([0.5031, 0.2502, 0.1504, 0.0503])]
+    sleeps = []
+    monkeypatch.setattr(tracking.time, "sleep", sleeps.append)
+    tracking.log_metrics(c, rid, points[:3])
+    tracking.log_metrics(c, rid, points)  # the first three again, and one new point
+    history = sorted((m.step, m.value) for m in c.get_metric_history(rid, "loss"))
+    assert history == [(p[3], p[1]) for p in points] and sleeps == []
+    assert c.get_run(rid).data.metrics["loss"] == 0.0503
