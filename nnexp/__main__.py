@@ -150,7 +150,7 @@ def _main(argv: list[str], beside: bool = False) -> int:
         return 1
     except KeyboardInterrupt:  # the interrupted job marked its own run KILLED; mark the sweep's parent too
         abort_sweep("KILLED")
-        print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
+        print(_interrupted_line(LAST_SWEEP), file=sys.stderr)
         return _interrupt_status(interrupted)
     except Exception:  # a program error: its traceback follows, but no parent run is left RUNNING
         if interrupted:  # Ctrl-C landed inside a library (Hydra's sweeper, OmegaConf) and surfaced as another error
@@ -277,6 +277,15 @@ def _note_interrupt(signum, frame) -> None:
     _INTERRUPTS.append(signum)
     # as Python's handler does, with what stopped the command said (the runs' nnexp.error names it)
     raise KeyboardInterrupt("Ctrl-C (SIGINT)" if signum == signal.SIGINT else f"{signal.Signals(signum).name}")
+
+
+def _interrupted_line(sweep: dict) -> str:
+    """What an interrupted command tells the user: which runs were marked, or, when every run had been recorded
+    and the report was being written, that only the report is missing and how to write it."""
+    if sweep.get("report_interrupted"):
+        return (f"nnexp: interrupted while writing the report; every run of the sweep is recorded "
+                f"(the parent run is FINISHED). Write the report with: {sweep['report_interrupted']}")
+    return "nnexp: interrupted; runs in progress are marked KILLED"
 
 
 def _interrupt_status(interrupts: list[int]) -> int:

@@ -467,3 +467,30 @@ def test_ctrl_c_inside_hydras_sweeper_is_an_interrupt(tmp_path, tmp_path_factory
     assert rc == 130
     _, (parent,), children = all_runs(tmp_path)
     assert parent.info.status == "KILLED" and children == []
+
+
+def test_ctrl_c_while_the_report_is_written_says_only_the_report_is_missing(tmp_path, tmp_path_factory,
+                                                                            monkeypatch, capsys):
+    """Every run is recorded when the report starts: Ctrl-C then exits 130 saying so and how to write the report,
+    not that runs were marked KILLED; the runs and the parent are FINISHED and the parent says the report is
+    missing."""
+    from nnexp.report import worker
+
+    migrated_store(tmp_path_factory, tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "build", interrupted)
+    base = [b for b in BASE if b != "tracking.report=false"]
+    rc = run_main(monkeypatch, tmp_path, ["-m", *base, "epochs=3", "activation=tanh", "seed=0,1",
+                                          "hydra.sweep.dir=s", "tracking.report=true"])
+    err = capsys.readouterr().err
+    assert rc == 130
+    line = [ln for ln in err.splitlines() if ln.startswith("nnexp:")]
+    assert len(line) == 1 and "interrupted while writing the report" in line[0] and "KILLED" not in line[0]
+    assert line[0].endswith("Write the report with: python -m nnexp.report --experiment activations --sweep s")
+    _, (parent,), children = all_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and sorted(r.info.status for r in children) == ["FINISHED"] * 2
+    assert parent.data.tags["nnexp.report"].startswith("interrupted; write it with: python -m nnexp.report")
+    assert not (tmp_path / "reports").exists() or not list((tmp_path / "reports").rglob("index.html"))
