@@ -1751,7 +1751,8 @@ def _pid_alive(pid: int, start: str = "") -> bool:
 
 
 def mark_orphans_killed(c, experiment_id: str) -> int:
-    """End as KILLED every RUNNING run of this host whose process is gone.
+    """End as KILLED every RUNNING run of this host whose process is gone, tagged ``nnexp.outcome=killed`` and
+    ``nnexp.error`` (which process, and why it is thought gone; :func:`fail_run`).
 
     Such runs are left by a sweep or job killed with ``kill -9`` (or by a crash
     of the machine): the parent run of the sweep as well as its children. A run
@@ -1775,14 +1776,17 @@ def mark_orphans_killed(c, experiment_id: str) -> int:
             continue
         if pid and (pid == os.getpid() or _pid_alive(pid, tags.get(f"{TAG}pid_start", ""))):
             continue
-        end_run(c, r.info.run_id, "KILLED")
+        fail_run(c, r.info.run_id, f"its process (pid {pid} on {host}) ended without ending the run (killed with "
+                                   "SIGKILL, out of memory, or the machine stopped); found by a later command",
+                 "KILLED")
         killed.add(r.info.run_id)
         n += 1
     open_sweeps = {r.info.run_id for r in runs if r.info.run_id not in killed}
     for r in runs:
         parent = r.data.tags.get("mlflow.parentRunId")
         if r.info.run_id not in killed and parent and parent not in open_sweeps:
-            end_run(c, r.info.run_id, "KILLED")
+            fail_run(c, r.info.run_id, f"its sweep (parent run {parent}) ended while this run was still open "
+                                       "(a worker on another machine died?); found by a later command", "KILLED")
             n += 1
     return n
 

@@ -99,8 +99,10 @@ def test_runs_of_a_process_killed_with_sigkill_are_marked_killed(tmp_path, tmp_p
         if proc.poll() is None:
             proc.kill()
     assert tracking.mark_orphans_killed(c, exp) == 1
-    assert c.get_run(victim).info.status == "KILLED"
-    assert c.get_run(mine).info.status == "RUNNING"
+    run = c.get_run(victim)
+    assert run.info.status == "KILLED" and run.data.tags["nnexp.outcome"] == "killed"
+    assert run.data.tags["nnexp.error"].startswith(f"its process (pid {proc.pid} on ")  # it says which, and why
+    assert c.get_run(mine).info.status == "RUNNING" and "nnexp.outcome" not in c.get_run(mine).data.tags
     assert tracking.mark_orphans_killed(c, exp) == 0
 
 
