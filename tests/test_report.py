@@ -64,6 +64,7 @@ def store(tmp_path_factory):
             run(act, seed, _curve(f))
     nan_id = run("relu", 3, [0.9, 0.5, float("nan")])  # finished, but its final value is not finite
     div_id = run("tanh", 3, [0.9, 50.0], outcome="diverged")
+    c.set_tag(div_id, "nnexp.diverged_epoch", "2")  # as the trainer tags a diverged run
     fail_id = run("tanh", 4, [], outcome="failed", status="FAILED")
     # experiment "mixed": 2 activations × 2 seeds on moons, and a lower loss on xor (not comparable)
     _, mixed = tracking.prepare_store(uri, "mixed")
@@ -141,6 +142,10 @@ def test_diverged_failed_and_nonfinite_runs_listed_not_averaged(store):
     runs = pd.read_csv(store["out"] / "runs.csv").set_index("run_id")
     nan_id, div_id, fail_id = store["ids"]
     assert runs.loc[div_id, "outcome"] == "diverged" and runs.loc[fail_id, "outcome"] == "failed"
+    text = pd.read_csv(store["out"] / "runs.csv", dtype=str, keep_default_na=False).set_index("run_id")
+    # the epoch it diverged at, written as a whole number; blank for every run that did not diverge (it was 0)
+    assert text.loc[div_id, "diverged_epoch"] == "2"
+    assert set(text.drop(index=div_id)["diverged_epoch"]) == {""}
     section = store["index"].read_text().split("<h2>Diverged and failed runs")[1].split("</section>")[0]
     assert div_id[:8] in section and fail_id[:8] in section and nan_id[:8] in section
     assert "val_loss not finite" in section

@@ -92,7 +92,9 @@ def _runs_frame(runs) -> pd.DataFrame:
             "start_time": r.info.start_time, "end_time": r.info.end_time,
             "parent_id": tags.get("mlflow.parentRunId"),
             "outcome": tags.get(f"{tracking.TAG}outcome", "failed" if r.info.status in ("FAILED", "KILLED") else "running"),
-            "diverged_epoch": _typed(tags.get(f"{tracking.TAG}diverged_epoch", "0")),
+            # the first epoch with a non-finite loss; None for a run that did not diverge (runs.csv: empty)
+            "diverged_epoch": _typed(tags[f"{tracking.TAG}diverged_epoch"])
+            if f"{tracking.TAG}diverged_epoch" in tags else None,
             "experiment_id": r.info.experiment_id, "artifact_uri": r.info.artifact_uri,
         }
         for k in ("activation", "init", "optimizer", "dataset", "loss"):
@@ -111,6 +113,8 @@ def _runs_frame(runs) -> pd.DataFrame:
         row["reused"] = False
         rows.append(row)
     df = pd.DataFrame(rows)
+    if len(df):  # whole epochs or None (a float column would write 12.0 and NaN)
+        df["diverged_epoch"] = pd.Series([row["diverged_epoch"] for row in rows], index=df.index, dtype=object)
     for k in keys:  # object columns: None stays None, 32 stays 32, lists stay tuples
         df[k] = pd.Series([row.get(k) for row in rows], index=df.index, dtype=object)
     df.attrs["identity_keys"] = list(keys)

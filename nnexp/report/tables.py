@@ -99,6 +99,8 @@ def bad_blocks(runs: pd.DataFrame, keys, metric: str) -> list[dict]:
     t = bad[cols].copy()
     for c in cols:
         t[c] = t[c].map(fmt.val)
+    if "diverged_epoch" in t:  # blank for a run that did not diverge (it failed, or its metric is not finite)
+        t["diverged_epoch"] = [fmt.val(v) if not fmt.is_missing(v) else "" for v in bad["diverged_epoch"]]
     t.insert(0, "run", [link(u, str(r)[:8]) for u, r in zip(bad["url"], bad["run_id"])])
     return [{"kind": "p", "text": f"{fmt.n(len(bad), 'run')} did not finish normally; they count in the divergence "
                                   f"rate but never in a mean, interval or test."}, _table(t)]
