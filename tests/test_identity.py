@@ -372,7 +372,9 @@ def test_input8_every_run_diverged(fresh, monkeypatch, capsys):
     out = report_dir(fresh)
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 1 and list(summary["seeds"]) == [0] and list(summary["diverged"]) == [1]
-    assert "No finished run" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "No finished run" in page
+    assert "highlighted: none, no configuration has a finished run" in page and "the best configuration" not in page
     assert "callback" not in cap.err.lower()
     (run,) = children(fresh)
     assert run.info.status == "FINISHED" and run.data.tags["nnexp.outcome"] == "diverged"

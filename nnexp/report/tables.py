@@ -55,14 +55,16 @@ def summary_blocks(ctx) -> list[dict]:
         out["wall time (s)"] = [f"{fmt.g(a, 3)} ± {fmt.g(b, 2)}"
                                 for a, b in zip(t["train_seconds mean"], t["train_seconds std"])]
     best = ctx.get("group", ([0] if len(t) else [], 0))[0]
+    best = [i for i in best if t["seeds"].iloc[i] > 0]  # a row with no finished seed is never the best
     intro = Markup(
         "One row per configuration, ranked by mean final <b>{}</b>; highlighted: {}. Means, standard deviations "
         "(ddof = 1) and 95 % Student-t intervals over the finished seeds (non-finite values and diverged runs excluded; "
         "intervals clipped to the metric's range: losses ≥ 0, accuracies in [0, 1]); epochs to target: mean first "
         "epoch at which {}, over the seeds that reached it. Divergence rate = diverged / (finished + diverged). Data: "
         "<a href='summary.csv'>summary.csv</a>, <a href='runs.csv'>runs.csv</a>.").format(
-        m, "the best configuration" if len(best) < 2 else "the configurations that cannot be told apart from the "
-        "best (Holm-adjusted Welch p ≥ 0.05)", target_text(ctx, short=True))
+        m, "none, no configuration has a finished run" if not best else "the best configuration" if len(best) < 2
+        else "the configurations that cannot be told apart from the best (Holm-adjusted Welch p ≥ 0.05)",
+        target_text(ctx, short=True))
     return [{"kind": "p", "text": intro}, _table(out, best)]
 
 
