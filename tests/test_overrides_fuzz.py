@@ -6,7 +6,8 @@ no mlruns). The commands go through ``nnexp.__main__.main`` in this process with
 so nothing trains: only the preflight that every command passes first runs.
 
 Profiles (Hypothesis settings profiles): ``NNEXP_FUZZ=short`` (default, 100 commands and 50 sweeps, part of
-``python -m pytest``) and ``NNEXP_FUZZ=long`` (1,500 commands and 750 sweeps, run by .ci/run). Grammar:
+``python -m pytest``, derandomized: the same commands on every run) and ``NNEXP_FUZZ=long`` (1,500 commands and
+750 sweeps, random each time, run by .ci/run). Grammar:
 https://hydra.cc/docs/advanced/override_grammar/basic/ and .../extended/.
 """
 
@@ -30,6 +31,7 @@ from nnexp.config import config_groups, register, schema_keys
 register()
 
 settings.register_profile("nnexp-fuzz-short", max_examples=100, deadline=None, database=None, print_blob=True,
+                          derandomize=True,  # the README's test command: the same 100 commands every time
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("nnexp-fuzz-long", max_examples=1500, deadline=None, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -161,6 +163,8 @@ def _keys_of(argv: list[str]) -> list[str]:
         if a.startswith("-"):
             continue
         k = a.partition("=")[0].lstrip("+~").split("@")[0]
+        if k.startswith("hydra.sweeper.params."):  # the sweep sets that key of the job: its error names it
+            out.append(k.removeprefix("hydra.sweeper.params."))
         parts = k.split(".")  # an unknown section is named alone: ++nit.std=0 -> "nit is not a key"
         out += [k, k.replace("/", "."), *(".".join(parts[:i]) for i in range(1, len(parts)))] if k else []
     return out
