@@ -443,3 +443,33 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
               or (m.get("method") == "Log.entryAdded" and m["params"]["entry"]["level"] == "error")]
     assert not errors, errors
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20000
+
+
+@pytest.mark.parametrize("how", ["KeyboardInterrupt", "another error after Ctrl-C"])
+def test_an_interrupted_report_command_ends_in_one_line_and_130(store, capsys, monkeypatch, how):
+    """Ctrl-C while ``python -m nnexp.report`` builds: one line and exit 130, no traceback; also when the interrupt
+    cut an import short and surfaced as another error (seen: scipy's 'generic_type ... already registered')."""
+    import signal
+
+    import nnexp.__main__ as entry
+    from nnexp.report import __main__ as cli_module
+
+    def interrupted(*args, **kwargs):
+        if how == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        entry._INTERRUPTS.append(signal.SIGINT)
+        raise ImportError('generic_type: type "ObjSense" is already registered!')
+
+    monkeypatch.setattr(cli_module, "build_report", interrupted)
+    assert cli_module.cli(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cut")]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("nnexp.report: interrupted; the report was not finished")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+
+
+def test_a_report_error_not_caused_by_an_interrupt_still_raises(store, monkeypatch):
+    from nnexp.report import __main__ as cli_module
+
+    monkeypatch.setattr(cli_module, "build_report", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli_module.cli(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cut")])

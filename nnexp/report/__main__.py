@@ -140,5 +140,30 @@ def _resolve_sweep(uri: str, experiment: str, sweep: str) -> tuple[str, str]:
     raise ReportError(f"--sweep {sweep!r} not found in experiment {experiment!r}; sweeps: {names or 'none'}")
 
 
+def cli(argv=None) -> int:
+    """:func:`main` as the command runs it: Ctrl-C or SIGTERM ends it with one line and the shell's status (130,
+    143), also when the interrupt surfaced as another error (an import it cut short)."""
+    import signal
+
+    from ..__main__ import _interrupt_status, _note_interrupt, _watch_interrupts
+
+    interrupted = _watch_interrupts()
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pass
+    except Exception:
+        if not interrupted:
+            raise
+    finally:
+        if signal.getsignal(signal.SIGINT) is _note_interrupt:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if signal.getsignal(signal.SIGTERM) is _note_interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    print("nnexp.report: interrupted; the report was not finished (the runs are untouched: run the same command "
+          "again to write it)", file=sys.stderr)
+    return _interrupt_status(interrupted)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
