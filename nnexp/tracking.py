@@ -294,6 +294,7 @@ def check_store(uri: str) -> None:
         Naming ``tracking.uri``.
     """
     check_reachable(uri)
+    check_driver(uri)
     db = sqlite_path(uri)
     if db is not None and not db.parent.is_dir():
         raise ConfigError(f"tracking.uri={uri!r}: folder {db.parent} does not exist; create it or use another URI")
@@ -303,6 +304,39 @@ def check_store(uri: str) -> None:
     if db is not None and not os.access(db if db.exists() else db.parent, os.W_OK):
         raise ConfigError(f"tracking.uri={uri!r}: {db if db.exists() else db.parent} is not writable; "
                           "use another URI or launch folder")
+
+
+def check_driver(uri: str) -> None:
+    """Fail fast when a database URI's SQLAlchemy driver is not installed.
+
+    ``postgresql://`` means SQLAlchemy's default driver for PostgreSQL (psycopg 3 in SQLAlchemy 2.1);
+    ``postgresql+psycopg2://`` names psycopg2, which ``pip install -e ".[team]"`` installs.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``tracking.uri``, the driver and how to get one, when the driver cannot be imported or the URI
+        names no known database.
+    """
+    if uri.startswith(("sqlite:", "http://", "https://", "file:", "databricks")) or "://" not in uri:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        dialect = make_url(uri).get_dialect()
+        dialect.import_dbapi()
+    except (ArgumentError, NoSuchModuleError) as e:
+        raise ConfigError(f"tracking.uri={uri!r} is not a database URI SQLAlchemy knows ({e})") from None
+    except ImportError as e:
+        if dialect.driver == "psycopg2":
+            how = "pip install -e '.[team]' (or pip install psycopg2-binary)"
+        elif dialect.name == "postgresql":
+            how = f"pip install {dialect.driver}, or write postgresql+psycopg2:// and pip install -e '.[team]'"
+        else:
+            how = f"install the Python package that provides {e.name or dialect.driver}"
+        raise ConfigError(f"tracking.uri={uri!r} needs the database driver {dialect.driver!r}, which is not "
+                          f"installed: {how}") from None
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

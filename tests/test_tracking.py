@@ -205,3 +205,18 @@ def test_points_already_in_the_store_are_written_once_without_waiting(tmp_path, 
     history = sorted((m.step, m.value) for m in c.get_metric_history(rid, "loss"))
     assert history == [(p[3], p[1]) for p in points] and sleeps == []
     assert c.get_run(rid).data.metrics["loss"] == 0.0503
+
+
+@pytest.mark.parametrize("uri, driver, how", [
+    ("postgresql://h/db", "psycopg", "pip install psycopg, or write postgresql+psycopg2://"),
+    ("postgresql+psycopg2://h/db", "psycopg2", "pip install -e '.[team]'"),
+])
+def test_a_database_uri_without_its_driver_is_one_line_naming_the_driver(monkeypatch, uri, driver, how):
+    """A PostgreSQL URI whose driver is missing: a ConfigError naming tracking.uri, the driver and what to install
+    (it was a 90-line traceback ending in ModuleNotFoundError; found by the new-user test)."""
+    monkeypatch.setitem(sys.modules, driver, None)  # import psycopg(2) raises ImportError, installed or not
+    with pytest.raises(ConfigError) as e:
+        tracking.check_store(uri)
+    msg = str(e.value)
+    assert msg.startswith(f"tracking.uri={uri!r} needs the database driver {driver!r}") and how in msg
+    assert "\n" not in msg
