@@ -149,6 +149,9 @@ def test_diverged_failed_and_nonfinite_runs_listed_not_averaged(store):
     section = store["index"].read_text().split("<h2>Diverged and failed runs")[1].split("</section>")[0]
     assert div_id[:8] in section and fail_id[:8] in section and nan_id[:8] in section
     assert "val_loss not finite" in section
+    assert ("3 runs did not finish normally; the diverged ones count in the divergence rate; none counts in a mean, "
+            "interval or test.") in section  # a failed run is not in the divergence rate
+    assert ">null<" not in section  # no error, no diverged epoch: a blank cell, not 'null'
     curves = pd.read_csv(store["out"] / "curves.csv")
     vl = curves[(curves["metric"] == "val_loss") & (curves["activation"] == "tanh")].set_index("step")
     assert vl["mean"].max() < 1.0  # the diverged run's 50.0 never enters

@@ -147,14 +147,14 @@ def conclusion(ctx) -> list[dict]:
     if table["diverged"].sum():
         bad = table[table["diverged"] > 0]
         items.append(_m("Divergence: {} (excluded from every mean).", "; ".join(
-            f"{fmt.cfg(r, ctx['keys'])} diverged in {int(r['diverged'])}/{int(r['diverged'] + r['seeds'])} runs"
+            f"{fmt.cfg(r, ctx['keys'])} diverged in {int(r['diverged'])}/{fmt.n(int(r['diverged'] + r['seeds']), 'run')}"
             for _, r in bad.iterrows())))
     n = int(comp.iloc[0]["n"])
     floor = 2 / math.comb(2 * n, n) if n > 0 else math.nan
     note = ("Each activation is compared at its own best configuration, chosen on the same runs; that selection "
             "favours the winner slightly, so treat p-values near 0.05 with care.")
     if floor > ALPHA:
-        note += (f" With {n} seeds a two-sided Mann–Whitney test cannot go below p = {fmt.p(floor)}: add seeds "
+        note += (f" With {fmt.n(n, 'seed')} a two-sided Mann–Whitney test cannot go below p = {fmt.p(floor)}: add seeds "
                  f"(seed=0,1,2,3,4) for it to show significance.")
     return [{"kind": "list", "cls": "conclusion", "items": items}, {"kind": "note", "text": note}]
 

@@ -101,11 +101,18 @@ def bad_blocks(runs: pd.DataFrame, keys, metric: str) -> list[dict]:
     t = bad[cols].copy()
     for c in cols:
         t[c] = t[c].map(fmt.val)
-    if "diverged_epoch" in t:  # blank for a run that did not diverge (it failed, or its metric is not finite)
-        t["diverged_epoch"] = [fmt.val(v) if not fmt.is_missing(v) else "" for v in bad["diverged_epoch"]]
+    for c in ("diverged_epoch", "error"):  # blank where a run has none (it failed, or it diverged: no error)
+        if c in t:
+            t[c] = [fmt.val(v) if not fmt.is_missing(v) else "" for v in bad[c]]
     t.insert(0, "run", [link(u, str(r)[:8]) for u, r in zip(bad["url"], bad["run_id"])])
-    return [{"kind": "p", "text": f"{fmt.n(len(bad), 'run')} did not finish normally; they count in the divergence "
-                                  f"rate but never in a mean, interval or test."}, _table(t)]
+    n_div = int((bad["outcome"] == "diverged").sum())
+    if n_div == len(bad):
+        counted = "they count in the divergence rate but never in a mean, interval or test"
+    elif n_div:
+        counted = "the diverged ones count in the divergence rate; none counts in a mean, interval or test"
+    else:
+        counted = "none counts in a mean, interval or test, nor in the divergence rate (none diverged)"
+    return [{"kind": "p", "text": f"{fmt.n(len(bad), 'run')} did not finish normally; {counted}."}, _table(t)]
 
 
 def runs_blocks(ctx, ui_command: str) -> list[dict]:
@@ -122,7 +129,7 @@ def runs_blocks(ctx, ui_command: str) -> list[dict]:
                    "<code>{}</code>, then follow a link; if your UI runs elsewhere, type its address here: ").format(
         ui_command)
     return [{"kind": "p", "text": intro}, {"kind": "ui_box"},
-            {"kind": "details", "summary": f"{len(t)} runs", "blocks": [_table(t)]}]
+            {"kind": "details", "summary": fmt.n(len(t), "run"), "blocks": [_table(t)]}]
 
 
 def duplicates_blocks(duplicates: pd.DataFrame, url) -> list[dict]:
