@@ -91,7 +91,8 @@ def test_whole_experiment_counts_each_seed_once(store):
     last = curves[(curves["metric"] == "val_loss") & (curves["step"] == EPOCHS)].set_index("activation")
     assert last.loc["tanh", "n"] == 3 and last.loc["tanh", "mean"] == pytest.approx(0.77 / 3)
     assert "3 vs 3 seeds" in text and "2 configurations of activation, 3 seeds each" in text
-    assert "6 runs (6 finished" in text and "<b>5 duplicate runs dropped</b>" in text
+    assert "6 runs (6 finished" in text and "<b>4 duplicate runs dropped</b>" in text
+    assert "<b>1 unfinished run dropped</b>: it was killed or failed" in text  # the FAILED copy
 
     ids = store["ids"]
     dup = pd.read_csv(out / "duplicates.csv").set_index("run_id")["kept_run_id"].to_dict()
@@ -121,7 +122,9 @@ def test_duplicates_within_one_sweep_are_dropped(store):
     t = _summary(out)
     assert list(t.index) == ["relu"] and t.loc["relu", "seeds"] == 3 and t.loc["relu", "diverged"] == 0
     assert t.loc["relu", "val_loss std"] == pytest.approx(0.02)
-    assert "<b>1 duplicate run dropped</b>" in text and "None: every selected run finished" in text
+    # a FAILED copy is an unfinished attempt, not a duplicate (said of a killed run too; found by the new-user test)
+    assert "<b>1 unfinished run dropped</b>: it was killed or failed" in text and "duplicate run" not in text
+    assert "None: every selected run finished" in text
     assert list(pd.read_csv(out / "duplicates.csv")["run_id"]) == [store["ids"]["b", "relu", "failed"]]
 
 

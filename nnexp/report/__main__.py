@@ -120,9 +120,17 @@ def _print_duplicates(path: Path) -> None:
         return
     import pandas as pd
 
-    n = len(pd.read_csv(path))
-    print(f"nnexp.report: {n} duplicate run{'' if n == 1 else 's'} dropped (same nnexp.run_key as a kept run, "
-          f"counted once): {path}", file=sys.stderr)
+    from .build import superseded
+
+    dropped = pd.read_csv(path)
+    retried = superseded(dropped)
+    n, k = int((~retried).sum()), int(retried.sum())
+    said = ([f"{n} duplicate run{'' if n == 1 else 's'} dropped (same nnexp.run_key as a kept run, counted once)"]
+            if n else [])
+    if k:
+        said.append(f"{k} unfinished run{'' if k == 1 else 's'} dropped (killed or failed; another run of the same "
+                    "configuration and seed is kept)")
+    print(f"nnexp.report: {'; '.join(said)}: {path}", file=sys.stderr)
 
 
 def _resolve_sweep(uri: str, experiment: str, sweep: str) -> tuple[str, str]:

@@ -408,14 +408,31 @@ def _write_duplicates(duplicates: pd.DataFrame, out_dir: Path, metric: str) -> N
     duplicates[cols].to_csv(out_dir / "duplicates.csv", index=False)
 
 
+def superseded(duplicates: pd.DataFrame) -> pd.Series:
+    """Which dropped runs are unfinished attempts rather than duplicates: killed or failed runs whose configuration
+    and seed another run has (a sweep interrupted, then resumed)."""
+    if "status" not in duplicates:
+        return pd.Series(False, index=duplicates.index)
+    return duplicates["status"].ne("FINISHED")
+
+
 def _duplicates_note(duplicates: pd.DataFrame) -> Markup:
-    """The meta line's note: how many duplicate runs were dropped, and why."""
-    n = len(duplicates)
-    return Markup(" <b>{} dropped</b>: {} the configuration and seed of a run kept here (same "
-                  "<code>nnexp.run_key</code>, e.g. a single run or a concurrent sweep that trained it again), so "
-                  "no seed counts twice; of each configuration the report keeps the FINISHED run that ended last "
-                  "(<a href='duplicates.csv'>duplicates.csv</a>).").format(
-        fmt.n(n, "duplicate run"), "it repeats" if n == 1 else "each repeats")
+    """The meta line's note: how many runs were dropped, and why: duplicates, and unfinished attempts."""
+    retried = superseded(duplicates)
+    n_dup, n_att = int((~retried).sum()), int(retried.sum())
+    parts = []
+    if n_dup:
+        parts.append(Markup("<b>{} dropped</b>: {} the configuration and seed of a run kept here (same "
+                            "<code>nnexp.run_key</code>, e.g. a single run or a concurrent sweep that trained it "
+                            "again), so no seed counts twice").format(fmt.n(n_dup, "duplicate run"),
+                                                                       "it repeats" if n_dup == 1 else "each repeats"))
+    if n_att:
+        parts.append(Markup("<b>{} dropped</b>: {} killed or failed, and another run of the same configuration "
+                            "and seed is kept here").format(
+            fmt.n(n_att, "unfinished run"), "it was" if n_att == 1 else "each was"))
+    return Markup(" ") + Markup("; ").join(parts) + Markup(
+        ". Of each configuration and seed the report keeps the FINISHED run that ended last "
+        "(<a href='duplicates.csv'>duplicates.csv</a>).")
 
 
 def _check_target(target: float | None, metric: str) -> None:

@@ -136,9 +136,15 @@ def duplicates_blocks(duplicates: pd.DataFrame, url) -> list[dict]:
     """The dropped duplicates, each with a link to the run kept in its place."""
     if not len(duplicates):
         return []
-    items = [Markup("{} ({}) duplicates kept run {}").format(link(url(e, r), Markup("<code>{}</code>").format(r)), s,
-                                                           link(url(e, k), Markup("<code>{}</code>").format(k)))
-             for e, r, s, k in zip(duplicates["experiment_id"], duplicates["run_id"], duplicates["status"],
-                                   duplicates["kept_run_id"])]
-    return [{"kind": "details", "summary": f"{fmt.n(len(duplicates), 'duplicate run')} dropped",
-             "blocks": [{"kind": "list", "cls": "", "items": items}]}]
+    from .build import superseded
+
+    retried = superseded(duplicates)
+    items = [Markup("{} ({}) {} kept run {}").format(link(url(e, r), Markup("<code>{}</code>").format(r)), s,
+                                                     "is an unfinished attempt of" if u else "duplicates",
+                                                     link(url(e, k), Markup("<code>{}</code>").format(k)))
+             for e, r, s, k, u in zip(duplicates["experiment_id"], duplicates["run_id"], duplicates["status"],
+                                      duplicates["kept_run_id"], retried)]
+    n_dup, n_att = int((~retried).sum()), int(retried.sum())
+    summary = ", ".join([*([fmt.n(n_dup, "duplicate run")] if n_dup else []),
+                         *([fmt.n(n_att, "unfinished run")] if n_att else [])])
+    return [{"kind": "details", "summary": f"{summary} dropped", "blocks": [{"kind": "list", "cls": "", "items": items}]}]
