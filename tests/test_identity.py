@@ -519,3 +519,19 @@ def test_printed_labels_are_the_fewest_keys_that_tell_configurations_apart():
     # the keys the command line swept are shown even when another key would tell the rows apart first
     assert label_keys(runs, ["init", "optimizer.lr"])[0] == ["activation", "optimizer.lr", "init"]
     assert label_keys(runs, [])[0] == ["activation", "optimizer.lr", "init"]
+
+
+def test_one_activation_all_diverged_the_other_finished_is_said_as_it_is(fresh, monkeypatch, capsys):
+    """relu diverges in both seeds at lr=50, sigmoid finishes both: sigmoid is 'the only activation with a finished
+    run', not 'the only activation in this selection'; no sentence calls the ranking one seed's; the Setup lists
+    no bookkeeping column (legacy, repeats) and the loss once (found by the new-user test)."""
+    cap = sweep(monkeypatch, capsys, fresh, ["optimizer.lr=50", "activation=relu,sigmoid", "dataset=moons",
+                                              "epochs=50", "seed=0,1"], code=0)
+    head, _, rows = printed_table(cap.out)
+    assert head.startswith("sweep finished: 2 finished, 2 diverged, 0 failed")
+    page = (report_dir(fresh) / "index.html").read_text()
+    assert "the only activation with a finished run (relu: none finished)" in page
+    assert "the only activation in this selection" not in page and "one seed's" not in page
+    assert "has finished runs; the other 1 configuration has none, so no configuration is compared" in page
+    setup = page.split("Held fixed in every run")[1].split("</table>")[0]
+    assert ">legacy<" not in setup and ">repeats<" not in setup and ">loss<" not in setup and ">model.loss<" in setup

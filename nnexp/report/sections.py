@@ -44,7 +44,8 @@ OVERFIT_RISE = 0.05
 #: Run columns that describe the run, not its configuration (never in the Setup's fixed keys).
 NOT_CONFIG = {"run_id", "run_name", "status", "start_time", "end_time", "parent_id", "outcome", "diverged_epoch",
               "config_hash", "config_id", "run_key", "experiment_id", "artifact_uri", "error", "reused", "url",
-              "seed", "sweep", "blas_threads", "study", "claims", "n_features", "n_classes", "n_train", "n_val", "n_test"}
+              "seed", "sweep", "blas_threads", "study", "claims", "n_features", "n_classes", "n_train", "n_val", "n_test",
+              "legacy", "repeats", "repeated_by"}
 DATASET_FACTS = ("n_features", "n_classes", "n_train", "n_val", "n_test")
 
 
@@ -99,6 +100,14 @@ def config_group(ctx) -> tuple[list[int], int]:
     return rows, int(tested.sum())
 
 
+def _only(table: pd.DataFrame, comp: pd.DataFrame) -> str:
+    """Why one activation is compared: the only one selected, or the only one with a finished run."""
+    others = [a for a in dict.fromkeys(table["activation"]) if a not in set(comp["activation"])]
+    if not others:
+        return "the only activation in this selection"
+    return f"the only activation with a finished run ({', '.join(map(str, others))}: none finished)"
+
+
 def config_sentences(ctx) -> list[Markup]:
     """When configurations (not only activations) were compared: which of them cannot be told from the best."""
     table, keys = ctx["table"], ctx["keys"] + ctx["linked"]
@@ -106,9 +115,16 @@ def config_sentences(ctx) -> list[Markup]:
     if len(table) < 2 or len(table) == len(ctx["comp"]):
         return []
     if tested == 0:  # one seed per configuration (or all equal): no test is possible, so no group is claimed
+        finished = table[table["seeds"] > 0]
+        if len(finished) < 2:  # the others have no finished run (they diverged or failed)
+            return [_m("Only {} has finished runs; the other {} none, so no configuration is compared with "
+                       "another.", fmt.cfg(finished.iloc[0], keys) if len(finished) else "no configuration",
+                       fmt.n(len(table) - len(finished), "configuration") + (" has" if len(table) - len(finished) == 1
+                                                                              else " have"))]
+        one = " the ranking of the {} configurations with a finished run below is one seed's.".format(len(finished)) \
+            if finished["seeds"].max() <= 1 else ""
         return [_m("No configuration can be told apart from another: a test needs at least 2 finished seeds of "
-                   "each (add seeds, e.g. seed=0,1,2); the ranking of the {} configurations below is one seed's.",
-                   len(table))]
+                   "each (add seeds, e.g. seed=0,1,2);{}", one)]
     labels = [fmt.cfg(table.iloc[i], keys) for i in rows[1:9]]
     more = f" and {len(rows) - 9} more" if len(rows) > 9 else ""
     if len(rows) > 1:
@@ -182,13 +198,14 @@ def best_sentences(ctx) -> list[Markup]:
     else:
         items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); {}.", best["activation"], where,
                         linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed"),
-                        "the only activation in this selection" if len(comp) == 1
+                        _only(ctx["table"], comp) if len(comp) == 1
                         else f"every other activation is worse at Holm-adjusted α = {ALPHA}"))
     for _, r in comp.iloc[1:].iterrows():
         sig = math.isfinite(r["welch_p_holm"]) and r["welch_p_holm"] < ALPHA
         word = "worse" if (r["diff"] < 0) == higher else "better"
-        at = f" at {r['config']}" if r["config"] else ""
-        items.append(_m("{} (best{}): {} ± {}, {} {} (Hedges' g = {}, Welch {}, Holm-adjusted {}, {} vs {} seeds): {}",
+        at = f", {r['config']}" if r["config"] else ""
+        items.append(_m("{} (its best configuration{}): {} ± {}, {} {} (Hedges' g = {}, Welch {}, Holm-adjusted {}, {} "
+                        "vs {} seeds): {}",
                         r["activation"], at, fmt.g(r["mean"], 4), fmt.g(r["std"], 2), fmt.g(abs(r["diff"]), 3), word,
                         fmt.g(r["hedges_g"], 2), fmt.p_is(r["welch_p"]), fmt.p_is(r["welch_p_holm"]), int(r["n"]), n,
                         "a significant difference at α = 0.05." if sig
@@ -410,8 +427,8 @@ def fixed_keys(runs: pd.DataFrame, varying: list[str], metrics: list[str] | None
     for k in sorted(runs.columns):
         if (k in NOT_CONFIG or k in metrics or k in varying or k.startswith(("tracking.", "sweep.", "dataset", "loss.",
                                                                                "init.resolved"))
-                or (k.endswith(".name") and k[:-5] in runs)):
-            continue  # `optimizer.name` is the `optimizer` column already
+                or (k.endswith(".name") and k[:-5] in runs) or (k == "loss" and "model.loss" in runs)):
+            continue  # `optimizer.name` is the `optimizer` column already; the `loss` tag is `model.loss`
         same, v = _uniform(runs[k])
         if same:
             out[k] = v
