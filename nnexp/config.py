@@ -218,12 +218,21 @@ def config_groups() -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
+#: The joblib launcher's keys (hydra-joblib-launcher's JoblibLauncherConf): set without ``hydra/launcher=joblib``,
+#: Hydra's basic launcher does not have them.
+JOBLIB_KEYS = ("n_jobs", "backend", "prefer", "require", "verbose", "timeout", "pre_dispatch", "batch_size",
+               "temp_folder", "max_nbytes", "mmap_mode")
+
+
 def unknown_key_message(key: str, value: Any = None) -> str:
     """One line for a key the schema does not have, with the closest known key or group choice (difflib).
 
     A config group is suggested in its command-line form, ``activation=relu`` (``value`` when it is
     one of the group's options, else ``activation=<option>``).
     """
+    if key.startswith("hydra.launcher.") and key.split(".")[2] in JOBLIB_KEYS:  # with the basic launcher (no keys)
+        return (f"{key} is a key of a parallel launcher, not of Hydra's basic one (the default): choose one first, "
+                f"e.g. hydra/launcher=joblib {key}=...")
     groups = config_groups()
     candidates = {k: k for k in schema_keys() if not key.startswith(k + ".")}  # model.a: not "model"
     candidates.update({g: g for g in groups})

@@ -96,6 +96,11 @@ CASES = [
     ("added group typo, bad option", ["+activaton=swish"], ["did you mean activation=<option>?", "relu"]),
     ("added unknown key", ["+foo=1"], ["foo is not a key; see python -m nnexp --cfg job"]),
     ("added key in a sweep", ["-m", "+optimizer.lrr=1,2"], ["optimizer.lrr is not a key; did you mean optimizer.lr?"]),
+    ("joblib key without the joblib launcher", ["-m", "hydra.launcher.n_jobs=2", "activation=relu"],
+     ["hydra.launcher.n_jobs is a key of a parallel launcher, not of Hydra's basic one (the default): choose one "
+      "first, e.g. hydra/launcher=joblib hydra.launcher.n_jobs=..."]),
+    ("a typo in the joblib launcher's key", ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobz=2"],
+     ["hydra.launcher.n_jobz is not a key"]),
     # keys that only some datasets read
     ("csv keys without dataset=csv", ["dataset.path={good}", "dataset.target=label"],
      ["dataset.path is read only by dataset=csv", "not by dataset=xor", "add dataset=csv"]),
