@@ -539,8 +539,10 @@ def _print_result(cfg, hist: History, runs: dict, uri: str | None, labels: dict,
         accuracy_text = f", val_accuracy {m['val_accuracy'][-1]:.4g}" if "val_accuracy" in m else ""  # not regression
         outcome = f"diverged at epoch {diverged}" if diverged else f"val_loss {m['val_loss'][-1]:.4g}{accuracy_text}"
         where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
-        print(f"run {run_id} ({labels[k]}, seed {seeds[k]}): {outcome}, "
-              f"{hist.seconds:.2f} s of training{where}", flush=True)
+        # runs trained together in one batched network: each its share, as its train_seconds metric says
+        took = (f"{hist.seconds / len(runs):.2f} s of training ({len(runs)} runs trained together in "
+                f"{hist.seconds:.2f} s)" if len(runs) > 1 else f"{hist.seconds:.2f} s of training")
+        print(f"run {run_id} ({labels[k]}, seed {seeds[k]}): {outcome}, {took}{where}", flush=True)
 
 
 def _record_failure_before_training(c, exp_id, cfg, parent_id, seeds, paths, exc, canon=None) -> None:

@@ -529,6 +529,9 @@ def test_one_activation_all_diverged_the_other_finished_is_said_as_it_is(fresh, 
                                               "epochs=50", "seed=0,1"], code=0)
     head, _, rows = printed_table(cap.out)
     assert head.startswith("sweep finished: 2 finished, 2 diverged, 0 failed")
+    lines = [ln for ln in cap.out.splitlines() if ln.startswith("run ")]  # each run its share of its job's time
+    assert len(lines) == 4 and all(re.search(r", (\d+\.\d\d) s of training \(2 runs trained together in "
+                                             r"(\d+\.\d\d) s\)$", ln) for ln in lines), lines
     page = (report_dir(fresh) / "index.html").read_text()
     assert "the only activation with a finished run (relu: none finished)" in page
     assert "the only activation in this selection" not in page and "one seed's" not in page
