@@ -285,6 +285,13 @@ def _interrupted_line(sweep: dict) -> str:
     if sweep.get("report_interrupted"):
         return (f"nnexp: interrupted while writing the report; every run of the sweep is recorded "
                 f"(the parent run is FINISHED). Write the report with: {sweep['report_interrupted']}")
+    if sweep.get("ended") == "FINISHED":  # after the runs were counted, before the report began
+        import shlex
+
+        write = shlex.join(["python", "-m", "nnexp.report", "--experiment", str(sweep.get("experiment")),
+                            "--sweep", str(sweep.get("sweep"))])
+        return (f"nnexp: interrupted after every run of the sweep was recorded (the parent run is FINISHED); "
+                f"no report was written. Write it with: {write}")
     return "nnexp: interrupted; runs in progress are marked KILLED"
 
 

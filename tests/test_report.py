@@ -15,6 +15,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -171,6 +172,20 @@ def test_mlflow_links(store):
 
 def _cli(store, *args):
     return report_main(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cli"), *args])
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("http://127.0.0.1:9", "--uri 'http://127.0.0.1:9' cannot be reached"),
+    ("foo://bar/baz", "--uri 'foo://bar/baz' is not a database URI SQLAlchemy knows"),
+    ("postgresql+psycopg2://h/db", "--uri 'postgresql+psycopg2://h/db' needs the database driver 'psycopg2'"),
+])
+def test_cli_store_it_cannot_use_is_one_line_exit_2(capsys, monkeypatch, uri, message):
+    """--uri of a server that does not answer or a database without its driver: one line, exit 2 (a traceback,
+    or a minute of retries, before; new-user test)."""
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
+    assert report_main(["--uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nnexp.report: error: {message}") and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -494,3 +494,28 @@ def test_ctrl_c_while_the_report_is_written_says_only_the_report_is_missing(tmp_
     assert parent.info.status == "FINISHED" and sorted(r.info.status for r in children) == ["FINISHED"] * 2
     assert parent.data.tags["nnexp.report"].startswith("interrupted; write it with: python -m nnexp.report")
     assert not (tmp_path / "reports").exists() or not list((tmp_path / "reports").rglob("index.html"))
+
+
+def test_ctrl_c_after_the_summary_before_the_report_says_every_run_is_recorded(tmp_path, tmp_path_factory,
+                                                                             monkeypatch, capsys):
+    """Ctrl-C after the runs were counted and the summary printed, before the report began (seen: during
+    register_model's check): exit 130 and the truth, every run recorded and how to write the report."""
+    from nnexp import callbacks
+
+    migrated_store(tmp_path_factory, tmp_path)
+    real = callbacks._summary_text
+
+    def then_interrupted(*args, **kwargs):
+        print(real(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(callbacks, "_summary_text", then_interrupted)
+    base = [b for b in BASE if b != "tracking.report=false"]
+    rc = run_main(monkeypatch, tmp_path, ["-m", *base, "epochs=3", "activation=tanh", "seed=0,1",
+                                          "hydra.sweep.dir=s", "tracking.report=true"])
+    line = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("nnexp:")]
+    assert rc == 130 and line == ["nnexp: interrupted after every run of the sweep was recorded (the parent run is "
+                                  "FINISHED); no report was written. Write it with: python -m nnexp.report "
+                                  "--experiment activations --sweep s"]
+    _, (parent,), children = all_runs(tmp_path)
+    assert parent.info.status == "FINISHED" and sorted(r.info.status for r in children) == ["FINISHED"] * 2

@@ -73,6 +73,12 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"nnexp.report: error: {e}", file=sys.stderr)
         return 2
+    try:  # a server that does not answer, a database whose driver is missing: one line, not a traceback
+        tracking.check_reachable(uri)
+        tracking.check_driver(uri)
+    except ConfigError as e:
+        print(f"nnexp.report: error: {str(e).replace('tracking.uri=', '--uri ', 1)}", file=sys.stderr)
+        return 2
     db = tracking.sqlite_path(uri)
     if db is not None and not db.exists():
         print(f"nnexp.report: error: no MLflow store at {db}; run a sweep here first or pass --uri", file=sys.stderr)

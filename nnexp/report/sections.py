@@ -117,10 +117,10 @@ def config_sentences(ctx) -> list[Markup]:
     if tested == 0:  # one seed per configuration (or all equal): no test is possible, so no group is claimed
         finished = table[table["seeds"] > 0]
         if len(finished) < 2:  # the others have no finished run (they diverged or failed)
-            return [_m("Only {} has finished runs; the other {} none, so no configuration is compared with "
-                       "another.", fmt.cfg(finished.iloc[0], keys) if len(finished) else "no configuration",
-                       fmt.n(len(table) - len(finished), "configuration") + (" has" if len(table) - len(finished) == 1
-                                                                              else " have"))]
+            rest = len(table) - len(finished)
+            return [_m("Only {} has finished runs; {} none, so no configuration is compared with another.",
+                       fmt.cfg(finished.iloc[0], keys) if len(finished) else "no configuration",
+                       "the other configuration has" if rest == 1 else f"the other {rest} configurations have")]
         one = " the ranking of the {} configurations with a finished run below is one seed's.".format(len(finished)) \
             if finished["seeds"].max() <= 1 else ""
         return [_m("No configuration can be told apart from another: a test needs at least 2 finished seeds of "
