@@ -155,15 +155,12 @@ def _main(argv: list[str], beside: bool = False) -> int:
     except Exception:  # a program error: its traceback follows, but no parent run is left RUNNING
         if interrupted:  # Ctrl-C landed inside a library (Hydra's sweeper, OmegaConf) and surfaced as another error
             _abort_sweep_quietly(abort_sweep, "KILLED")
-            print("nnexp: interrupted; runs in progress are marked KILLED", file=sys.stderr)
+            print(_interrupted_line(LAST_SWEEP), file=sys.stderr)
             return _interrupt_status(interrupted)
         _abort_sweep_quietly(abort_sweep)
         raise
     finally:
-        if signal.getsignal(signal.SIGINT) is _note_interrupt:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        if signal.getsignal(signal.SIGTERM) is _note_interrupt:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _unwatch_interrupts()
 
     if LAST_SWEEP.get("store_error"):  # runs the metric writer was given could not be recorded
         _abort_sweep_quietly(abort_sweep)
@@ -313,6 +310,14 @@ def _watch_interrupts() -> list[int]:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _note_interrupt)
     return _INTERRUPTS
+
+
+def _unwatch_interrupts() -> None:
+    """Give SIGINT and SIGTERM back their default handlers where :func:`_watch_interrupts` set its own."""
+    if signal.getsignal(signal.SIGINT) is _note_interrupt:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is _note_interrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _abort_sweep_quietly(abort_sweep, status: str = "FAILED") -> None:

@@ -157,9 +157,7 @@ def _resolve_sweep(uri: str, experiment: str, sweep: str) -> tuple[str, str]:
 def cli(argv=None) -> int:
     """:func:`main` as the command runs it: Ctrl-C or SIGTERM ends it with one line and the shell's status (130,
     143), also when the interrupt surfaced as another error (an import it cut short)."""
-    import signal
-
-    from ..__main__ import _interrupt_status, _note_interrupt, _watch_interrupts
+    from ..__main__ import _interrupt_status, _unwatch_interrupts, _watch_interrupts
 
     interrupted = _watch_interrupts()
     try:
@@ -170,10 +168,7 @@ def cli(argv=None) -> int:
         if not interrupted:
             raise
     finally:
-        if signal.getsignal(signal.SIGINT) is _note_interrupt:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-        if signal.getsignal(signal.SIGTERM) is _note_interrupt:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _unwatch_interrupts()
     print("nnexp.report: interrupted; the report was not finished (the runs are untouched: run the same command "
           "again to write it)", file=sys.stderr)
     return _interrupt_status(interrupted)
