@@ -178,7 +178,7 @@ def launch_overrides(config: DictConfig) -> list[str]:
 
 
 def _tag_quietly(c, run_id: str, tags: dict) -> None:
-    """Set ``tags`` on ``run_id`` if the store answers at once (an interrupted command must not wait on it)."""
+    """Set ``tags`` on ``run_id``; a store error is logged, never raised (the interrupt that called it goes on)."""
     try:
         tracking.set_tags(c, run_id, tags)
     except Exception:  # noqa: BLE001
