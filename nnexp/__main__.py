@@ -279,16 +279,14 @@ def _note_interrupt(signum, frame) -> None:
 def _interrupted_line(sweep: dict) -> str:
     """What an interrupted command tells the user: which runs were marked, or, when every run had been recorded
     and the report was being written, that only the report is missing and how to write it."""
+    from .callbacks import report_command
+
     if sweep.get("report_interrupted"):
         return (f"nnexp: interrupted while writing the report; every run of the sweep is recorded "
-                f"(the parent run is FINISHED). Write the report with: {sweep['report_interrupted']}")
+                f"(the parent run is FINISHED). Write the report with: {report_command(sweep)}")
     if sweep.get("ended") == "FINISHED":  # after the runs were counted, before the report began
-        import shlex
-
-        write = shlex.join(["python", "-m", "nnexp.report", "--experiment", str(sweep.get("experiment")),
-                            "--sweep", str(sweep.get("sweep"))])
         return (f"nnexp: interrupted after every run of the sweep was recorded (the parent run is FINISHED); "
-                f"no report was written. Write it with: {write}")
+                f"no report was written. Write it with: {report_command(sweep)}")
     return "nnexp: interrupted; runs in progress are marked KILLED"
 
 

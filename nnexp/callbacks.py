@@ -135,15 +135,14 @@ class SweepCallback(Callback):
                 from .report import worker
 
                 out = launch / "reports" / LAST_SWEEP["experiment"] / LAST_SWEEP["sweep"]
-                retry = shlex.join(["python", "-m", "nnexp.report", "--experiment", LAST_SWEEP["experiment"],
-                                    "--sweep", LAST_SWEEP["sweep"]])
+                retry = report_command(LAST_SWEEP)
                 try:  # in the report worker started with the sweep, else here
                     index = worker.build(worker.current_worker(), uri=uri, experiment=LAST_SWEEP["experiment"],
                                          parent_id=parent, out_dir=out, target=config.tracking.get("report_target"),
                                          ui=config.tracking.get("ui_url") or os.environ.get("NNEXP_UI_URL"),
                                          runs=loaded)
                 except KeyboardInterrupt:  # every run is recorded; only the report is missing (see __main__)
-                    LAST_SWEEP["report_interrupted"] = retry
+                    LAST_SWEEP["report_interrupted"] = True
                     _tag_quietly(c, parent, {f"{tracking.TAG}report": f"interrupted; write it with: {retry}"})
                     raise
                 except Exception:  # the runs are safe in the store; say so, and how to retry
@@ -175,6 +174,12 @@ def launch_overrides(config: DictConfig) -> list[str]:
     """The command line's overrides of Hydra's own config (``hydra/launcher=joblib hydra.launcher.n_jobs=4``), for
     the sweep's command as the user typed it; ``hydra.mode``, which ``-m`` sets, left out."""
     return [o for o in config.hydra.overrides.get("hydra", []) if not o.startswith("hydra.mode=")]
+
+
+def report_command(sweep: dict) -> str:
+    """The command that writes the report of ``sweep`` (:data:`LAST_SWEEP`) again: after a failed or interrupted one."""
+    return shlex.join(["python", "-m", "nnexp.report", "--experiment", str(sweep["experiment"]),
+                       "--sweep", str(sweep["sweep"])])
 
 
 def _tag_quietly(c, run_id: str, tags: dict) -> None:
