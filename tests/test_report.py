@@ -479,10 +479,18 @@ def test_an_interrupted_report_command_ends_in_one_line_and_130(store, capsys, m
         raise ImportError('generic_type: type "ObjSense" is already registered!')
 
     monkeypatch.setattr(cli_module, "build_report", interrupted)
-    assert cli_module.cli(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cut")]) == 130
+    # as in a fresh command (an earlier test in this worker may have left another handler)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        rc = cli_module.cli(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cut")])
+        restored = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    assert rc == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("nnexp.report: interrupted; the report was not finished")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    assert restored == (signal.default_int_handler, signal.SIG_DFL)  # the handlers are given back
 
 
 def test_a_report_error_not_caused_by_an_interrupt_still_raises(store, monkeypatch):
