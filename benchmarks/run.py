@@ -561,12 +561,14 @@ def sweep_breakdown(db: Path, wall: float, t_launch: float) -> dict:
 
 
 def cache_state() -> dict:
-    """Whether nnexp's user cache already held the store template and the digits arrays (else the first sweep makes them)."""
+    """Whether nnexp's user cache already held the store template, the digits arrays and an activation gallery
+    (else the first sweep makes them)."""
     from nnexp.cache import cache_dir
     from nnexp.tracking import store_template_path
 
     return {"dir": str(cache_dir("")), "store_template": store_template_path().exists(),
-            "digits": any(cache_dir("datasets").glob("digits-*.npz"))}
+            "digits": any(cache_dir("datasets").glob("digits-*.npz")),
+            "gallery": any(cache_dir("figures").glob("activation_gallery-*.png"))}
 
 
 def bench_harness(quick: bool) -> dict:
@@ -636,6 +638,7 @@ def bench_study(quick: bool, rounds: int) -> dict:
     conv_cmd = [sys.executable, str(CONVENTIONAL), "-m", f"epochs={epochs}"]
     walls: dict[str, list[float]] = {"nnexp": [], "conventional": []}
     nnexp_parts = []
+    cache = cache_state()  # a cold cache (first round) makes the store template, the moons arrays, the gallery
     with tempfile.TemporaryDirectory(prefix="nnexp-study-") as tmp:
         for r in range(rounds):
             d = Path(tmp) / f"nnexp{r}"
@@ -660,7 +663,7 @@ def bench_study(quick: bool, rounds: int) -> dict:
                 raise RuntimeError(f"conventional study stored {n_runs} runs, not 27")
     best = min(range(rounds), key=lambda i: walls["nnexp"][i])
     train = nnexp_parts[best]["train_s"]
-    return {"epochs": epochs, "rounds": rounds,
+    return {"epochs": epochs, "rounds": rounds, "cache_at_start": cache,
             "nnexp_command": "python -m nnexp -m " + " ".join(nnexp_args),
             "conventional_command": "python benchmarks/conventional/study.py -m " + f"epochs={epochs}",
             "nnexp_wall_s": min(walls["nnexp"]), "conventional_wall_s": min(walls["conventional"]),

@@ -1,6 +1,6 @@
 """nnexp's user cache: files that are slow to make and safe to reuse across commands.
 
-Two things live here, each named by everything that determines its content, so
+Three things live here, each named by everything that determines its content, so
 that a changed input never meets a stale file:
 
 - ``datasets/``: prepared datasets (loaded, split, standardised) as ``.npz``, keyed by
@@ -9,7 +9,11 @@ that a changed input never meets a stale file:
   import of scikit-learn (about a second) and the split;
 - ``stores/``: an empty MLflow SQLite store migrated to the installed MLflow's schema,
   keyed by the MLflow version (see :func:`nnexp.tracking.prepare_store`). Copying it
-  spares a new launch directory MLflow's schema migration (seconds).
+  spares a new launch directory MLflow's schema migration (seconds);
+- ``figures/``: the report's activation gallery PNG, keyed by the activations, their values,
+  the drawing code, matplotlib's settings and the plotting libraries' versions (see
+  :func:`nnexp.report.plots.gallery_cache_path`). It depends on no run, and drawing it is
+  about 2 s of a small study's report.
 
 The folder is ``$NNEXP_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/nnexp``, else
 ``~/.cache/nnexp``. Deleting it at any time is safe: entries are made again on
@@ -31,7 +35,7 @@ __all__ = ["cache_dir", "key_of", "atomic_write"]
 
 
 def cache_dir(kind: str) -> Path:
-    """The cache folder for ``kind`` (``"datasets"`` or ``"stores"``); not created here."""
+    """The cache folder for ``kind`` (``"datasets"``, ``"stores"`` or ``"figures"``); not created here."""
     root = os.environ.get("NNEXP_CACHE_DIR")
     if not root:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -228,6 +228,7 @@ def test_a_gallery_drawn_ahead_is_rendered_as_the_report_would_draw_it(tmp_path,
     for case in ("drawn here", "drawn ahead", "rendered ahead"):
         out = tmp_path / case.replace(" ", "_")
         out.mkdir()
+        monkeypatch.setenv("NNEXP_CACHE_DIR", str(out / "cache"))  # each case starts without a cached gallery
         if case == "drawn ahead":
             plots.predraw_gallery(acts)
             assert plots.gallery_prerendered(acts)
@@ -240,6 +241,52 @@ def test_a_gallery_drawn_ahead_is_rendered_as_the_report_would_draw_it(tmp_path,
         outs[case] = _pixels(base64.b64decode(blocks[0]["png"]))
         assert (outs[case] == _pixels((out / "activation_gallery.png").read_bytes())).all()
     assert (outs["drawn here"] == outs["drawn ahead"]).all() and (outs["drawn here"] == outs["rendered ahead"]).all()
+
+
+def test_the_gallery_is_rendered_once_per_activation_set_then_taken_from_the_user_cache(tmp_path, monkeypatch):
+    """A later report (a new process: nothing in memory) takes the gallery PNG from nnexp's user cache, byte for byte
+    what was rendered, without drawing; another activation set, another theme or a damaged file is drawn again."""
+    from nnexp.report import gallery
+
+    monkeypatch.setenv("NNEXP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(plots, "_PREDRAWN", {})
+    monkeypatch.setattr(plots, "_PRERENDERED", {})
+    acts = ["relu", "tanh"]
+    drawn = []
+    real = gallery.gallery
+    monkeypatch.setattr(gallery, "gallery", lambda *a, **k: drawn.append(1) or real(*a, **k))
+
+    def report(name, activations=acts):
+        plots._PRERENDERED.clear()  # as in a new process
+        out = tmp_path / name
+        out.mkdir()
+        written = set()
+        block = plots.gallery_blocks(activations, out, written=written)[0]
+        assert written == {"activation_gallery.png"}
+        assert base64.b64decode(block["png"]) == (out / "activation_gallery.png").read_bytes()
+        return (out / "activation_gallery.png").read_bytes()
+
+    first = report("first")
+    assert len(drawn) == 1 and plots.gallery_cache_path(acts).read_bytes() == first
+    assert report("second") == first and len(drawn) == 1  # from the cache: not drawn again
+    plots._PRERENDERED.clear()
+    assert plots.gallery_prerendered(acts)  # the report builds it at once, not in a child
+    plots.prerender_gallery(acts)  # the report worker's warm-up: nothing to draw either
+    assert len(drawn) == 1
+
+    other = report("other", ["relu", "sigmoid"])
+    assert len(drawn) == 2 and other != first
+    assert plots.gallery_cache_path(["relu", "sigmoid"]) != plots.gallery_cache_path(acts)
+
+    plain = plots.gallery_cache_path(acts)
+    with matplotlib.rc_context({"lines.linewidth": 3.0}):  # a user's matplotlibrc: other pixels, another file
+        assert plots.gallery_cache_path(acts) != plain
+        themed = report("themed")
+    assert len(drawn) == 3 and themed != first
+
+    path = plots.gallery_cache_path(acts)
+    path.write_bytes(first[: len(first) // 2])  # cut short (a full disk): not a whole PNG, drawn again
+    assert report("repaired") == first and len(drawn) == 4 and path.read_bytes() == first
 
 
 def test_a_report_that_fails_drops_its_groups_and_keeps_its_error(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import textwrap
 from pathlib import Path
@@ -26,9 +27,11 @@ from markupsafe import Markup
 from . import fmt
 
 __all__ = ["figure_block", "figure_sections", "Renderer", "FORMATS", "png_bytes", "DPI", "prerender_gallery",
-           "predraw_gallery", "gallery_blocks", "gallery_prerendered", "boundary_blocks", "draws_boundaries",
-           "local_artifacts", "warm_up", "kill_renderers", "layer_epoch_matrix", "layer_heatmaps", "LAYER_KINDS",
-           "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
+           "predraw_gallery", "gallery_blocks", "gallery_prerendered", "gallery_cache_path", "boundary_blocks",
+           "draws_boundaries", "local_artifacts", "warm_up", "kill_renderers", "layer_epoch_matrix", "layer_heatmaps",
+           "LAYER_KINDS", "LINE_PLOT_MAX_LAYERS", "HEATMAP_MIN_LAYERS", "HEATMAP_MAX_PANELS"]
+
+log = logging.getLogger(__name__)
 
 #: The per-layer diagnostics a run logs (``layer<l>.<kind>``, :mod:`nnexp.train`), in the order the report draws them.
 LAYER_KINDS = ("act_std", "act_mean", "grad_norm", "saturation", "dead_fraction")
@@ -295,12 +298,74 @@ def prerender_gallery(activations: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     key = ("activation_gallery", tuple(sorted(activations)))
+    cached = _cached_gallery(list(key[1]))
+    if cached is not None:
+        _PREDRAWN.pop(key, None)
+        _PRERENDERED[key] = cached
+        return
     if key not in _PREDRAWN:
         predraw_gallery(activations)
     fig = _PREDRAWN.pop(key)
     png = png_bytes(fig, tight=True)
     plt.close(fig)
     _PRERENDERED[key] = png
+    _cache_gallery(list(key[1]), png)
+
+
+def gallery_cache_path(activations: list[str]) -> Path:
+    """Where nnexp's user cache (:mod:`nnexp.cache`, ``figures/``) keeps the gallery PNG of ``activations``.
+
+    The gallery depends on nothing a sweep trains, only on the activations: drawing and rendering it is about 2 s
+    of CPU on a 2-core machine (seaborn's ``relplot``), a large share of a small study's report. The file is named
+    by everything that determines its pixels: the activations in panel order, their values on the gallery's grid
+    (:func:`nnexp.report.gallery.activation_frame`, so an activation whose formula changes gets a new file), the
+    source of the modules that draw and encode it (``gallery``, ``figures``, ``plots``), matplotlib's settings at
+    the time (the report's theme, a user's ``matplotlibrc``), :data:`DPI`, :data:`PNG_COMPRESS_LEVEL` and the
+    versions of NumPy, pandas, matplotlib, seaborn and Pillow.
+    """
+    import hashlib
+    import sys
+
+    import matplotlib as mpl
+    import PIL
+    import seaborn as sns
+
+    from ..cache import cache_dir, key_of
+    from . import figures, gallery
+
+    values = gallery.activation_frame(names=list(activations))["value"].to_numpy()
+    source = hashlib.sha256()
+    for module in (gallery, figures, sys.modules[__name__]):
+        source.update(Path(module.__file__).read_bytes())
+    rc = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in mpl.rcParams.items())).encode()).hexdigest()
+    key = key_of({"activations": list(activations), "values": hashlib.sha256(values.tobytes()).hexdigest(),
+                  "source": source.hexdigest(), "rc": rc, "dpi": DPI, "compress_level": PNG_COMPRESS_LEVEL,
+                  "numpy": np.__version__, "pandas": pd.__version__, "matplotlib": mpl.__version__,
+                  "seaborn": sns.__version__, "pillow": PIL.__version__})
+    return cache_dir("figures") / f"activation_gallery-{key}.png"
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _cached_gallery(activations: list[str]) -> bytes | None:
+    """The cached gallery PNG of ``activations``, or None (not cached, unreadable, or not a whole PNG file)."""
+    try:
+        png = gallery_cache_path(activations).read_bytes()
+    except OSError:
+        return None
+    return png if png.startswith(_PNG_SIGNATURE) and png.endswith(_PNG_END) else None
+
+
+def _cache_gallery(activations: list[str], png: bytes) -> None:
+    """Keep ``png`` as the gallery of ``activations`` in the user cache; a cache that cannot be written is skipped."""
+    from ..cache import atomic_write
+
+    try:
+        atomic_write(gallery_cache_path(activations), lambda tmp: tmp.write_bytes(png))
+    except OSError as e:
+        log.debug("activation gallery not cached: %s", e)
 
 
 #: Resolution of the report's PNG files (dots per inch).
@@ -638,20 +703,30 @@ def gallery_prerendered(activations: list[str]) -> bool:
     the report writes PNG only), or drawn by :func:`predraw_gallery` (it then only renders)."""
     formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
     key = ("activation_gallery", tuple(activations))
+    if formats == ("png",) and key not in _PRERENDERED:
+        cached = _cached_gallery(list(activations))
+        if cached is not None:
+            _PRERENDERED[key] = cached
     return (formats == ("png",) and key in _PRERENDERED) or key in _PREDRAWN
 
 
 def gallery_blocks(activations: list[str], out_dir: Path, *, written: set) -> list[dict]:
-    """The activation gallery of :mod:`nnexp.report.gallery` (rendered already when :func:`prerender_gallery`
-    drew the same activations and the report writes PNG only; drawn already when :func:`predraw_gallery` did)."""
+    """The activation gallery of :mod:`nnexp.report.gallery`. When the report writes PNG only, the PNG is taken
+    as :func:`prerender_gallery` rendered it, else from nnexp's user cache (:func:`gallery_cache_path`), else
+    rendered here and cached; a figure :func:`predraw_gallery` drew is rendered instead of being drawn again."""
     from . import gallery
 
     caption = Markup("The activations of this report, f(z), and their derivatives f'(z), with default parameters "
                      "(from <code>nnexp.report.gallery</code>).")
     formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
     key = ("activation_gallery", tuple(activations))
-    png = _PRERENDERED.get(key) if formats == ("png",) else None
+    png = (_PRERENDERED.get(key) or _cached_gallery(list(activations))) if formats == ("png",) else None
     if png is not None:
+        drawn = _PREDRAWN.pop(key, None)
+        if drawn is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(drawn)
         (out_dir / "activation_gallery.png").write_bytes(png)
         written.add("activation_gallery.png")
         return [{"kind": "figure", "name": "activation_gallery", "png": base64.b64encode(png).decode(),
@@ -659,7 +734,10 @@ def gallery_blocks(activations: list[str], out_dir: Path, *, written: set) -> li
     fig = _PREDRAWN.pop(key, None)
     if fig is None:
         fig = gallery.gallery(gallery.activation_frame(names=activations), col_wrap=min(len(activations), 5))
-    return [figure_block(fig, out_dir, "activation_gallery", caption, True, written)]
+    block = figure_block(fig, out_dir, "activation_gallery", caption, True, written)
+    if formats == ("png",) and block.get("png"):  # rendered here (not in a Renderer's child, which fills it later)
+        _cache_gallery(list(activations), base64.b64decode(block["png"]))
+    return [block]
 
 
 def _kind_label(kind: str) -> str:
