@@ -330,6 +330,7 @@ def test_every_figure_of_a_real_sweep_fits_and_boundary_panels_are_labelled(swee
 
     monkeypatch.setattr(plots, "figure_block", spy)
     monkeypatch.setattr(plots, "PROCESSES", 0)  # every figure drawn in this process, where the spy sees it
+    monkeypatch.setenv("NNEXP_CACHE_DIR", str(tmp_path / "cache"))  # the gallery drawn, not taken from the cache
     build_report(f"sqlite:///{sweep['cwd'] / 'mlflow.db'}", "activations", out_dir=tmp_path / "r")
     assert {"curves_val_loss", "lr_sensitivity", "layer_diagnostics", "decision_boundaries",
             "activation_gallery"} <= set(seen)

@@ -45,10 +45,11 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in folder.iterdir() if f.is_file() and f.name != "index.html"}
 
 
-def test_worker_builds_the_report_this_process_builds(store, tmp_path):
+def test_worker_builds_the_report_this_process_builds(store, tmp_path, monkeypatch):
     """Same page (sections, tables, every embedded figure), same CSV and PNG files byte for byte; the worker's
-    gallery, rendered while it waited, is the one the build draws."""
+    gallery, rendered while it waited (not taken from the cache this process filled), is the one the build draws."""
     here = build_report(**_kwargs(store, tmp_path / "here"))
+    monkeypatch.setenv("NNEXP_CACHE_DIR", str(tmp_path / "worker-cache"))
     w = worker.ReportWorker(store["uri"], activations=ACTS)
     try:
         there = worker.build(w, **_kwargs(store, tmp_path / "there"))
