@@ -52,7 +52,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 __all__ = ["resolve_uri", "artifact_location", "prepare_store", "client", "retry", "get_or_create_experiment",
            "start_run", "start_runs", "NewRun", "end_run", "MetricBuffer", "log_metrics", "diagnostic_steps", "DIAGNOSTIC", "MetricWriter", "start_metric_writer", "metric_writer",
-           "stop_metric_writer", "RunEnd", "fail_run", "mark_orphans_killed", "check_store", "TAG",
+           "stop_metric_writer", "RunEnd", "fail_run", "process_gone", "mark_orphans_killed", "check_store", "TAG",
            "StoreUnavailable", "find_sweep_parent", "end_orphan_children", "find_finished_many"]
 
 T = TypeVar("T")
@@ -1784,6 +1784,28 @@ def _pid_alive(pid: int, start: str = "") -> bool:
     return not start or _process_start(pid) in ("", start)
 
 
+def process_gone(tags: dict[str, str]) -> str | None:
+    """Why a RUNNING run with these tags can no longer end: its process, on this host, is gone; else None.
+
+    A run records the host, pid and process start time of the command that opened it (``nnexp.host``,
+    ``nnexp.pid``, ``nnexp.pid_start``). None for a run of another host (its process cannot be looked up from
+    here), of a live process (this one included), or without those tags. Used by :func:`mark_orphans_killed`,
+    which ends such runs, and by the report (:mod:`nnexp.report.load`), which counts them as killed before any
+    later command has marked them.
+    """
+    host = socket.gethostname()
+    if tags.get(f"{TAG}host") != host:
+        return None
+    try:
+        pid = int(tags.get(f"{TAG}pid", "0"))
+    except ValueError:
+        return None
+    if pid and (pid == os.getpid() or _pid_alive(pid, tags.get(f"{TAG}pid_start", ""))):
+        return None
+    return (f"its process (pid {pid} on {host}) ended without ending the run (killed with SIGKILL, out of memory, "
+            "or the machine stopped)")
+
+
 def mark_orphans_killed(c, experiment_id: str) -> int:
     """End as KILLED every RUNNING run of this host whose process is gone, tagged ``nnexp.outcome=killed`` and
     ``nnexp.error`` (which process, and why it is thought gone; :func:`fail_run`).
@@ -1796,23 +1818,14 @@ def mark_orphans_killed(c, experiment_id: str) -> int:
 
     Returns the number of runs marked.
     """
-    host = socket.gethostname()
     runs = retry(c.search_runs, [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=5000)
     n = 0
     killed = set()
     for r in runs:
-        tags = r.data.tags
-        if tags.get(f"{TAG}host") != host:
+        gone = process_gone(r.data.tags)
+        if gone is None:
             continue
-        try:
-            pid = int(tags.get(f"{TAG}pid", "0"))
-        except ValueError:
-            continue
-        if pid and (pid == os.getpid() or _pid_alive(pid, tags.get(f"{TAG}pid_start", ""))):
-            continue
-        fail_run(c, r.info.run_id, f"its process (pid {pid} on {host}) ended without ending the run (killed with "
-                                   "SIGKILL, out of memory, or the machine stopped); found by a later command",
-                 "KILLED")
+        fail_run(c, r.info.run_id, f"{gone}; found by a later command", "KILLED")
         killed.add(r.info.run_id)
         n += 1
     open_sweeps = {r.info.run_id for r in runs if r.info.run_id not in killed}

@@ -77,7 +77,7 @@ CHILD = textwrap.dedent("""
     import sys, time
     from nnexp import tracking
     c = tracking.client(sys.argv[1])
-    rid = tracking.start_run(c, sys.argv[2], run_name="victim")
+    rid = tracking.start_run(c, sys.argv[2], run_name="victim", tags={"nnexp.config_hash": "h"})  # a training run
     print(rid, flush=True)
     time.sleep(600)
 """)
@@ -91,13 +91,21 @@ def test_runs_of_a_process_killed_with_sigkill_are_marked_killed(tmp_path, tmp_p
     try:
         victim = proc.stdout.readline().strip()
         assert c.get_run(victim).info.status == "RUNNING"
-        mine = tracking.start_run(c, exp, run_name="alive")  # this process: alive
+        mine = tracking.start_run(c, exp, run_name="alive", tags={"nnexp.config_hash": "h"})  # this process: alive
         assert tracking.mark_orphans_killed(c, exp) == 0  # the child is still alive
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
+    # a report built before any command marks it counts the run killed, not running, and says why
+    from nnexp.report.load import load_runs
+
+    runs = load_runs(uri, "orphans").set_index("run_id")
+    assert runs.loc[victim, "status"] == "RUNNING" and runs.loc[victim, "outcome"] == "killed"
+    assert runs.loc[victim, "error"].startswith(f"its process (pid {proc.pid} on ")
+    assert "still says RUNNING" in runs.loc[victim, "error"]
+    assert runs.loc[mine, "outcome"] == "running" and not isinstance(runs.loc[mine, "error"], str)
     assert tracking.mark_orphans_killed(c, exp) == 1
     run = c.get_run(victim)
     assert run.info.status == "KILLED" and run.data.tags["nnexp.outcome"] == "killed"

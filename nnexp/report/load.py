@@ -107,9 +107,13 @@ def _runs_frame(runs) -> pd.DataFrame:
         row.update(ids)
         for k, v in r.data.metrics.items():
             row[k] = v
+        row["error"] = tags.get(f"{tracking.TAG}error")
         if r.info.status in ("FAILED", "KILLED"):
             row["outcome"] = "failed" if r.info.status == "FAILED" else "killed"
-        row["error"] = tags.get(f"{tracking.TAG}error")
+        elif r.info.status == "RUNNING" and (gone := tracking.process_gone(tags)) is not None:
+            # killed (kill -9, out of memory) before any later command marked it: it will never finish
+            row["outcome"] = "killed"
+            row["error"] = f"{gone}; the store still says RUNNING (the next sweep in this experiment marks it KILLED)"
         row["reused"] = False
         rows.append(row)
     df = pd.DataFrame(rows)
