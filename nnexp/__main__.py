@@ -16,12 +16,23 @@ import os
 import signal
 import sys
 
-import hydra
-from omegaconf import DictConfig
 
-from .config import ConfigError, register
-from .packing import register_plugin as register_packing_sweeper
-from .search import register_plugin
+def _interrupted_at_start(signum, frame) -> None:
+    """Ctrl-C while Python loads Hydra, NumPy and the configs (the first second of a command, before :func:`main`):
+    nothing exists yet, so one line and the shell's status, not the traceback of whichever import was cut short."""
+    os.write(2, b"nnexp: interrupted before any run started\n")
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__":  # the command, not an import of this module (tests, nnexp.api)
+    signal.signal(signal.SIGINT, _interrupted_at_start)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from .config import ConfigError, register  # noqa: E402
+from .packing import register_plugin as register_packing_sweeper  # noqa: E402
+from .search import register_plugin  # noqa: E402
 
 register()
 register_plugin()  # hydra/sweeper=nnexp_optuna (Hydra's own discovery misses plugins of an editable install)
@@ -68,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     imports MLflow (:func:`_check_beside`), and the command's objects are left out of the interpreter's final
     garbage collection (see :func:`_spare_final_collection`).
     """
+    if signal.getsignal(signal.SIGINT) is _interrupted_at_start:  # from here on, Ctrl-C is handled as a command's
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if argv is None:
         import gc
 

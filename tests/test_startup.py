@@ -103,6 +103,32 @@ def test_names_server(argv, env, server, monkeypatch):
     assert _names_server(argv) is server
 
 
+#: ``python -m nnexp`` with a SIGINT sent to itself when it starts to import the module named by ``argv[1]``.
+INTERRUPT_AT_IMPORT = textwrap.dedent("""
+    import importlib.abc, os, runpy, signal, sys
+    target = sys.argv[1]
+    class Interrupt(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target_=None):
+            if name == target:
+                os.kill(os.getpid(), signal.SIGINT)
+            return None
+    sys.meta_path.insert(0, Interrupt())
+    sys.argv = ["nnexp", "dataset=xor", "epochs=2"]
+    runpy.run_module("nnexp", run_name="__main__", alter_sys=True)
+""")
+
+
+@pytest.mark.parametrize("module", ["hydra", "nnexp.config", "omegaconf"])
+def test_ctrl_c_while_python_loads_the_command_is_one_line_and_leaves_nothing(tmp_path, module):
+    """Ctrl-C in the first second, while ``python -m nnexp`` imports Hydra and its configs (before main() sets up its
+    own handling): exit 130 and one line, not the traceback of the import it cut short; nothing created."""
+    p = subprocess.run([sys.executable, "-c", INTERRUPT_AT_IMPORT, module], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 130, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines() == ["nnexp: interrupted before any run started"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow  # a real command interrupted during its start-up
 @pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="finds the checking child through Linux's /proc")
 def test_ctrl_c_while_jobs_are_checked_is_one_line_and_leaves_nothing(tmp_path):
