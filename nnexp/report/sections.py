@@ -167,6 +167,10 @@ def conclusion(ctx) -> list[dict]:
             for _, r in bad.iterrows())))
     n = int(comp.iloc[0]["n"])
     floor = 2 / math.comb(2 * n, n) if n > 0 else math.nan
+    if len(comp) < 2:  # no test between activations was made: nothing about their p-values to qualify
+        note = ("Only one activation has finished runs, so no activations are compared; its best configuration is "
+                "chosen on the same runs it is reported on, which flatters it slightly.")
+        return [{"kind": "list", "cls": "conclusion", "items": items}, {"kind": "note", "text": note}]
     note = ("Each activation is compared at its own best configuration, chosen on the same runs; that selection "
             "favours the winner slightly, so treat p-values near 0.05 with care.")
     if floor > ALPHA:
@@ -439,8 +443,8 @@ def dataset_facts(runs: pd.DataFrame) -> dict:
     """The dataset's description: every ``dataset.*`` param and the sizes the runs logged (features, classes,
     training / validation / test samples); a value that differs across runs is listed as all its values."""
     out = {}
-    cols = [c for c in runs.columns if c == "dataset" or c.startswith("dataset.")] + \
-        [c for c in DATASET_FACTS if c in runs]
+    cols = [c for c in runs.columns if (c == "dataset" and "dataset.name" not in runs) or c.startswith("dataset.")] \
+        + [c for c in DATASET_FACTS if c in runs]  # the `dataset` tag is `dataset.name` already
     for k in cols:
         if runs[k].map(fmt.is_missing).all():
             continue
