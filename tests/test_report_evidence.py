@@ -176,8 +176,9 @@ def test_setup_lists_fixed_keys_data_seeds_and_commands(stores):
                                                       "optimizer": "sgd", "optimizer.lr": "0.1", "model.dtype": "float64"}
     assert "activation" not in fixed and "seed" not in fixed and "val_loss" not in fixed
     data = _table(setup, "Data")
-    assert {k: data[k] for k in ("dataset", "n_features", "n_classes", "n_train", "n_val", "n_test")} == {
-        "dataset": "digits", "n_features": "64", "n_classes": "10", "n_train": "1077", "n_val": "360", "n_test": "360"}
+    assert "dataset" not in data and {k: data[k] for k in ("dataset.name", "n_features", "n_classes", "n_train", "n_val",
+                                                           "n_test")} == {
+        "dataset.name": "digits", "n_features": "64", "n_classes": "10", "n_train": "1077", "n_val": "360", "n_test": "360"}
     plain = _plain(setup)
     assert "Compared: activation ∈ {relu, sigmoid, tanh}." in plain and "Seeds: 0, 1, 2 (3 per configuration" in plain
     assert "python -m nnexp -m activation=sigmoid,tanh,relu" in plain
