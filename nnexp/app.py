@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import os
+import re
 import sys
 import time
 import traceback
@@ -326,6 +327,12 @@ def run_job(cfg: DictConfig) -> float:
     return _run_members(members, t_job)
 
 
+
+def _skip_label(override: str | None, seed: int) -> str:
+    """How a skipped run is named in the log: its job's overrides, and its seed unless they say it already."""
+    label = override or "config"
+    return label if re.search(r"(^|,)seed=", label) else f"{label}, seed {seed}"
+
 def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     """:func:`run_job` for the configurations ``members`` (``(cfg, paths)`` each, :func:`nnexp.packing.job_members`)."""
     cfg, paths = members[0]
@@ -373,12 +380,11 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
             # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
             tracking.set_tags(c, run.info.run_id,
                               {f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
-            log.info("skip %s, seed %d: same configuration and seed as run %s of this sweep (%s)",
-                     m_paths["override"] or "config", seed, run.info.run_id, run.info.run_name)
+            log.info("skip %s: same configuration and seed as run %s of this sweep (%s)",
+                     _skip_label(m_paths["override"], seed), run.info.run_id, run.info.run_name)
         elif parent_id:
             tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
-            log.info("skip %s, seed %d: already FINISHED in run %s", m_paths["override"] or "config", seed,
-                     run.info.run_id)
+            log.info("skip %s: already FINISHED in run %s", _skip_label(m_paths["override"], seed), run.info.run_id)
     repeats_here = []  # (slot, slot it repeats): two members of this job that spell one configuration and seed
     if resume and paths["sweep_dir"] is not None and parent_id and trial is None:
         # jobs running side by side (joblib, Ray) that spell one configuration and seed: the first to claim trains
@@ -393,8 +399,8 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
             if not _claim(paths["sweep_dir"], k):
                 m_paths = members[i][1]
                 run = tracking.find_sweep_run(c, exp_id, k, parent_id)
-                log.info("skip %s, seed %d: same configuration and seed as a job of this sweep running beside it%s",
-                         m_paths["override"] or "config", seed, f" (run {run.info.run_id})" if run else "")
+                log.info("skip %s: same configuration and seed as a job of this sweep running beside it%s",
+                         _skip_label(m_paths["override"], seed), f" (run {run.info.run_id})" if run else "")
                 if run is not None:
                     tracking.set_tags(c, run.info.run_id, {
                         f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})

@@ -42,3 +42,16 @@ def test_config_yaml_is_omegaconfs(compose, tmp_path, emitter, overrides):
     assert back.activation.name == cfg.activation.name
     if "+odd=1" in overrides:
         assert back.odd.int_text == "1" and back.odd.ref == f"gelu-{cfg.optimizer.lr}" and back.odd.empty == []
+
+
+@pytest.mark.parametrize("override, seed, label", [
+    ("activation=tanh,seed=1", 1, "activation=tanh,seed=1"),  # the seed is in the overrides: said once
+    ("seed=2,activation=relu", 2, "seed=2,activation=relu"),
+    ("activation=tanh,init.seed_scale=3", 0, "activation=tanh,init.seed_scale=3, seed 0"),  # not the seed key
+    ("", 4, "config, seed 4"),  # a packed replica's seed, or no override at all
+    (None, 0, "config, seed 0"),
+])
+def test_a_skipped_run_is_named_by_its_overrides_and_its_seed_once(override, seed, label):
+    from nnexp.app import _skip_label
+
+    assert _skip_label(override, seed) == label
