@@ -327,11 +327,11 @@ def run_job(cfg: DictConfig) -> float:
     return _run_members(members, t_job)
 
 
-
 def _skip_label(override: str | None, seed: int) -> str:
     """How a skipped run is named in the log: its job's overrides, and its seed unless they say it already."""
     label = override or "config"
     return label if re.search(r"(^|,)seed=", label) else f"{label}, seed {seed}"
+
 
 def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     """:func:`run_job` for the configurations ``members`` (``(cfg, paths)`` each, :func:`nnexp.packing.job_members`)."""

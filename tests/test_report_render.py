@@ -289,6 +289,20 @@ def test_the_gallery_is_rendered_once_per_activation_set_then_taken_from_the_use
     assert report("repaired") == first and len(drawn) == 4 and path.read_bytes() == first
 
 
+def test_the_gallery_cache_file_is_named_alike_in_every_process():
+    """The name depends on what draws the pixels, not on the process: two interpreters, one before and one after
+    pyplot chose its backend, name the same file (a name that changed per process would never be found again)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from nnexp.report import plots\n"
+            "if sys.argv[1] == 'pyplot': import matplotlib.pyplot\n"
+            "print(plots.gallery_cache_path(['relu', 'tanh']))")
+    names = {subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True, check=True).stdout
+             for how in ("plain", "pyplot", "plain")}
+    assert len(names) == 1 and names.pop().strip().endswith(".png")
+
+
 def test_a_report_that_fails_drops_its_groups_and_keeps_its_error(tmp_path):
     import os
 

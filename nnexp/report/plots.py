@@ -337,7 +337,11 @@ def gallery_cache_path(activations: list[str]) -> Path:
     source = hashlib.sha256()
     for module in (gallery, figures, sys.modules[__name__]):
         source.update(Path(module.__file__).read_bytes())
-    rc = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in mpl.rcParams.items())).encode()).hexdigest()
+    # the settings that can change pixels: not the GUI backend (the PNG is always Agg's), nor a value whose repr is
+    # an object's address (it would differ in every process, and so would the file's name)
+    rc = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in dict.items(mpl.rcParams)
+                                    if not k.startswith(("backend", "interactive", "webagg.", "toolbar"))
+                                    and " at 0x" not in repr(v))).encode()).hexdigest()
     key = key_of({"activations": list(activations), "values": hashlib.sha256(values.tobytes()).hexdigest(),
                   "source": source.hexdigest(), "rc": rc, "dpi": DPI, "compress_level": PNG_COMPRESS_LEVEL,
                   "numpy": np.__version__, "pandas": pd.__version__, "matplotlib": mpl.__version__,
