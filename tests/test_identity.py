@@ -543,3 +543,31 @@ def test_one_activation_all_diverged_the_other_finished_is_said_as_it_is(fresh, 
     assert ">legacy<" not in setup and ">repeats<" not in setup and ">loss<" not in setup and ">model.loss<" in setup
     data = page.split(">Data<")[1].split("</table>")[0]  # the dataset named once (the tag is the param)
     assert "<td>dataset.name</td>" in data and "<td>dataset</td>" not in data
+
+
+def test_a_sweep_whose_every_run_was_killed_still_gets_its_report(fresh, monkeypatch, capsys):
+    """Killed in its first job (kill -9, then marked by a later command) or all failed: no run has a final metric.
+    The report the interrupted command points to is written, says nothing finished and lists every run with why
+    (it raised KeyError: 'val_loss mean'; found by the new-user test)."""
+    from nnexp.report import build_report
+
+    sweep(monkeypatch, capsys, fresh, ["activation=tanh,relu", "dataset=xor", "epochs=3", "seed=0,1"], code=0)
+    c = MlflowClient(tracking_uri=f"sqlite:///{fresh / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("activations").experiment_id
+    runs = c.search_runs([exp])
+    parent = next(r.info.run_id for r in runs if r.data.tags.get("nnexp.kind") == "sweep")
+    import sqlite3
+
+    con = sqlite3.connect(fresh / "mlflow.db")
+    with con:  # as if each had been killed before its first metric (MLflow's client deletes no metric)
+        con.execute("DELETE FROM metrics")
+        con.execute("DELETE FROM latest_metrics")
+        con.execute("UPDATE runs SET status = 'KILLED' WHERE run_uuid != ?", (parent,))
+        con.execute("DELETE FROM tags WHERE key = 'nnexp.outcome' AND run_uuid != ?", (parent,))
+    con.close()
+    index = build_report(f"sqlite:///{fresh / 'mlflow.db'}", "activations", parent_id=parent, out_dir=fresh / "r")
+    page = index.read_text()
+    assert "4 runs (4 killed)" in page and "No finished run: nothing to compare" in page
+    bad = page.split("<h2>Diverged and failed runs")[1].split("</section>")[0]
+    assert bad.count("<td>killed</td>") == 4
+    assert pd.read_csv(fresh / "r" / "summary.csv").empty

@@ -177,7 +177,7 @@ def summary_table(runs: pd.DataFrame, keys: list[str], metrics: list[str], *, pr
         row["seeds"] = len(ok)
         row["diverged"] = int((sub["outcome"] == "diverged").sum())
         row["divergence rate"] = row["diverged"] / trained if trained else math.nan
-        for m in metrics:
+        for m in dict.fromkeys([primary, *metrics]):  # the primary even when no run logged it (all killed early)
             d = describe(ok[m]) if m in ok else describe([])
             d["ci_lo"], d["ci_hi"] = (float(v) for v in clip_interval(m, d["ci_lo"], d["ci_hi"]))
             for k in ("mean", "std", "ci_lo", "ci_hi"):
@@ -187,7 +187,8 @@ def summary_table(runs: pd.DataFrame, keys: list[str], metrics: list[str], *, pr
             row["reached"] = int(e.notna().sum())
             row["epochs mean"] = float(e.mean()) if e.notna().any() else math.nan
         rows.append(row)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=None if rows else [  # no run trained (all killed or failed): no row
+        *keys, "seeds", "diverged", "divergence rate", *(f"{primary} {k}" for k in ("mean", "std", "ci_lo", "ci_hi"))])
     col = f"{primary} mean"
     table = table.sort_values(col, ascending=not higher_is_better(primary), na_position="last", ignore_index=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
