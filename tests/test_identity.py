@@ -571,3 +571,22 @@ def test_a_sweep_whose_every_run_was_killed_still_gets_its_report(fresh, monkeyp
     bad = page.split("<h2>Diverged and failed runs")[1].split("</section>")[0]
     assert bad.count("<td>killed</td>") == 4
     assert pd.read_csv(fresh / "r" / "summary.csv").empty
+
+
+def test_comparing_a_sweep_with_its_resumed_rerun_counts_each_run_once(fresh, monkeypatch, capsys):
+    """Sweep B reused every run of sweep A (resume): a report of both has A's 4 runs once each, and calls none a
+    duplicate (it said '4 duplicate runs dropped', every one with run_id == kept_run_id; new-user test)."""
+    from nnexp.report import build_report
+
+    args = ["activation=tanh,relu", "dataset=xor", "epochs=3", "seed=0,1"]
+    sweep(monkeypatch, capsys, fresh, args, code=0)
+    assert "0 reused" not in sweep(monkeypatch, capsys, fresh, args, code=0).out  # B trains nothing: 4 reused
+    c = MlflowClient(tracking_uri=f"sqlite:///{fresh / 'mlflow.db'}")
+    exp = c.get_experiment_by_name("activations").experiment_id
+    parents = [r.info.run_id for r in c.search_runs([exp], "tags.`nnexp.kind` = 'sweep'", order_by=["start_time"])]
+    assert len(parents) == 2
+    index = build_report(f"sqlite:///{fresh / 'mlflow.db'}", "activations", parent_id=parents, out_dir=fresh / "r")
+    page = index.read_text()
+    runs = pd.read_csv(fresh / "r" / "runs.csv")
+    assert len(runs) == runs["run_id"].nunique() == 4 and "4 runs (4 finished)" in page
+    assert "duplicate" not in page.split("<h2>")[1] and not (fresh / "r" / "duplicates.csv").exists()

@@ -381,6 +381,8 @@ def _load(uri: str, experiment: str, parents: list[str], filter_string: str) -> 
         frames.append(f)
     frames = [f for f in frames if len(f)] or frames[:1]
     runs = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(frames) > 1:  # a run a later sweep reused (resume) belongs to both: one run, listed once, where it trained
+        runs = runs.sort_values("reused", kind="stable").drop_duplicates("run_id").sort_index()
     runs.attrs["metrics"] = sorted({m for f in frames for m in f.attrs.get("metrics", [])})
     return runs
 
