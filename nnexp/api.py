@@ -190,8 +190,14 @@ def sweep(overrides: list[str], *, experiment: str | None = None, uri: str | Non
     from .callbacks import LAST_SWEEP
     from .preflight import preflight
 
-    if isinstance(overrides, str):
-        raise TypeError(f"overrides must be a list of strings, e.g. [{overrides!r}], not a string")
+    if isinstance(overrides, str):  # the example: the string as a shell would split it, one override per item
+        import shlex
+
+        try:
+            example = shlex.split(overrides)
+        except ValueError:  # unbalanced quotes
+            example = overrides.split()
+        raise TypeError(f"overrides must be a list of strings, one override each, e.g. {example!r}, not a string")
     argv = ["-m", *map(str, overrides)]
     if experiment:
         argv.append(f"tracking.experiment={experiment}")

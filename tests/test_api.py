@@ -135,6 +135,9 @@ def test_sweep_refuses_a_bad_override_before_anything_runs(tmp_path, monkeypatch
         nnexp.sweep(["activation=rleu"])
     with pytest.raises(TypeError, match="list of strings"):
         nnexp.sweep("activation=relu")
+    # the example it gives is one that works: one override per item (it showed the string as one item)
+    with pytest.raises(TypeError, match=r"e\.g\. \['dataset=xor', 'epochs=3', 'model.hidden_sizes=\[4, 4\]'\]"):
+        nnexp.sweep("dataset=xor epochs=3 'model.hidden_sizes=[4, 4]'")
     assert not (tmp_path / "mlflow.db").exists()
 
 
