@@ -500,3 +500,19 @@ def test_a_report_error_not_caused_by_an_interrupt_still_raises(store, monkeypat
     monkeypatch.setattr(cli_module, "build_report", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli_module.cli(["--uri", store["uri"], "--experiment", "synth", "--out", str(store["root"] / "cut")])
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "a missing mount"])
+def test_a_report_folder_that_cannot_be_written_is_one_line_and_2(store, capsys, where):
+    """``--out`` naming a file, a path under a file or under /proc: one line naming the folder and what to do, exit
+    2, no traceback (it printed FileExistsError / FileNotFoundError tracebacks; new-user test)."""
+    from nnexp.report.__main__ import main as report_main
+
+    afile = store["root"] / "notes.txt"
+    afile.write_text("mine")
+    out = {"a file": afile, "under a file": afile / "r", "a missing mount": Path("/proc/nnexp-none/r")}[where]
+    rc = report_main(["--uri", store["uri"], "--experiment", "synth", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"nnexp.report: error: cannot write the report to {out}: ") and "--out DIR" in err
+    assert afile.read_text() == "mine"  # nothing of the user's is touched

@@ -32,6 +32,7 @@ http://127.0.0.1:5000); the page prints the matching ``mlflow ui`` command.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"nnexp.report: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if not _under(e.filename, out):
+            raise
+        print(f"nnexp.report: error: {unwritable_line(e, out)}", file=sys.stderr)
+        return 2
     _print_duplicates(index.parent / "duplicates.csv")
     print(index)
     if not uri.startswith(("http://", "https://")):  # the UI the page's links point to
@@ -101,6 +107,20 @@ def main(argv=None) -> int:
 
         print(f"runs:   {ui_command(uri, ui_url(args.ui_url))}")
     return 0
+
+
+def _under(filename, out: Path) -> bool:
+    """Whether ``filename`` (of an ``OSError``) is the report folder ``out``, in it, or one of its parents."""
+    if not filename:
+        return False
+    path, out = Path(os.fsdecode(filename)).absolute(), out.absolute()
+    return path == out or out in path.parents or path in out.parents
+
+
+def unwritable_line(e: OSError, out: Path) -> str:
+    """One line for a report folder that cannot be written (``--out`` a file, a missing or read-only place)."""
+    return (f"cannot write the report to {out}: {e.strerror or type(e).__name__} ({os.fsdecode(e.filename)}); "
+            f"choose a folder you can write with --out DIR")
 
 
 def folder_name(sweeps: list[str], filter_string: str, metric: str) -> str:
