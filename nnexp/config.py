@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import functools
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
@@ -335,6 +336,13 @@ def log_every(cfg: DictConfig) -> int:
     return max(1, -(-int(cfg.epochs) // LOG_POINTS))
 
 
+def env_uri_problem(env: str) -> str:
+    """The error for a ``$MLFLOW_TRACKING_URI`` nnexp cannot use (MLflow's old default ``./mlruns``, a file store)."""
+    return (f"MLFLOW_TRACKING_URI={env!r} (from the environment) is not a tracking URI nnexp can use; set "
+            "tracking.uri=sqlite:///<path>/mlflow.db (or http://host:port, postgresql://...) or unset "
+            "MLFLOW_TRACKING_URI to use ./mlflow.db")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check keys, ranges and combinations that the schema's types cannot express.
 
@@ -454,6 +462,8 @@ def validate(cfg: DictConfig) -> None:
     need(uri is None or uri.startswith(URI_SCHEMES),
          f"tracking.uri={uri!r} is not a tracking URI; use sqlite:///<path>/mlflow.db, http://host:port "
          "or a database URI (postgresql://, mysql://)")
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    need(uri is not None or not env or env.startswith(URI_SCHEMES), env_uri_problem(env or ""))
     exp = c.tracking.experiment
     need(bool(exp.strip()) and exp == exp.strip() and _SAFE_NAME.match(exp) is not None and ".." not in exp,
          f"tracking.experiment={exp!r} must be a plain name (letters, digits, inner spaces, _ . -; no path "

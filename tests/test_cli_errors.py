@@ -247,3 +247,26 @@ def test_subprocess_exit_code_and_no_traceback(args, key, tmp_path, cli):
     assert proc.stderr.count("\n") == 1 and key in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("env", ["./mlruns", "mlruns", "file:///tmp/mlruns", "garbage"])
+@pytest.mark.parametrize("command", ["sweep", "report"])
+def test_a_file_store_in_mlflow_tracking_uri_is_one_line(env, command, tmp_path, monkeypatch, capsys):
+    """``$MLFLOW_TRACKING_URI`` set to MLflow's old default (a file store) or nonsense: one line naming the variable
+    and what to set, exit 2, nothing created; as ``tracking.uri=./mlruns`` already was (it was MLflow's 75-line
+    'filesystem tracking backend is in maintenance mode' traceback; new-user test)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env)
+    monkeypatch.setattr(sys, "argv", ["nnexp"])
+    if command == "sweep":
+        from nnexp.__main__ import main
+
+        rc = main([*FAST])
+    else:
+        from nnexp.report.__main__ import main
+
+        rc = main(["--experiment", "activations"])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert f"MLFLOW_TRACKING_URI={env!r} (from the environment) is not a tracking URI" in err
+    assert list(tmp_path.iterdir()) == []

@@ -69,6 +69,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-boundaries", action="store_true", help="skip the decision-boundary figure")
     p.add_argument("--svg", action="store_true", help="also write every figure as SVG (default: PNG only)")
     args = p.parse_args(argv)
+    from ..config import URI_SCHEMES, env_uri_problem
+
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if (args.uri or env) and not (args.uri or env).startswith(URI_SCHEMES):  # MLflow's file store: a traceback
+        print("nnexp.report: error: " + (f"--uri {args.uri!r} is not a tracking URI; use sqlite:///<path>/mlflow.db, "
+                                         "http://host:port or a database URI (postgresql://, mysql://)" if args.uri
+                                         else env_uri_problem(env).replace("tracking.uri=", "--uri ", 1)),
+              file=sys.stderr)
+        return 2
     try:
         uri = tracking.resolve_uri(args.uri, Path.cwd())
     except ConfigError as e:
