@@ -249,7 +249,7 @@ def test_subprocess_exit_code_and_no_traceback(args, key, tmp_path, cli):
     assert not (tmp_path / "mlflow.db").exists()
 
 
-@pytest.mark.parametrize("env", ["./mlruns", "mlruns", "file:///tmp/mlruns", "garbage"])
+@pytest.mark.parametrize("env", ["./mlruns", "mlruns", "file:///tmp/mlruns", "file:mlruns", "garbage"])
 @pytest.mark.parametrize("command", ["sweep", "report"])
 def test_a_file_store_in_mlflow_tracking_uri_is_one_line(env, command, tmp_path, monkeypatch, capsys):
     """``$MLFLOW_TRACKING_URI`` set to MLflow's old default (a file store) or nonsense: one line naming the variable

@@ -372,7 +372,7 @@ def test_rebuild_leaves_no_stale_files(stores, tmp_path):
     build_report(stores["uri"], "moons", out_dir=out, boundaries=False, filter_string="params.`optimizer.lr` = '1.0'")
     names = {p.name for p in out.iterdir()}
     assert "lr_sensitivity.png" not in names and "heatmap_activation_optimizer_lr.png" not in names
-    assert not any(n.endswith(".svg") for n in names)  # the first build's SVG files too (this one wrote none)
+    assert not [n for n in names if n.endswith(".svg")]  # the first build's SVG files too (this one wrote none)
     assert {"final_metric.png", "index.html", "notes.txt"} <= names
     assert "lr_sensitivity" not in (out / "index.html").read_text()
 
@@ -452,3 +452,16 @@ def test_importance_of_both_swept_keys_and_parallel_coordinates(stores):
     values = [float(v) for v in table.values()]
     assert all(0 <= v <= 1 for v in values) and sum(values) == pytest.approx(1, abs=2e-3)
     assert (stores["index"]["moons"].parent / "parallel_coordinates.png").stat().st_size > 5000
+
+
+def test_the_setup_lists_swept_numbers_by_value():
+    """``model.depth ∈ {2, 5, 10, 20, 50}``, not ``{10, 2, 20, 5, 50}`` (sorted as text; new-user test); text and
+    mixed values (a null among numbers) keep the text order."""
+    import pandas as pd
+
+    from nnexp.report.sections import _sorted_values
+
+    assert _sorted_values(pd.Series([10, 2, 20, 5, 50, 2])) == [2, 5, 10, 20, 50]
+    assert _sorted_values(pd.Series([0.1, 1.0, 0.01, 1e-3])) == [1e-3, 0.01, 0.1, 1.0]
+    assert _sorted_values(pd.Series(["tanh", "relu", "elu"], dtype=object)) == ["elu", "relu", "tanh"]
+    assert [str(v) for v in _sorted_values(pd.Series([32, None, 8], dtype=object))] == ["32", "8", "None"]

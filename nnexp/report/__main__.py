@@ -72,7 +72,9 @@ def main(argv=None) -> int:
     from ..config import URI_SCHEMES, env_uri_problem
 
     env = os.environ.get("MLFLOW_TRACKING_URI")
-    if (args.uri or env) and not (args.uri or env).startswith(URI_SCHEMES):  # MLflow's file store: a traceback
+    given = args.uri or env
+    # a file store (a path, file:): MLflow's traceback; another scheme gets check_driver's line below
+    if given and not given.startswith(URI_SCHEMES) and ("://" not in given or given.startswith("file:")):
         print("nnexp.report: error: " + (f"--uri {args.uri!r} is not a tracking URI; use sqlite:///<path>/mlflow.db, "
                                          "http://host:port or a database URI (postgresql://, mysql://)" if args.uri
                                          else env_uri_problem(env).replace("tracking.uri=", "--uri ", 1)),

@@ -298,10 +298,10 @@ def prerender_gallery(activations: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     key = ("activation_gallery", tuple(sorted(activations)))
-    cached = _cached_gallery(list(key[1]))
-    if cached is not None:
-        _PREDRAWN.pop(key, None)
-        _PRERENDERED[key] = cached
+    if _cached_gallery(list(key[1])) is not None:  # the report takes it from the cache
+        drawn = _PREDRAWN.pop(key, None)
+        if drawn is not None:
+            plt.close(drawn)
         return
     if key not in _PREDRAWN:
         predraw_gallery(activations)
@@ -703,15 +703,13 @@ def boundary_blocks(ok: pd.DataFrame, keys: list[str], m: str, higher: bool, uri
 
 
 def gallery_prerendered(activations: list[str]) -> bool:
-    """Whether the gallery of ``activations`` (sorted) is drawn already: rendered by :func:`prerender_gallery` (when
-    the report writes PNG only), or drawn by :func:`predraw_gallery` (it then only renders)."""
+    """Whether the gallery of ``activations`` (sorted) is drawn already: rendered by :func:`prerender_gallery` or in
+    nnexp's user cache (:func:`gallery_cache_path`; when the report writes PNG only), or drawn by
+    :func:`predraw_gallery` (it then only renders)."""
     formats = _ACTIVE.formats if _ACTIVE is not None else FORMATS
     key = ("activation_gallery", tuple(activations))
-    if formats == ("png",) and key not in _PRERENDERED:
-        cached = _cached_gallery(list(activations))
-        if cached is not None:
-            _PRERENDERED[key] = cached
-    return (formats == ("png",) and key in _PRERENDERED) or key in _PREDRAWN
+    return (formats == ("png",) and (key in _PRERENDERED or _cached_gallery(list(activations)) is not None)
+            or key in _PREDRAWN)
 
 
 def gallery_blocks(activations: list[str], out_dir: Path, *, written: set) -> list[dict]:

@@ -453,11 +453,20 @@ def dataset_facts(runs: pd.DataFrame) -> dict:
     return out
 
 
+def _sorted_values(values: pd.Series) -> list:
+    """The distinct values of ``values`` in order: numbers by value (2 before 10), the rest by their text."""
+    distinct = {fmt.val(v): v for v in values}
+    numbers = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and v == v
+                  for v in distinct.values())  # a NaN (v != v) has no place among numbers: all sorted as text
+    key = (lambda t: distinct[t]) if numbers else (lambda t: t)
+    return [distinct[t] for t in sorted(distinct, key=key)]
+
+
 def setup_blocks(ctx, *, commands: list[str], report_command: str) -> list[dict]:
     """The Setup section: what varied, what was held fixed, the data, the seeds and the commands."""
     runs, keys, linked = ctx["runs"], ctx["keys"], ctx["linked"]
     varying = [*keys, *linked]
-    levels = {k: sorted(set(runs[k].map(fmt.val))) for k in varying if k in runs}
+    levels = {k: [fmt.val(v) for v in _sorted_values(runs[k])] for k in varying if k in runs}
     blocks = [{"kind": "p", "text": _m("Compared: {}.", "; ".join(
         f"{k} ∈ {{{', '.join(v)}}}" for k, v in levels.items()))}]
     if linked:
