@@ -14,6 +14,7 @@ figure's width (:func:`nnexp.report.figures.fit_suptitle`).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import logging
 import math
@@ -324,29 +325,39 @@ def gallery_cache_path(activations: list[str]) -> Path:
     versions of NumPy, pandas, matplotlib, seaborn and Pillow.
     """
     import hashlib
-    import sys
 
     import matplotlib as mpl
     import PIL
     import seaborn as sns
 
     from ..cache import cache_dir, key_of
-    from . import figures, gallery
+    from . import gallery
 
     values = gallery.activation_frame(names=list(activations))["value"].to_numpy()
-    source = hashlib.sha256()
-    for module in (gallery, figures, sys.modules[__name__]):
-        source.update(Path(module.__file__).read_bytes())
     # the settings that can change pixels: not the GUI backend (the PNG is always Agg's), nor a value whose repr is
     # an object's address (it would differ in every process, and so would the file's name)
     rc = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in dict.items(mpl.rcParams)
                                     if not k.startswith(("backend", "interactive", "webagg.", "toolbar"))
                                     and " at 0x" not in repr(v))).encode()).hexdigest()
     key = key_of({"activations": list(activations), "values": hashlib.sha256(values.tobytes()).hexdigest(),
-                  "source": source.hexdigest(), "rc": rc, "dpi": DPI, "compress_level": PNG_COMPRESS_LEVEL,
+                  "source": _drawing_source(), "rc": rc, "dpi": DPI, "compress_level": PNG_COMPRESS_LEVEL,
                   "numpy": np.__version__, "pandas": pd.__version__, "matplotlib": mpl.__version__,
                   "seaborn": sns.__version__, "pillow": PIL.__version__})
     return cache_dir("figures") / f"activation_gallery-{key}.png"
+
+
+@functools.lru_cache(maxsize=1)
+def _drawing_source() -> str:
+    """SHA-256 of the modules that draw and encode the gallery (read once per process: they do not change)."""
+    import hashlib
+    import sys
+
+    from . import figures, gallery
+
+    source = hashlib.sha256()
+    for module in (gallery, figures, sys.modules[__name__]):
+        source.update(Path(module.__file__).read_bytes())
+    return source.hexdigest()
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
