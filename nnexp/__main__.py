@@ -179,7 +179,7 @@ def _main(argv: list[str], beside: bool = False) -> int:
         _abort_sweep_quietly(abort_sweep)
         print(f"nnexp: error: {LAST_SWEEP['store_error']}", file=sys.stderr)
         return EXIT_FAILED
-    if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error"):
+    if LAST_SWEEP.get("failed") or LAST_SWEEP.get("report_error") or LAST_SWEEP.get("register_error"):
         return EXIT_FAILED
     return EXIT_NO_RESULT if LAST_SWEEP.get("no_result") else 0
 

@@ -128,9 +128,20 @@ class SweepCallback(Callback):
             if config.tracking.get("register_model"):  # the best run's model in the Model Registry, alias "best"
                 from .mlflow_model import register_best
 
-                v = register_best(c, runs, config.tracking.register_model)
-                if v is not None:
-                    print(f"model:  models:/{config.tracking.register_model}@best (version {v.version}, run {v.run_id})")
+                name = config.tracking.register_model
+                try:
+                    v = register_best(c, runs, name)
+                except tracking.StoreUnavailable:
+                    raise
+                except Exception as e:  # e.g. the server refuses the name: the runs are safe; the report still follows
+                    LAST_SWEEP["register_error"] = True
+                    print(f"nnexp: error: tracking.register_model={name!r}: the best run's model was not registered: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+                else:
+                    if v is not None:
+                        print(f"model:  models:/{name}@best (version {v.version}, run {v.run_id})")
+                    else:
+                        print(f"model:  none registered under {name!r}: no finished run has a logged model")
             if config.tracking.report and counts.get("finished", 0) + counts.get("diverged", 0) > 0:
                 from .report import worker
 

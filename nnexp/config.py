@@ -184,6 +184,7 @@ ACCEPTS = {
     "tracking.diagnostics_points": "an integer >= 1 or null (every recorded epoch)",
     "tracking.histogram_epochs": "a list of epochs in [0, epochs], e.g. [0,10,30]",
     "dataset.split_seed": "an integer in [0, 2**32 - 1]",
+    "tracking.register_model": "a model name (not blank, no '/' or ':', not '.' or starting with '..'), or null",
 }
 
 _SAFE_NAME = re.compile(r"^[\w.\- ]+$")  # \w: letters and digits of any script, and _
@@ -468,3 +469,10 @@ def validate(cfg: DictConfig) -> None:
     need(bool(exp.strip()) and exp == exp.strip() and _SAFE_NAME.match(exp) is not None and ".." not in exp,
          f"tracking.experiment={exp!r} must be a plain name (letters, digits, inner spaces, _ . -; no path "
          "separators or '..', no leading or trailing space)")
+    name = c.tracking.get("register_model")
+    if name is not None:  # checked now, not at the sweep's end when every run is trained (MLflow's name rules)
+        need(isinstance(name, str) and bool(name.strip()) and not set(name) & set("/:") and name != "."
+             and not name.startswith(".."), f"tracking.register_model={name!r} must be {ACCEPTS['tracking.register_model']}")
+        need(c.tracking.log_model and c.tracking.save_weights,
+             f"tracking.register_model={name!r} registers the best run's logged model, so it needs "
+             "tracking.log_model=true and tracking.save_weights=true")

@@ -133,6 +133,9 @@ def test_depth_changes_the_hash():
     (["tracking.percentiles_every=0"], "tracking.percentiles_every=0 must be an integer >= 1 or null"),
     (["tracking.diagnostics_points=0"], "tracking.diagnostics_points=0 must be an integer >= 1 or null"),
     (["epochs=5", "tracking.histogram_epochs=[0,6]"], "tracking.histogram_epochs=[0, 6] must be a list of epochs in"),
+    (["tracking.register_model='bad name/x'"], "tracking.register_model='bad name/x' must be a model name"),
+    (["tracking.register_model=best", "tracking.log_model=false"], "needs tracking.log_model=true and tracking.save"),
+    (["tracking.register_model=best", "tracking.save_weights=false"], "needs tracking.log_model=true and tracking.sav"),
 ])
 def test_config_mistakes_are_one_line(overrides, words):
     from nnexp.config import validate
@@ -140,6 +143,31 @@ def test_config_mistakes_are_one_line(overrides, words):
     with pytest.raises(ConfigError) as e:
         validate(_cfg(*overrides))
     assert words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["moons-best", "a b", "v1.2", "x..y", "über", " padded ", "a/b", "a:b", ".", "..",
+                                  "../x", "..x", "", "   ", "/abs", "a\\b"])
+def test_register_model_names_are_refused_exactly_when_mlflow_refuses_them(name):
+    """The up-front check of tracking.register_model agrees with MLflow's own, which would only run at the sweep's
+    end, after every run is trained."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    from nnexp.config import validate
+
+    try:
+        _validate_model_name(name)
+        mlflow_accepts = True
+    except MlflowException:
+        mlflow_accepts = False
+    cfg = _cfg()
+    cfg.tracking.register_model = name
+    try:
+        validate(cfg)
+        ours = True
+    except ConfigError:
+        ours = False
+    assert ours == mlflow_accepts
 
 
 def test_xor_tutorial_is_the_tutorials_network_and_its_contrast_is_not():

@@ -262,3 +262,31 @@ def test_models_logged_in_one_process_each_carry_their_own_network_and_ids(tmp_p
                                  artifacts={"weights": str(weights), "config": str(config)}, signature=signature,
                                  input_example=example, pip_requirements=mm._requirements())
     assert sizes == {sum(f.stat().st_size for f in fresh.rglob("*") if f.is_file())}
+
+
+def test_a_registry_that_refuses_the_model_costs_neither_the_report_nor_an_honest_exit(tmp_path, monkeypatch, capsys):
+    """The registry's refusal comes after every run is trained: one line naming the key, the report still written,
+    the parent run FINISHED, exit status 1 (it was a warning from Hydra and exit 0, with no report)."""
+    from mlflow.exceptions import MlflowException
+
+    from nnexp import mlflow_model
+    from nnexp.__main__ import main
+
+    def refuse(c, runs, name, metric="val_loss"):
+        raise MlflowException(f"Registered model {name!r} cannot be created: permission denied\nsecond line")
+
+    monkeypatch.setattr(mlflow_model, "register_best", refuse)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nnexp"])
+    rc = main(["-m", "dataset=xor", "activation=tanh,relu", "epochs=5", "seed=0", "tracking.progress=false",
+               "tracking.register_model=xor-best"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    line = [x for x in err.splitlines() if x.startswith("nnexp: error")]
+    assert line == ["nnexp: error: tracking.register_model='xor-best': the best run's model was not registered: "
+                    "Registered model 'xor-best' cannot be created: permission denied"]
+    assert "Traceback" not in err
+    assert len(list((tmp_path / "reports" / "activations").glob("*/index.html"))) == 1
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = c.search_runs([c.get_experiment_by_name("activations").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3
