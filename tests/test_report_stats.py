@@ -141,3 +141,36 @@ def test_one_value_has_no_interval():
     d = describe([0.25])
     assert d["n"] == 1 and d["mean"] == 0.25 and math.isnan(d["std"])
     assert math.isnan(d["ci_lo"]) and math.isnan(d["ci_hi"])
+
+
+def test_an_activation_worse_among_activations_but_not_among_configurations_is_explained():
+    """Two CSV versions x two activations (case P16): tanh's best configuration is worse than relu's with Holm over
+    the 1 comparison of activations (p = 0.041) but not with Holm over the 3 comparisons of configurations
+    (3 x 0.041 > 0.05). Both statements stand; the report must say why they seem to disagree."""
+    import html
+
+    from nnexp.report.sections import best_sentences, config_group, config_sentences
+
+    vals = {("relu", "A"): [0.20, 0.21, 0.22], ("relu", "B"): [0.19, 0.23, 0.25],
+            ("tanh", "A"): [0.232, 0.25, 0.268], ("tanh", "B"): [0.3, 0.4, 0.5]}
+    ok = pd.DataFrame([{"run_id": f"{a}{d}{s}", "activation": a, "dataset.digest": d, "seed": s,
+                        "outcome": "finished", "val_loss": v} for (a, d), vs in vals.items() for s, v in enumerate(vs)])
+    keys = ["activation", "dataset.digest"]
+    comp = compare_to_best(ok, keys, "val_loss")
+    assert comp.loc[1, "welch_p_holm"] == pytest.approx(0.041, abs=5e-4)
+    ctx = dict(ok=ok, runs=ok, keys=keys, linked=[], metric="val_loss", higher=False, comp=comp,
+               table=summary_table(ok, keys, ["val_loss"], primary="val_loss"))
+    ctx["group"] = config_group(ctx)
+    assert ctx["group"] == ([0, 1, 2, 3], 3)
+    text = [html.unescape(str(s)) for s in best_sentences(ctx) + config_sentences(ctx)]
+    assert "every other activation is worse at Holm-adjusted α = 0.05." in text[0]
+    assert text[2].startswith("<b>4 of 4 configurations cannot be told apart from the best</b>")
+    assert text[3] == ("tanh's best configuration is significantly worse in the comparison of activations above "
+                       "(Holm over 1 comparison) but not here, where the correction is over 3 comparisons: the same "
+                       "difference, corrected for more tests.")
+    # a p-value under 0.05 / 3 separates it in both families: no such sentence
+    ok.loc[ok["run_id"].str.startswith("tanhA"), "val_loss"] = [0.24, 0.25, 0.26]
+    comp = compare_to_best(ok, keys, "val_loss")
+    ctx.update(comp=comp, table=summary_table(ok, keys, ["val_loss"], primary="val_loss"))
+    ctx["group"] = config_group(ctx)
+    assert ctx["group"] == ([0, 1, 3], 3) and len(config_sentences(ctx)) == 1

@@ -128,11 +128,33 @@ def config_sentences(ctx) -> list[Markup]:
     labels = [fmt.cfg(table.iloc[i], keys) for i in rows[1:9]]
     more = f" and {len(rows) - 9} more" if len(rows) > 9 else ""
     if len(rows) > 1:
-        return [_m("<b>{} of {} configurations cannot be told apart from the best</b> ({}; Holm-adjusted Welch "
-                   "p ≥ {} over {}, or fewer than 2 seeds): {}{}.", len(rows), len(table), fmt.cfg(table.iloc[0], keys),
-                   ALPHA, fmt.n(tested, "comparison"), "; ".join(labels), more)]
+        out = [_m("<b>{} of {} configurations cannot be told apart from the best</b> ({}; Holm-adjusted Welch "
+                  "p ≥ {} over {}, or fewer than 2 seeds): {}{}.", len(rows), len(table), fmt.cfg(table.iloc[0], keys),
+                  ALPHA, fmt.n(tested, "comparison"), "; ".join(labels), more)]
+        split = _separated_activations(ctx, rows)
+        if split:  # both statements hold, each in its own family of tests: say why they seem to disagree
+            n_act = int(np.isfinite(ctx["comp"]["welch_p_holm"].to_numpy(float)[1:]).sum())
+            out.append(_m("{} {} significantly worse in the comparison of activations above (Holm over {}) but not "
+                          "here, where the correction is over {}: the same difference, corrected for more tests.",
+                          " and ".join(split), "is" if len(split) == 1 else "are",
+                          fmt.n(n_act, "comparison"), fmt.n(tested, "comparison")))
+        return out
     return [_m("The best configuration, {}, is significantly better than each of the other {} (Holm-adjusted Welch "
                "p < {}).", fmt.cfg(table.iloc[0], keys), len(table) - 1, ALPHA)]
+
+
+def _separated_activations(ctx, rows: list[int]) -> list[str]:
+    """Activations whose best configuration is in the configuration group ``rows`` (:func:`config_group`) although
+    the comparison of activations (``ctx["comp"]``, Holm over fewer tests) found it significantly worse."""
+    comp, table, keys = ctx["comp"], ctx["table"], ctx["keys"] + ctx["linked"]
+    out = []
+    for _, r in comp.iloc[1:].iterrows():
+        if not (math.isfinite(r["welch_p_holm"]) and r["welch_p_holm"] < ALPHA):
+            continue
+        at = np.flatnonzero(_select(table, best_run(ctx, r), keys))
+        if len(at) and int(at[0]) in rows[1:]:
+            out.append(f"{r['activation']}'s best configuration")
+    return out
 
 
 def indistinguishable(comp: pd.DataFrame) -> pd.DataFrame:
@@ -203,7 +225,8 @@ def best_sentences(ctx) -> list[Markup]:
         items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); {}.", best["activation"], where,
                         linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed"),
                         _only(ctx["table"], comp) if len(comp) == 1
-                        else f"every other activation is worse at Holm-adjusted α = {ALPHA}"))
+                        else f"every other activation is worse at Holm-adjusted α = {ALPHA}"
+                        + (f" (over {len(comp) - 1} comparisons)" if len(comp) > 2 else "")))
     for _, r in comp.iloc[1:].iterrows():
         sig = math.isfinite(r["welch_p_holm"]) and r["welch_p_holm"] < ALPHA
         word = "worse" if (r["diff"] < 0) == higher else "better"
