@@ -156,6 +156,17 @@ class SweepCallback(Callback):
                     LAST_SWEEP["report_interrupted"] = True
                     _tag_quietly(c, parent, {f"{tracking.TAG}report": f"interrupted; write it with: {retry}"})
                     raise
+                except OSError as e:  # the report's folder cannot be written: one line, not the worker's traceback
+                    from .report.__main__ import _under, unwritable_line
+
+                    LAST_SWEEP["report_error"] = True
+                    if not _under(e.filename, out):
+                        log.exception("the report could not be built")
+                        print(f"nnexp: error: the report failed (traceback above); the runs are recorded. Retry with: "
+                              f"{retry}", file=sys.stderr)
+                    else:
+                        print(f"nnexp: error: {unwritable_line(e, out).split('; choose')[0]}; the runs are recorded. "
+                              f"Write the report elsewhere with: {retry} --out DIR", file=sys.stderr)
                 except Exception:  # the runs are safe in the store; say so, and how to retry
                     log.exception("the report could not be built")
                     LAST_SWEEP["report_error"] = True

@@ -179,6 +179,11 @@ CASES = [
     ("empty range", ["-m", "epochs=range(3,3)"], ["epochs=range(3,3) has no values", "stops before stop"]),
     ("too many values", ["-m", "seed=range(0,1000000)"], ["seed=range(0,1000000)", "at most 100,000"]),
     ("too many jobs", ["-m", "seed=range(0,2000)", "epochs=range(1,1000)"], ["1,998,000 jobs", "at most 1,000,000"]),
+    # checked before any run trains: MLflow's own check would only refuse it at the sweep's end (new-user test)
+    ("model name with a slash", ["-m", "activation=relu,tanh", "tracking.register_model=bad name/x"],
+     ["tracking.register_model='bad name/x' must be a model name", "no '/' or ':'"]),
+    ("register without a logged model", ["tracking.register_model=best", "tracking.log_model=false"],
+     ["needs tracking.log_model=true and tracking.save_weights=true"]),
 ]
 
 CSV = {
@@ -270,3 +275,22 @@ def test_a_file_store_in_mlflow_tracking_uri_is_one_line(env, command, tmp_path,
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert f"MLFLOW_TRACKING_URI={env!r} (from the environment) is not a tracking URI" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_report_folder_that_cannot_be_made_is_one_line_and_the_runs_are_kept(tmp_path, cli):
+    """``reports`` is a file (or read-only): the sweep's runs are recorded, the report is not; one line says where it
+    could not be written and how to write it elsewhere, exit 1 (it was the report worker's chained tracebacks)."""
+    (tmp_path / "reports").write_text("not a folder")
+    proc = cli(["-m", *FAST, "activation=relu,tanh", "seed=0,1", "tracking.progress=false"], tmp_path)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("nnexp: error")]
+    sweep = line.split("--sweep ")[1].split()[0]
+    assert line == (f"nnexp: error: cannot write the report to {tmp_path / 'reports' / 'activations' / sweep}: Not a "
+                    f"directory; the runs are recorded. Write the report elsewhere with: python -m nnexp.report "
+                    f"--experiment activations --sweep {sweep} --out DIR")
+    con = sqlite3.connect(tmp_path / "mlflow.db")
+    try:
+        assert con.execute("select status, count(*) from runs group by status").fetchall() == [("FINISHED", 5)]
+    finally:
+        con.close()

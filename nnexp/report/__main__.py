@@ -130,8 +130,9 @@ def _under(filename, out: Path) -> bool:
 
 def unwritable_line(e: OSError, out: Path) -> str:
     """One line for a report folder that cannot be written (``--out`` a file, a missing or read-only place)."""
-    return (f"cannot write the report to {out}: {e.strerror or type(e).__name__} ({os.fsdecode(e.filename)}); "
-            f"choose a folder you can write with --out DIR")
+    where = os.fsdecode(e.filename) if e.filename else ""
+    where = f" ({where})" if where and Path(where).absolute() != out.absolute() else ""
+    return f"cannot write the report to {out}: {e.strerror or type(e).__name__}{where}; choose a folder you can write with --out DIR"
 
 
 def folder_name(sweeps: list[str], filter_string: str, metric: str) -> str:
