@@ -509,10 +509,11 @@ def get_or_create_experiment(c, name: str, location: str | None = None) -> str:
     return exp.experiment_id
 
 
-def deleted_experiment_message(name: str, experiment_id: str) -> str:
-    """The one line for an experiment deleted in MLflow (see :func:`get_or_create_experiment`)."""
+def deleted_experiment_message(name: str, experiment_id: str, choose: str = "tracking.experiment=NAME") -> str:
+    """The one line for an experiment deleted in MLflow (see :func:`get_or_create_experiment`); ``choose`` is how
+    the command at hand names another (the report's ``--experiment NAME``)."""
     return (f"experiment {name!r} was deleted in MLflow; restore it (mlflow experiments restore --experiment-id "
-            f"{experiment_id}) or choose another with tracking.experiment=NAME")
+            f"{experiment_id}) or choose another with {choose}")
 
 
 def deleted_experiment(uri: str, name: str) -> str | None:

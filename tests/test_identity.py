@@ -346,7 +346,8 @@ def test_input7_deleted_experiment_is_never_revived(fresh, monkeypatch, capsys):
     assert len(c.search_experiments()) == 1  # no experiment created
     from nnexp.report.load import ReportError, load_runs
 
-    with pytest.raises(ReportError, match="experiment 'activations' was deleted in MLflow; restore it"):
+    with pytest.raises(ReportError, match="experiment 'activations' was deleted in MLflow; restore it .* or choose "
+                                          "another with --experiment NAME$"):
         load_runs(f"sqlite:///{fresh / 'mlflow.db'}", "activations")  # the report and nnexp.load_runs too
     # another experiment trains from scratch; the deleted runs are not reused there either
     head, _, _ = printed_table(sweep(monkeypatch, capsys, fresh, [*args, "tracking.experiment=fresh"]).out)

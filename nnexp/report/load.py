@@ -131,7 +131,7 @@ def _experiment_id(c, experiment: str) -> str:
         names = sorted(e.name for e in tracking.retry(c.search_experiments))
         raise ReportError(f"experiment {experiment!r} not found; experiments in this store: {', '.join(names) or 'none'}")
     if exp.lifecycle_stage == "deleted":  # its runs are deleted too: say so rather than answer with nothing
-        raise ReportError(tracking.deleted_experiment_message(experiment, exp.experiment_id))
+        raise ReportError(tracking.deleted_experiment_message(experiment, exp.experiment_id, "--experiment NAME"))
     return exp.experiment_id
 
 
