@@ -116,7 +116,7 @@ class SweepCallback(Callback):
                 log.warning("%d job(s) ended without closing their run (a worker died?): marked FAILED", lost)
             loaded = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)  # the report uses them too
             runs, dropped = drop_duplicates(loaded)
-            counts = summarize_outcomes(runs)
+            counts = summarize_outcomes(runs, here=LAST_SWEEP.get("search_parents", ()))
             # runs trained twice (resume off, or parallel jobs), and jobs not trained because they spelled the
             # configuration and seed of a run of this sweep again (a reused run's repeats belong to its own sweep)
             repeats = int(runs.loc[~runs["reused"].astype(bool), "repeats"].sum()) if "repeats" in runs else 0
@@ -334,7 +334,9 @@ def _summary_text(runs, counts, swept: list[str] = ()) -> str:
     import pandas as pd
 
     line = (f"sweep finished: {counts.get('finished', 0)} finished, {counts.get('diverged', 0)} diverged, "
-            f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps")
+            f"{counts.get('failed', 0)} failed, {counts.get('reused', 0)} reused from earlier sweeps"
+            + (f", {counts['reused_here']} of this sweep's search trials reused as "
+               + ("a final seed" if counts["reused_here"] == 1 else "final seeds") if counts.get("reused_here") else ""))
     if counts.get("duplicates"):
         line += f", {counts['duplicates']} duplicate(s) of another job's configuration and seed (counted once)"
     lines = [line]

@@ -607,6 +607,8 @@ class OptunaSweeper(Sweeper):
             settled = self._settle_running(c, study)
             done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
             searches[a] = {"study": study, "run": run_id, "todo": max(0, int(s.n_trials) - done)}
+            if parent:  # the summary tells this sweep's trials, reused by its final seeds, from earlier sweeps' runs
+                LAST_SWEEP.setdefault("search_parents", []).append(run_id)
             log.info("search %s: study %r in %s, %d trial(s) done, %d to run%s", a, name, _redact(url), done,
                      searches[a]["todo"], f", {settled} left RUNNING settled" if settled else "")
 

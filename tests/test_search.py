@@ -264,6 +264,10 @@ def test_search_per_activation_trials_pruning_and_final_seeds(tmp_path, cli):
         assert set(final.loc[final["activation"] == act, "optimizer.lr"]) == {study.best_params["optimizer.lr"]}
     assert "pruned" not in set(final["outcome"])
     assert "search tanh: " in proc.stdout and "search relu: " in proc.stdout
+    # the reused seed-0 runs are this sweep's own trials, not runs of an earlier sweep (it said "2 reused from
+    # earlier sweeps"; new-user test)
+    assert ("sweep finished: 4 finished, 0 diverged, 0 failed, 0 reused from earlier sweeps, 2 of this sweep's "
+            "search trials reused as final seeds\n") in proc.stdout
 
     # the search's trials, for the report's importance over activation and learning rate
     trials_df = imp.load_search_trials(f"sqlite:///{tmp_path / 'mlflow.db'}", "activations", parent)

@@ -277,6 +277,7 @@ def _build(uri: str, experiment: str, *, parent_id, filter_string: str, out_dir,
     sections[:0] = _study_sections(runs, uri, out_dir, written)  # a study's claim check and paper figure open the page
 
     counts = summarize_outcomes(runs)
+    counts["reused"] = counts.get("reused", 0) + counts.pop("reused_here", 0)  # the meta line: reused, from anywhere
     selection = _selection(uri, runs, parents, sweep_names, url)
     if filter_string:
         selection += Markup(", filter <code>{}</code>").format(filter_string)

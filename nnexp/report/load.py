@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import sqlite3
+from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -458,12 +459,19 @@ def run_tags(uri: str, run_ids: list[str]) -> dict[str, dict[str, str] | None]:
     return out
 
 
-def summarize_outcomes(runs: pd.DataFrame) -> dict[str, int]:
-    """Counts of runs by outcome (finished, diverged, failed, killed) and how many were reused."""
+def summarize_outcomes(runs: pd.DataFrame, here: Iterable[str] = ()) -> dict[str, int]:
+    """Counts of runs by outcome (finished, diverged, failed, killed) and how many were reused.
+
+    ``reused`` counts runs of earlier sweeps; ``reused_here`` those whose parent is in ``here`` (the search runs
+    of this very sweep, whose trials its final seeds reuse).
+    """
     if runs.empty:
         return {}
     counts = runs["outcome"].value_counts().to_dict()
-    counts["reused"] = int(runs["reused"].sum())
+    reused = runs["reused"].astype(bool)
+    mine = runs["parent_id"].isin(set(here)) if "parent_id" in runs else pd.Series(False, index=runs.index)
+    counts["reused"] = int((reused & ~mine).sum())
+    counts["reused_here"] = int((reused & mine).sum())
     return {k: int(v) for k, v in counts.items()}
 
 
