@@ -384,6 +384,11 @@ def format_value(v: Any) -> str:
         return "[" + ", ".join(format_value(x) for x in v) + "]"
     if isinstance(v, float):
         return f"{v:g}"
+    if isinstance(v, int) and abs(v) >= 10**16:  # optimizer.lr=1e300 compares as an integer: not 301 digits
+        try:
+            return f"{float(v):g}"
+        except OverflowError:
+            pass
     return str(v)
 
 

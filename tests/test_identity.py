@@ -133,6 +133,11 @@ def test_labels_and_run_names_carry_every_swept_value():
     assert identity.run_name(row, ["optimizer.lr", "model.hidden_sizes"], 2) == "relu-lr0.1-h[4,4]-s2"
     assert identity.run_name(row, ["init", "dataset.noise", "batch_size"], 0) == "relu-he_normal-bs=null-noise=0.25-s0"
     assert identity.run_name(row, [], 3) == "relu-s3"
+    # a huge whole number (optimizer.lr=1e300 compares as an integer) reads as written, not as 301 digits
+    assert identity.describe({"activation": "tanh", "optimizer.lr": 1e300}, ["activation", "optimizer.lr"]) == \
+        "tanh, optimizer.lr=1e+300"
+    assert identity.run_name({"activation": "tanh", "optimizer.lr": 1e300}, ["optimizer.lr"], 0) == "tanh-lr1e+300-s0"
+    assert identity.format_value(2**32 - 1) == "4294967295" and identity.format_value(10**400) == str(10**400)
 
 
 def test_swept_keys_come_from_the_sweep_not_a_list():
