@@ -237,8 +237,12 @@ def unknown_key_message(key: str, value: Any = None) -> str:
                 f"e.g. hydra/launcher=joblib {key}=...")
     groups = config_groups()
     candidates = {k: k for k in schema_keys() if not key.startswith(k + ".")}  # model.a: not "model"
-    candidates.update({g: g for g in groups})
+    candidates.update({g: g for g in groups if not key.startswith(g + ".")})  # tracking.foo: not "tracking=team"
     close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.6)
+    section = key.rsplit(".", 1)[0] if "." in key else ""
+    inside = [k for k in schema_keys() if k.startswith(section + ".") and "." not in k[len(section) + 1:]]
+    if not close and inside:  # a key of a known section: name the section's keys
+        return f"{key} is not a key; {section} has: {', '.join(k[len(section) + 1:] for k in inside)}"
     if not close:
         return f"{key} is not a key; see python -m nnexp --cfg job for the keys and --help for the config groups"
     best = close[0]
