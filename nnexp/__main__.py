@@ -140,6 +140,8 @@ def _main(argv: list[str], beside: bool = False) -> int:
         return 128 + signal.SIGINT
 
     LAST_SWEEP.clear()
+    if "nnexp.app" in sys.modules:  # an earlier command in this process (tests, a notebook) created runs
+        sys.modules["nnexp.app"].STARTED_RUNS.clear()
     sys.argv = [sys.argv[0], *argv]
     # Let errors reach this function instead of Hydra's own report (a trimmed traceback and exit 1), so that a
     # user's mistake or an unreachable store ends with one line; a program error still shows its traceback.
@@ -300,6 +302,10 @@ def _interrupted_line(sweep: dict) -> str:
     if sweep.get("ended") == "FINISHED":  # after the runs were counted, before the report began
         return (f"nnexp: interrupted after every run of the sweep was recorded (the parent run is FINISHED); "
                 f"no report was written. Write it with: {report_command(sweep)}")
+    from .app import STARTED_RUNS
+
+    if not sweep.get("parent_id") and not STARTED_RUNS:  # Ctrl-C before any run (or store) was created
+        return "nnexp: interrupted before any run started; nothing was recorded"
     return "nnexp: interrupted; runs in progress are marked KILLED"
 
 

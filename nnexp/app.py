@@ -33,6 +33,9 @@ from .train import History, accuracy, decision_threshold, fit
 
 log = logging.getLogger("nnexp")
 
+#: Runs this process created, ids in order: an interrupted command says whether any run existed to mark KILLED.
+STARTED_RUNS: list[str] = []
+
 __all__ = ["Setup", "build", "run_job", "job_paths", "save_config"]
 
 
@@ -453,6 +456,7 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     run_ids, params_logged = tracking.start_runs(c, exp_id, list(new_runs.values()), parent_id=parent_id)
     for k, run_id in zip(new_runs, run_ids):
         runs[k] = run_id
+        STARTED_RUNS.append(run_id)
         if trial:
             trial.started(run_id)
     for j, first in repeats_here:  # recorded as a job of the sweep that repeats another's run would record it

@@ -328,6 +328,25 @@ def test_ctrl_c_marks_the_job_and_the_parent_killed(tmp_path, tmp_path_factory, 
     assert killed.data.tags["nnexp.outcome"] == "killed"
 
 
+def test_ctrl_c_before_any_run_exists_says_nothing_was_recorded(tmp_path, monkeypatch, capsys):
+    """A single run interrupted while its data loads (before its run is created): the line says nothing was
+    recorded, not that runs were marked KILLED; a later interrupt in training says they were."""
+    import nnexp.app
+
+    def build(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nnexp.app, "build", build)
+    assert run_main(monkeypatch, tmp_path, ["dataset=xor", "epochs=3", "tracking.progress=false"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "nnexp: interrupted before any run started; nothing was recorded"
+    monkeypatch.undo()
+    _raise_on_call(monkeypatch, 1, KeyboardInterrupt())
+    assert run_main(monkeypatch, tmp_path, ["dataset=xor", "epochs=3", "tracking.progress=false"]) == 130
+    assert capsys.readouterr().err.splitlines()[-1] == "nnexp: interrupted; runs in progress are marked KILLED"
+    c = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [r.info.status for r in c.search_runs([c.get_experiment_by_name("activations").experiment_id])] == ["KILLED"]
+
+
 @pytest.mark.slow
 def test_sigterm_marks_the_runs_killed_and_exits_143(tmp_path, tmp_path_factory):
     """``timeout``, ``kill``, SLURM and ``docker stop`` send SIGTERM: handled as Ctrl-C is, nothing left RUNNING."""
