@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from nnexp.report.stats import (aggregate_curves, compare_to_best, default_target, describe, epochs_to_target,
-                                hedges_g, higher_is_better, holm, metric_range, summary_table, t_interval)
+                                hedges_g, higher_is_better, holm, metric_range, summary_table, t_interval, welch_p)
 
 T975_2 = 4.302652729911275  # Student t quantile 0.975 with 2 degrees of freedom
 T975_3 = 3.182446305284263
@@ -174,3 +174,18 @@ def test_an_activation_worse_among_activations_but_not_among_configurations_is_e
     ctx.update(comp=comp, table=summary_table(ok, keys, ["val_loss"], primary="val_loss"))
     ctx["group"] = config_group(ctx)
     assert ctx["group"] == ([0, 1, 3], 3) and len(config_sentences(ctx)) == 1
+
+
+def test_welch_p_is_scipys_and_silent_on_nearly_equal_samples():
+    """One Welch test for the activation comparison and the configuration group (it warned of scipy's precision
+    loss in one of them, for accuracies that differ in the last bit: --metric test_accuracy)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 5), rng.normal(0.5, 2, 4)
+    assert welch_p(a, b) == stats.ttest_ind(a, b, equal_var=False).pvalue
+    assert math.isnan(welch_p([0.75, 0.75], [0.5, 0.5])) and math.isnan(welch_p([0.7], [0.1, 0.2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = welch_p([0.75, 0.75, 0.75 + 1e-16], [0.75, 0.75, 0.75])
+    assert 0 <= p <= 1

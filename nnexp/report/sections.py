@@ -75,9 +75,7 @@ def config_group(ctx) -> tuple[list[int], int]:
     (:func:`nnexp.report.stats.holm`). A configuration with fewer than two
     finished seeds cannot be tested and stays in the group.
     """
-    from scipy import stats as st
-
-    from .stats import holm
+    from .stats import holm, welch_p
 
     table, ok, keys, m = ctx["table"], ctx["ok"], ctx["keys"] + ctx["linked"], ctx["metric"]
     if not len(table) or not len(ok):
@@ -89,7 +87,7 @@ def config_group(ctx) -> tuple[list[int], int]:
     pvals = np.full(len(values), np.nan)
     for i, v in enumerate(values[1:], start=1):
         if len(v) > 1 and len(best) > 1 and (np.ptp(v) > 0 or np.ptp(best) > 0):
-            pvals[i] = st.ttest_ind(v, best, equal_var=False).pvalue
+            pvals[i] = welch_p(v, best)
         elif len(v) > 1 and len(best) > 1:
             pvals[i] = 0.0 if v[0] != best[0] else 1.0
     tested = np.isfinite(pvals)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .fmt import matches, val
 
-__all__ = ["higher_is_better", "metric_range", "clip_interval", "t_interval", "holm", "hedges_g", "describe", "summary_table",
+__all__ = ["higher_is_better", "metric_range", "clip_interval", "t_interval", "holm", "welch_p", "hedges_g", "describe", "summary_table",
            "epochs_to_target", "default_target", "compare_to_best", "aggregate_curves"]
 
 
@@ -88,6 +88,25 @@ def holm(pvalues) -> np.ndarray:
     adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
     out[order] = np.maximum.accumulate(adjusted)
     return out
+
+
+def welch_p(a, b) -> float:
+    """Two-sided Welch t-test p-value of samples ``a`` and ``b`` (``scipy.stats.ttest_ind(equal_var=False)``).
+
+    NaN when either has fewer than two values or both are constant (no test is possible). Nearly equal samples
+    (accuracies of 0.75 and 0.75 + 1e-17) make scipy warn of precision loss; the p-value stays usable, so the
+    warning is not shown.
+    """
+    import warnings
+
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def hedges_g(a, b) -> float:
@@ -247,8 +266,7 @@ def compare_to_best(runs: pd.DataFrame, keys: list[str], primary: str, *, epochs
             row["hedges_g"] = hedges_g(a, b)
             with warnings.catch_warnings():  # nearly equal samples: scipy warns of precision loss, p stays usable
                 warnings.simplefilter("ignore", RuntimeWarning)
-                if len(a) > 1 and len(b) > 1 and (np.ptp(a) > 0 or np.ptp(b) > 0):
-                    row["welch_p"] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+                row["welch_p"] = welch_p(a, b)
                 if len(a) and len(b):
                     row["mwu_p"] = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
         if epochs is not None:
