@@ -24,8 +24,8 @@ import pandas as pd
 
 from .fmt import matches, val
 
-__all__ = ["higher_is_better", "metric_range", "clip_interval", "t_interval", "holm", "welch_p", "hedges_g", "describe", "summary_table",
-           "epochs_to_target", "default_target", "compare_to_best", "aggregate_curves"]
+__all__ = ["higher_is_better", "metric_range", "clip_interval", "t_interval", "holm", "welch_p", "hedges_g",
+           "describe", "summary_table", "epochs_to_target", "default_target", "compare_to_best", "aggregate_curves"]
 
 
 def higher_is_better(metric: str) -> bool:
