@@ -543,11 +543,18 @@ def _params(cfg: DictConfig, m_cfg: DictConfig, setup: Setup, k: int) -> dict:
 def _print_result(cfg, hist: History, runs: dict, uri: str | None, labels: dict, seeds: list) -> None:
     """One line per run: its swept values (``labels[k]``), how it ended, and (``uri`` given, for a single run) where
     it is recorded."""
+    whole = not cfg.tracking.replica_runs  # one run for the population: the means it records, not replica 0's
     for k, run_id in runs.items():
-        m = hist.replica(k)
-        diverged = int(hist.diverged_epoch[k])
+        if whole:
+            m = {name: [population.summarise({name: v[-1]})[name]] for name, v in hist.metrics.items()}
+            diverged = population.outcome(hist.diverged_epoch)[0]
+        else:
+            m = hist.replica(k)
+            diverged = int(hist.diverged_epoch[k])
         accuracy_text = f", val_accuracy {m['val_accuracy'][-1]:.4g}" if "val_accuracy" in m else ""  # not regression
         outcome = f"diverged at epoch {diverged}" if diverged else f"val_loss {m['val_loss'][-1]:.4g}{accuracy_text}"
+        if whole:
+            outcome = f"population of {cfg.replicas} networks, means: {outcome}"
         where = f"; experiment {cfg.tracking.experiment!r} in {uri}" if uri else ""
         # runs trained together in one batched network: each its share, as its train_seconds metric says
         took = (f"{hist.seconds / len(runs):.2f} s of training ({len(runs)} runs trained together in "

@@ -99,6 +99,27 @@ def test_he2015_reduced(tmp_path, cli):
     assert list(z["epochs"]) == [0, 3] and z["act_counts"].shape == (2, 4, 50)
 
 
+def test_a_population_run_prints_and_reports_what_it_records(tmp_path, cli):
+    """tracking.replica_runs=false: the printed line gives the population's means that the run records (it gave
+    replica 0's values), and the report says over how many networks, not "over 1 seed"."""
+    import html
+    import re
+
+    r = cli(["-m", "dataset=gaussian", "activation=relu,tanh", "replicas=20", "tracking.replica_runs=false",
+             "epochs=3", "seed=0", "tracking.progress=false"], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = _runs(tmp_path, "activations")
+    assert len(runs) == 2
+    for run in runs:
+        [line] = [x for x in r.stdout.splitlines() if x.startswith(f"run {run.info.run_id} ")]
+        m = run.data.metrics
+        assert (f"population of 20 networks, means: val_loss {m['val_loss']:.4g}, "
+                f"val_accuracy {m['val_accuracy']:.4g}, ") in line
+    [index] = (tmp_path / "reports" / "activations").glob("*/index.html")
+    text = html.unescape(re.sub(r"<[^>]+>", "", index.read_text()))
+    assert "(mean ± std over 1 run, a population of 20 networks)" in text and "over 1 seed" not in text
+
+
 @pytest.mark.slow
 def test_lu2019_reduced(tmp_path, cli):
     r = cli(["-m", "experiment=lu2019_dying_relu", "replicas=50", "model.width=2,10", "model.depth=2,50"], tmp_path)

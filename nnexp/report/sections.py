@@ -199,6 +199,17 @@ def conclusion(ctx) -> list[dict]:
     return [{"kind": "list", "cls": "conclusion", "items": items}, {"kind": "note", "text": note}]
 
 
+def _over(ctx, n: int) -> str:
+    """``3 seeds``; for runs that each record a population's means (``tracking.replica_runs=false``),
+    ``1 run, a population of 1,000 networks``."""
+    ok = ctx["ok"]
+    sizes = pd.to_numeric(ok["population"], errors="coerce").dropna().unique() if "population" in ok else []
+    if len(sizes) and max(sizes) > 1:
+        size = f"{int(sizes[0]):,}" if len(sizes) == 1 else f"{int(min(sizes)):,}-{int(max(sizes)):,}"
+        return f"{fmt.n(n, 'run')}, {'a population' if n == 1 else 'each a population'} of {size} networks"
+    return fmt.n(n, "seed")
+
+
 def best_sentences(ctx) -> list[Markup]:
     """The winner, or the group of activations indistinguishable from the best, then each other activation."""
     comp, m, higher = ctx["comp"], ctx["metric"], ctx["higher"]
@@ -214,14 +225,14 @@ def best_sentences(ctx) -> list[Markup]:
                         "Welch p ≥ {} against the best mean, or too few seeds to test). Best mean: {}{}{}, "
                         "{} ± {} (mean ± std over {}); more seeds would be needed to separate them.",
                         names, m, ALPHA, best["activation"], where, linked, fmt.g(best["mean"], 4),
-                        fmt.g(best["std"], 2), fmt.n(n, "seed")))
+                        fmt.g(best["std"], 2), _over(ctx, n)))
     elif len(comp) == 1 and len(ctx.get("group", ([0], 0))[0]) > 1:  # one activation, configurations not separated
         items.append(_m("<b>No clear winner</b>: lowest mean {}{}{}, final {} {} ± {} (mean ± std over {}), but other "
                         "configurations cannot be told apart from it (below).", best["activation"], where, linked, m,
-                        fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed")))
+                        fmt.g(best["mean"], 4), fmt.g(best["std"], 2), _over(ctx, n)))
     else:
         items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); {}.", best["activation"], where,
-                        linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), fmt.n(n, "seed"),
+                        linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), _over(ctx, n),
                         _only(ctx["table"], comp) if len(comp) == 1
                         else f"every other activation is worse at Holm-adjusted α = {ALPHA}"
                         + (f" (over {len(comp) - 1} comparisons)" if len(comp) > 2 else "")))
