@@ -375,18 +375,28 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
     # resume is a sweep's: a single run is what the user asked for now, so it always trains
     resume = cfg.tracking.resume and paths["multirun"]
     done = tracking.find_finished_many(c, exp_id, keys) if resume else {}
+    reused_here = set()  # runs of earlier sweeps a slot of this job reuses
     for (i, seed), k in zip(slots, keys):
         run, m_paths = done.get(k), members[i][1]
         if run is None:
             continue
-        if parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
+        reused_tag = f"{tracking.TAG}reused_by.{parent_id}"
+        if parent_id and run.data.tags.get("mlflow.parentRunId") != parent_id and (
+                run.info.run_id in reused_here or run.data.tags.get(reused_tag)):
+            # a run of an earlier sweep that another job (or member) of this sweep reused already: a duplicate job
+            tracking.set_tags(c, run.info.run_id,
+                              {f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
+            log.info("skip %s: already FINISHED in run %s, which another job of this sweep reuses",
+                     _skip_label(m_paths["override"], seed), run.info.run_id)
+        elif parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
             # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
             tracking.set_tags(c, run.info.run_id,
                               {f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
             log.info("skip %s: same configuration and seed as run %s of this sweep (%s)",
                      _skip_label(m_paths["override"], seed), run.info.run_id, run.info.run_name)
         elif parent_id:
-            tracking.set_tags(c, run.info.run_id, {f"{tracking.TAG}reused_by.{parent_id}": "1"})
+            tracking.set_tags(c, run.info.run_id, {reused_tag: "1"})
+            reused_here.add(run.info.run_id)
             log.info("skip %s: already FINISHED in run %s", _skip_label(m_paths["override"], seed), run.info.run_id)
     repeats_here = []  # (slot, slot it repeats): two members of this job that spell one configuration and seed
     if resume and paths["sweep_dir"] is not None and parent_id and trial is None:

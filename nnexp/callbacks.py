@@ -109,7 +109,7 @@ class SweepCallback(Callback):
         c = tracking.client(uri)
         launch = Path(config.hydra.runtime.cwd)
         try:
-            from .report.load import drop_duplicates, load_runs, summarize_outcomes
+            from .report.load import drop_duplicates, duplicate_jobs, load_runs, summarize_outcomes
 
             lost = tracking.end_orphan_children(c, LAST_SWEEP["experiment_id"], parent, "FAILED")
             if lost:
@@ -117,10 +117,9 @@ class SweepCallback(Callback):
             loaded = load_runs(uri, LAST_SWEEP["experiment"], parent_id=parent)  # the report uses them too
             runs, dropped = drop_duplicates(loaded)
             counts = summarize_outcomes(runs, here=LAST_SWEEP.get("search_parents", ()))
-            # runs trained twice (resume off, or parallel jobs), and jobs not trained because they spelled the
-            # configuration and seed of a run of this sweep again (a reused run's repeats belong to its own sweep)
-            repeats = int(runs.loc[~runs["reused"].astype(bool), "repeats"].sum()) if "repeats" in runs else 0
-            counts["duplicates"] = len(dropped) + repeats
+            # runs trained twice (resume off, or parallel jobs), and jobs of this sweep not trained because another
+            # of its jobs spelled the same configuration and seed (trained here, or reused from an earlier sweep)
+            counts["duplicates"] = len(dropped) + duplicate_jobs(runs, [parent])
             LAST_SWEEP.update(counts)
             # a sweep that trained something but in which no run finished has no usable result (exit status 3)
             LAST_SWEEP["no_result"] = counts.get("finished", 0) == 0

@@ -281,6 +281,27 @@ def test_input3_auto_and_its_pick_are_one_configuration(fresh, monkeypatch, caps
     assert "2 duplicate jobs" in (out / "index.html").read_text()
 
 
+def test_duplicate_jobs_are_counted_alike_in_the_summary_and_report_whatever_the_store_holds(fresh, monkeypatch,
+                                                                                              capsys):
+    """``init=auto,xavier_uniform`` for tanh spells each seed twice: 6 jobs, 3 duplicates, whether the runs are
+    trained now, partly reused (seed 0 from an earlier sweep) or all reused (the same command again). The summary
+    said 2, then 0 (duplicates of reused runs went uncounted), and a rebuilt report said 2 or 6 (it counted every
+    sweep's repeats); new-user test."""
+    from nnexp.report.__main__ import main as report_main
+
+    sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=5", "activation=tanh", "seed=0", "tracking.report=false"])
+    args = ["dataset=xor", "epochs=5", "activation=tanh", "init=auto,xavier_uniform", "seed=0,1,2"]
+    for reused in (1, 3):
+        head, _, rows = printed_table(sweep(monkeypatch, capsys, fresh, args).out)
+        assert head == (f"sweep finished: 3 finished, 0 diverged, 0 failed, {reused} reused from earlier sweeps, "
+                        "3 duplicate(s) of another job's configuration and seed (counted once)")
+        assert rows == [{"runs": 3, "seeds": 3, "diverged": 0}]
+        latest = max((fresh / "reports" / "activations").glob("*/index.html"), key=lambda p: p.stat().st_mtime)
+        assert "<b>3 duplicate jobs</b> of the sweep repeated" in latest.read_text()
+    assert report_main(["--out", str(fresh / "whole")]) == 0  # the experiment: both sweeps' duplicates
+    assert "<b>6 duplicate jobs</b> of the sweeps repeated" in (fresh / "whole" / "index.html").read_text()
+
+
 def test_input3_without_resume_the_copies_are_dropped_as_duplicates(fresh, monkeypatch, capsys):
     cap = sweep(monkeypatch, capsys, fresh, ["dataset=xor", "epochs=10", "activation=relu", "init=auto,he_normal",
                                               "seed=0,1", "tracking.resume=false"])

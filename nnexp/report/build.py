@@ -24,8 +24,8 @@ import pandas as pd
 from markupsafe import Markup
 
 from . import fmt
-from .load import (ReportError, check_metric, drop_duplicates, lists_as_text, load_histories, load_runs, run_url,
-                   summarize_outcomes)
+from .load import (ReportError, check_metric, drop_duplicates, duplicate_jobs, lists_as_text, load_histories,
+                   load_runs, run_url, summarize_outcomes)
 from .stats import (aggregate_curves, compare_to_best, default_target, epochs_to_target, higher_is_better,
                     metric_range, summary_table)
 
@@ -293,11 +293,12 @@ def _build(uri: str, experiment: str, *, parent_id, filter_string: str, out_dir,
         "higher" if higher else "lower", uri)
     if len(duplicates):
         meta += _duplicates_note(duplicates)
-    repeats = int(runs["repeats"].sum()) if "repeats" in runs else 0
+    repeats = duplicate_jobs(runs, parents or None)
     if repeats:  # jobs of the sweep that spelled a run's configuration and seed again (init=auto and its pick)
-        meta += Markup(" <b>{}</b> of the sweep repeated the configuration and seed of a run here (same "
+        meta += Markup(" <b>{}</b> of {} repeated the configuration and seed of a run here (same "
                        "<code>nnexp.run_key</code>): trained once, counted once (column repeated_by of "
-                       "<a href='runs.csv'>runs.csv</a>).").format(fmt.n(repeats, "duplicate job"))
+                       "<a href='runs.csv'>runs.csv</a>).").format(
+            fmt.n(repeats, "duplicate job"), "the sweep" if len(parents) == 1 else "the sweeps")
     meta_blocks = _left_out_blocks(left_out, datasets, experiment, sweep_names or parents, filter_string) \
         if left_out else []
     built = Markup("Built in {:.1f} s by <code>python -m nnexp.report</code>.").format(time.perf_counter() - t0)

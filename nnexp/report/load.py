@@ -76,11 +76,28 @@ def _identity_columns(r) -> dict:
         cid, legacy = identity.config_id(canon), True
         old = tags.get(f"{tracking.TAG}config_hash")
         key = f"legacy-{old}" if old else None
-    repeats = [v for k, v in sorted(tags.items()) if k.startswith(f"{tracking.TAG}repeat.")]
+    prefix = f"{tracking.TAG}repeat."
+    repeat_tags = sorted((k, v) for k, v in tags.items() if k.startswith(prefix))
     out = {k: tuple(v) if isinstance(v, list) else v for k, v in canon.items()}
-    out.update(config_id=cid, run_key=key, legacy=legacy, repeats=len(repeats),
-               repeated_by="; ".join(repeats) or None)
+    out.update(config_id=cid, run_key=key, legacy=legacy, repeats=len(repeat_tags),
+               repeated_by="; ".join(v for _, v in repeat_tags) or None,
+               repeat_parents=tuple(k[len(prefix):].split(".")[0] for k, _ in repeat_tags))
     return out
+
+
+def duplicate_jobs(runs: pd.DataFrame, parents: Iterable[str] | None = None) -> int:
+    """Jobs of the sweeps ``parents`` (every sweep: None) that spelled the configuration and seed of a run another
+    of their jobs trained or reused: trained once, counted once.
+
+    Each such job tagged that run ``nnexp.repeat.<parent run>.<job number>`` (:func:`nnexp.app.run_job`), so a run
+    reused by a later sweep carries the later sweep's repeats apart from its own sweep's. The one count of
+    duplicate jobs: the sweep's summary and the report both read it here.
+    """
+    if "repeat_parents" not in runs:
+        return 0
+    wanted = None if parents is None else set(parents)
+    return int(sum(sum(wanted is None or p in wanted for p in t) for t in runs["repeat_parents"]
+                   if isinstance(t, tuple)))
 
 
 def _runs_frame(runs) -> pd.DataFrame:
@@ -104,7 +121,8 @@ def _runs_frame(runs) -> pd.DataFrame:
             if k not in row:
                 row[k] = _typed(v)
         ids = _identity_columns(r)
-        keys.update((k, None) for k in ids if k not in ("config_id", "run_key", "repeats", "repeated_by"))
+        keys.update((k, None) for k in ids
+                    if k not in ("config_id", "run_key", "repeats", "repeated_by", "repeat_parents"))
         row.update(ids)
         for k, v in r.data.metrics.items():
             row[k] = v
