@@ -164,7 +164,7 @@ def test_an_activation_worse_among_activations_but_not_among_configurations_is_e
     assert ctx["group"] == ([0, 1, 2, 3], 3)
     text = [html.unescape(str(s)) for s in best_sentences(ctx) + config_sentences(ctx)]
     assert "every other activation is worse at Holm-adjusted α = 0.05." in text[0]
-    assert text[2].startswith("<b>4 of 4 configurations cannot be told apart from the best</b>")
+    assert text[2].startswith("<b>3 of the other 3 configurations cannot be told apart from the best</b>")
     assert text[3] == ("tanh's best configuration is significantly worse in the comparison of activations above "
                        "(Holm over 1 comparison) but not here, where the correction is over 3 comparisons: the same "
                        "difference, corrected for more tests.")
@@ -189,3 +189,36 @@ def test_welch_p_is_scipys_and_silent_on_nearly_equal_samples():
         warnings.simplefilter("error")
         p = welch_p([0.75, 0.75, 0.75 + 1e-16], [0.75, 0.75, 0.75])
     assert 0 <= p <= 1
+
+
+@pytest.mark.parametrize("n, words", [(1, "1 run did not finish normally; it counts in the divergence rate but never"),
+                                      (2, "2 runs did not finish normally; they count in the divergence rate but")])
+def test_the_diverged_runs_sentence_agrees_in_number(n, words):
+    from nnexp.report.tables import bad_blocks
+
+    runs = pd.DataFrame({"run_id": [f"r{i:08d}" for i in range(n + 1)], "run_name": "x", "url": "http://ui/#/r",
+                         "outcome": ["finished"] + ["diverged"] * n, "diverged_epoch": [None] + [3] * n,
+                         "activation": "relu", "seed": range(n + 1), "error": None, "val_loss": [0.5] + [np.nan] * n})
+    assert bad_blocks(runs, ["activation"], "val_loss")[0]["text"].startswith(words)
+
+
+def test_configuration_group_sentences_count_the_others():
+    """"3 of 4 configurations cannot be told apart from the best: A; B" listed two: the count took in the best."""
+    from nnexp.report.sections import config_group, config_sentences
+
+    vals = {0.1: [0.20, 0.21, 0.22], 0.3: [0.19, 0.23, 0.25], 1.0: [0.5, 0.51, 0.52]}
+    ok = pd.DataFrame([{"run_id": f"{lr}-{s}", "activation": "relu", "optimizer.lr": lr, "seed": s,
+                        "outcome": "finished", "val_loss": v} for lr, vs in vals.items() for s, v in enumerate(vs)])
+    keys = ["activation", "optimizer.lr"]
+    ctx = dict(ok=ok, runs=ok, keys=keys, linked=[], metric="val_loss", higher=False,
+               comp=compare_to_best(ok, ["activation"], "val_loss"),
+               table=summary_table(ok, keys, ["val_loss"], primary="val_loss"))
+    ctx["group"] = config_group(ctx)
+    [text] = config_sentences(ctx)
+    assert text.startswith("<b>1 of the other 2 configurations cannot be told apart from the best</b> "
+                           "(activation=relu, optimizer.lr=0.1;") and text.endswith(": activation=relu, optimizer.lr=0.3.")
+    ok = ok[ok["optimizer.lr"] != 0.3]
+    ctx.update(ok=ok, runs=ok, table=summary_table(ok, keys, ["val_loss"], primary="val_loss"))
+    ctx["group"] = config_group(ctx)
+    assert config_sentences(ctx) == ["The best configuration, activation=relu, optimizer.lr=0.1, is significantly better "
+                                     "than the other one (Holm-adjusted Welch p < 0.05)."]

@@ -126,8 +126,9 @@ def config_sentences(ctx) -> list[Markup]:
     labels = [fmt.cfg(table.iloc[i], keys) for i in rows[1:9]]
     more = f" and {len(rows) - 9} more" if len(rows) > 9 else ""
     if len(rows) > 1:
-        out = [_m("<b>{} of {} configurations cannot be told apart from the best</b> ({}; Holm-adjusted Welch "
-                  "p ≥ {} over {}, or fewer than 2 seeds): {}{}.", len(rows), len(table), fmt.cfg(table.iloc[0], keys),
+        out = [_m("<b>{} of the other {} cannot be told apart from the best</b> ({}; Holm-adjusted Welch "
+                  "p ≥ {} over {}, or fewer than 2 seeds): {}{}.", len(rows) - 1,
+                  fmt.n(len(table) - 1, "configuration"), fmt.cfg(table.iloc[0], keys),
                   ALPHA, fmt.n(tested, "comparison"), "; ".join(labels), more)]
         split = _separated_activations(ctx, rows)
         if split:  # both statements hold, each in its own family of tests: say why they seem to disagree
@@ -137,8 +138,9 @@ def config_sentences(ctx) -> list[Markup]:
                           " and ".join(split), "is" if len(split) == 1 else "are",
                           fmt.n(n_act, "comparison"), fmt.n(tested, "comparison")))
         return out
-    return [_m("The best configuration, {}, is significantly better than each of the other {} (Holm-adjusted Welch "
-               "p < {}).", fmt.cfg(table.iloc[0], keys), len(table) - 1, ALPHA)]
+    return [_m("The best configuration, {}, is significantly better than {} (Holm-adjusted Welch p < {}).",
+               fmt.cfg(table.iloc[0], keys),
+               "the other one" if len(table) == 2 else f"each of the other {len(table) - 1}", ALPHA)]
 
 
 def _separated_activations(ctx, rows: list[int]) -> list[str]:

@@ -107,7 +107,8 @@ def bad_blocks(runs: pd.DataFrame, keys, metric: str) -> list[dict]:
     t.insert(0, "run", [link(u, str(r)[:8]) for u, r in zip(bad["url"], bad["run_id"])])
     n_div = int((bad["outcome"] == "diverged").sum())
     if n_div == len(bad):
-        counted = "they count in the divergence rate but never in a mean, interval or test"
+        counted = ("it counts" if len(bad) == 1 else "they count") + \
+            " in the divergence rate but never in a mean, interval or test"
     elif n_div:
         counted = "the diverged ones count in the divergence rate; none counts in a mean, interval or test"
     else:
