@@ -152,3 +152,17 @@ def test_import_nnexp_loads_no_heavy_library(tmp_path):
     proc = _python("import sys, nnexp; print(sorted(m for m in ('mlflow', 'hydra', 'pandas', 'nnexp.api') "
                    "if m in sys.modules)); print(callable(nnexp.load_runs))", tmp_path)
     assert proc.stdout.split() == ["[]", "True"], proc.stderr
+
+
+def test_load_runs_has_the_loss_columns_when_every_run_diverged(tmp_path, monkeypatch):
+    """The README's own line, ``load_runs(...).groupby('activation')['val_loss'].mean()``, after a sweep whose every
+    run diverged: NaN, not ``KeyError: 'Column not found: val_loss'`` (new-user test)."""
+    import nnexp
+
+    monkeypatch.chdir(tmp_path)
+    nnexp.sweep(["optimizer.lr=50", "activation=relu", "dataset=moons", "epochs=20", "seed=0", "tracking.report=false",
+                 "tracking.progress=false"])
+    runs = nnexp.load_runs(experiment="activations")
+    assert list(runs["outcome"]) == ["diverged"]
+    means = runs.groupby("activation")["val_loss"].mean()
+    assert list(means.index) == ["relu"] and np.isnan(means["relu"]) and "train_loss" in runs

@@ -140,8 +140,15 @@ def _runs_frame(runs) -> pd.DataFrame:
         df["diverged_epoch"] = pd.Series([row["diverged_epoch"] for row in rows], index=df.index, dtype=object)
     for k in keys:  # object columns: None stays None, 32 stays 32, lists stay tuples
         df[k] = pd.Series([row.get(k) for row in rows], index=df.index, dtype=object)
+    for m in ALWAYS_METRICS:  # every run diverged or failed: still a column to average (NaN), not a KeyError
+        if len(df) and m not in df:
+            df[m] = np.nan
     df.attrs["identity_keys"] = list(keys)
     return df
+
+
+#: Final metrics every runs frame has, NaN where a run did not record them (it diverged or failed).
+ALWAYS_METRICS = ("train_loss", "val_loss")
 
 
 def _experiment_id(c, experiment: str) -> str:
