@@ -352,8 +352,9 @@ def test_filtered_report_never_touches_the_sweeps_report(stores, monkeypatch, tm
     assert len(pd.read_csv(sweep_dir / "runs.csv")) == 8
     assert report_main([*base, "--sweep", "large-lr", "--filter", "tags.activation = 'relu'"]) == 0
     assert report_main([*base, "--filter", "tags.activation = 'relu'"]) == 0
+    assert report_main([*base, "--sweep", "large-lr", "--target", "0.3"]) == 0  # it overwrote the sweep's (new user)
     folders = sorted(p.name for p in (tmp_path / "reports" / "moons").iterdir())
-    assert len(folders) == 3 and "large-lr" in folders
+    assert len(folders) == 4 and "large-lr" in folders and "large-lr-target0.3" in folders
     assert [f for f in folders if f.startswith("large-lr-filter-")] and [f for f in folders if f.startswith("all-filter-")]
     assert {f.name: f.read_bytes() for f in sweep_dir.iterdir()} == before
     filtered = next(p for p in (tmp_path / "reports" / "moons").iterdir() if p.name.startswith("large-lr-filter-"))

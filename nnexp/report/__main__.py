@@ -99,7 +99,7 @@ def main(argv=None) -> int:
         sweeps = [_resolve_sweep(uri, args.experiment, s) for s in dict.fromkeys(args.sweep or [])]
         parents = list(dict.fromkeys(pid for pid, _ in sweeps))
         out = Path(args.out) if args.out else Path.cwd() / "reports" / args.experiment / folder_name(
-            [n for _, n in sweeps], args.filter, args.metric)
+            [n for _, n in sweeps], args.filter, args.metric, args.target)
         index = build_report(uri, args.experiment, parent_id=parents or None, filter_string=args.filter, out_dir=out,
                              metric=args.metric, target=args.target, boundaries=not args.no_boundaries,
                              ui=args.ui_url, svg=args.svg)
@@ -135,12 +135,12 @@ def unwritable_line(e: OSError, out: Path) -> str:
     return f"cannot write the report to {out}: {e.strerror or type(e).__name__}{where}; choose a folder you can write with --out DIR"
 
 
-def folder_name(sweeps: list[str], filter_string: str, metric: str) -> str:
-    """The default report folder's name: never the same for two different selections or metrics.
+def folder_name(sweeps: list[str], filter_string: str, metric: str, target: float | None = None) -> str:
+    """The default report folder's name: never the same for two different selections, metrics or targets.
 
     ``<sweep>`` (what the sweep's own report uses), ``<a>+<b>`` for several sweeps, ``all`` for the whole
-    experiment; ``-filter-<first 8 hex of the filter's SHA-256>`` for a filter and ``-<metric>`` for a metric
-    other than val_loss are appended.
+    experiment; ``-filter-<first 8 hex of the filter's SHA-256>`` for a filter, ``-<metric>`` for a metric
+    other than val_loss and ``-target<value>`` for a ``--target`` are appended.
     """
     import hashlib
 
@@ -149,6 +149,8 @@ def folder_name(sweeps: list[str], filter_string: str, metric: str) -> str:
         name += "-filter-" + hashlib.sha256(filter_string.strip().encode()).hexdigest()[:8]
     if metric != "val_loss":  # never overwrite the default metric's report
         name += f"-{metric}"
+    if target is not None:  # nor the sweep's own report, written with the default target
+        name += f"-target{target:g}"
     return name
 
 
