@@ -228,6 +228,16 @@ class JobComposer:
         return cfg
 
 
+@functools.cache
+def _default_groups() -> frozenset[str]:
+    """The config groups the primary config's defaults list chooses (``activation``, ..., ``experiment``): a plain
+    ``group=option`` overrides them; another group (``tracking``) is added with ``+group=option``."""
+    from importlib.resources import files
+
+    defaults = yaml.safe_load(files("nnexp.conf").joinpath("config.yaml").read_text())["defaults"]
+    return frozenset(k for d in defaults if isinstance(d, dict) for k in d if not k.startswith("override "))
+
+
 def _required_groups() -> tuple[str, ...]:
     """The config groups every run needs a choice of: the schema's sections without a default (activation, ...)."""
     return tuple(f.name for f in dataclasses.fields(Config) if f.default == MISSING)
@@ -266,9 +276,16 @@ def check_forms(parsed: list, repo) -> None:
             if is_group and key in _required_groups():
                 raise ConfigError(f"{o.input_line}: every run needs a choice of {key}; "
                                   f"choose one with {key}=<option> ({options})")
+            if key in keys and any(k.startswith(key + ".") for k in keys):  # a section: ~model, ~tracking
+                raise ConfigError(f"{o.input_line}: {key} cannot be removed (every run reads it); set its keys one "
+                                  f"by one, {key}.<key>=<value> (python -m nnexp --cfg job shows them)")
             if key in keys:
                 raise ConfigError(f"{o.input_line}: {key} cannot be removed (every run reads it); set a value "
                                   f"with {key}=<value> (python -m nnexp --cfg job shows the current one)")
+        if is_group and not o.is_delete() and not o.is_add() and not key.startswith("hydra") \
+                and key not in _default_groups():
+            raise ConfigError(f"{o.input_line}: {key} is an optional config group, not in the defaults list; add it "
+                              f"with +{o.input_line} ({key}: {options})")
         bare_delete = o.is_delete() and not o.is_sweep_override() and o.value() is None  # ~experiment
         if is_group and not bare_delete and not all(isinstance(v, str) for v in _values(o)):
             raise ConfigError(f"{o.input_line}: {key} takes the name of one option (a list would merge several "

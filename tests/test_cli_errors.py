@@ -132,7 +132,11 @@ CASES = [
     ("delete a key in a sweep", ["-m", "~model.loss"], ["~model.loss: model.loss cannot be removed"]),
     ("delete a key with its value", ["~epochs=1"], ["~epochs=1: epochs cannot be removed"]),
     ("delete a null key", ["~tracking.uri"], ["~tracking.uri: tracking.uri cannot be removed"]),
-    ("delete a section", ["~model"], ["~model: model cannot be removed"]),
+    ("delete a section", ["~model"], ["~model: model cannot be removed", "set its keys one by one, model.<key>="]),
+    ("delete the tracking section", ["~tracking"], ["~tracking: tracking cannot be removed", "tracking.<key>="]),
+    # an optional group is added with +group=option; it said "did you mean tracking=<option>?", sending the user back
+    ("optional group without +", ["tracking=team"], ["tracking=team: tracking is an optional config group",
+                                                     "add it with +tracking=team"]),
     ("delete a required group", ["~activation"], ["~activation: every run needs a choice of activation", "relu, selu"]),
     ("delete a group's option", ["~dataset=xor"], ["~dataset=xor: every run needs a choice of dataset", "moons"]),
     ("delete hydra's launcher", ["-m", "~hydra/launcher"], ["~hydra/launcher: Hydra's own config cannot be removed",
