@@ -32,6 +32,11 @@ from .config import ACCEPTS, Config, ConfigError, config_groups, schema_keys, un
 
 __all__ = ["preflight", "expand_jobs", "JobComposer"]
 
+#: Hydra launcher configs that nnexp's launchers extend, and the extra (pyproject.toml) and plugin that bring them.
+LAUNCHER_EXTRAS = {"ray": ("ray", "Hydra's Ray launcher (hydra-ray-launcher)"),
+                   "submitit_slurm": ("slurm", "Hydra's submitit launcher (hydra-submitit-launcher)"),
+                   "submitit_local": ("slurm", "Hydra's submitit launcher (hydra-submitit-launcher)")}
+
 #: Compose at most this many jobs one by one; larger sweeps are checked value by value.
 FULL_CHECK_LIMIT = 512
 
@@ -93,8 +98,12 @@ def _one_line(exc: BaseException, overrides: list[str]) -> str:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file:
         group, _, option = exc.missing_cfg_file.rpartition("/")
         options = ", ".join(sorted(exc.options or []))
+        if group == "hydra/launcher" and option in LAUNCHER_EXTRAS:  # nnexp_ray extends `ray`, not installed
+            typed = _value_of(group, overrides) or option
+            extra, plugin = LAUNCHER_EXTRAS[option]
+            return f"hydra/launcher={typed} needs {plugin}, which is not installed: pip install -e \".[{extra}]\" in nnexp's folder"
         if group:
-            return f"{group}={option!r} is not an option; choose one of: {options}"
+            return f"{group}={option!r} is not an option" + (f"; choose one of: {options}" if options else "")
         return f"config {option!r} not found"
     cause = exc
     while cause.__cause__ is not None and not getattr(cause, "full_key", None):

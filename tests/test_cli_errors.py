@@ -298,3 +298,26 @@ def test_a_report_folder_that_cannot_be_made_is_one_line_and_the_runs_are_kept(t
         assert con.execute("select status, count(*) from runs group by status").fetchall() == [("FINISHED", 5)]
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("launcher, extra", [("nnexp_ray", "ray"), ("nnexp_slurm", "slurm")])
+def test_a_launcher_whose_plugin_is_missing_names_the_extra_to_install(launcher, extra, tmp_path, monkeypatch, capsys):
+    """It said "hydra/launcher='ray' is not an option; choose one of: " (the plugin's name, an empty list)."""
+    import importlib.util
+
+    plugin = {"ray": "hydra_plugins.hydra_ray_launcher", "slurm": "hydra_plugins.hydra_submitit_launcher"}[extra]
+    try:
+        installed = importlib.util.find_spec(plugin) is not None
+    except ModuleNotFoundError:
+        installed = False
+    if installed:
+        pytest.skip(f"{plugin} is installed here")
+    from nnexp.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nnexp"])
+    assert main(["-m", *FAST, f"hydra/launcher={launcher}"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"nnexp: error: hydra/launcher={launcher} needs Hydra's ") and \
+        line.endswith(f'which is not installed: pip install -e ".[{extra}]" in nnexp\'s folder')
+    assert not (tmp_path / "mlflow.db").exists()
