@@ -118,9 +118,29 @@ def _flags_first(argv: list[str]) -> list[str]:
     return flags + rest
 
 
+def _modes_line(argv: list[str]) -> str | None:
+    """One line when ``argv`` asks Hydra for more than one of its modes (``-m --cfg job``), which Hydra refuses with
+    a traceback; else None."""
+    from .preflight import _parse
+
+    try:
+        args = _parse(argv)
+    except SystemExit:  # argparse's own message for an unknown flag: Hydra prints it as usual
+        return None
+    modes = [flag for flag, on in (("--run", args.run), ("-m/--multirun", args.multirun), ("--cfg", args.cfg),
+                                   ("--info", args.info), ("--shell-completion", args.shell_completion)) if on]
+    if len(modes) < 2:
+        return None
+    hint = "; to see the config of one job of a sweep, drop -m" if "--cfg" in modes and "-m/--multirun" in modes else ""
+    return f"{' and '.join(modes)} cannot be used together: Hydra takes one of them per command{hint}"
+
+
 def _main(argv: list[str], beside: bool = False) -> int:
     """:func:`main`; with ``beside``, the command's jobs are checked in a child process (:func:`_check_beside`)."""
     argv = _flags_first(argv)
+    if (line := _modes_line(argv)) is not None:
+        print(f"nnexp: error: {line}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         if not any(a.split("=")[0] in _INFO_FLAGS for a in argv):
             error = _check_beside(argv) if beside else _check(argv)

@@ -321,3 +321,17 @@ def test_a_launcher_whose_plugin_is_missing_names_the_extra_to_install(launcher,
     assert line.startswith(f"nnexp: error: hydra/launcher={launcher} needs Hydra's ") and \
         line.endswith(f'which is not installed: pip install -e ".[{extra}]" in nnexp\'s folder')
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize("args, words", [(["-m", "--cfg", "job"], "-m/--multirun and --cfg cannot be used together"),
+                                         (["--cfg", "job", "--info"], "--cfg and --info cannot be used together")])
+def test_two_hydra_modes_are_one_line(args, words, tmp_path, monkeypatch, capsys):
+    """Hydra refuses ``-m --cfg job`` with a 16-line ValueError traceback (exit 1); one line and exit 2 here."""
+    from nnexp.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nnexp"])
+    assert main(args) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"nnexp: error: {words}: Hydra takes one of them per command")
+    assert not list(tmp_path.iterdir())
