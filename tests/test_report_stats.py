@@ -222,3 +222,21 @@ def test_configuration_group_sentences_count_the_others():
     ctx["group"] = config_group(ctx)
     assert config_sentences(ctx) == ["The best configuration, activation=relu, optimizer.lr=0.1, is significantly better "
                                      "than the other one (Holm-adjusted Welch p < 0.05)."]
+
+
+def test_a_metric_that_only_some_activations_log_is_said_so():
+    """``--metric layer1.dead_fraction`` with relu and tanh: tanh's runs finished but never log it. The report
+    said "the only activation with a finished run (tanh: none finished)"; tanh's runs finished (new-user test)."""
+    from nnexp.report.sections import _only
+    from nnexp.report.tables import bad_blocks
+
+    runs = pd.DataFrame({"run_id": [f"r{i:08d}" for i in range(4)], "run_name": "x", "url": "http://ui/#/r",
+                         "outcome": "finished", "activation": ["relu", "relu", "tanh", "tanh"], "seed": [0, 1, 0, 1],
+                         "diverged_epoch": None, "error": None, "m": [0.1, 0.2, np.nan, np.inf]})
+    table = pd.DataFrame({"activation": ["relu", "tanh"]})
+    comp = pd.DataFrame({"activation": ["relu"]})
+    assert _only(table, comp, runs, "m") == "the only activation whose finished runs have a final m (tanh: none has)"
+    runs.loc[2:, "outcome"] = "diverged"
+    assert _only(table, comp, runs, "m") == "the only activation with a finished run (tanh: none finished)"
+    runs.loc[2:, "outcome"] = "finished"
+    assert str(bad_blocks(runs, ["activation"], "m")[1]).count("finished, m not finite") == 2

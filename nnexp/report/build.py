@@ -291,6 +291,11 @@ def _build(uri: str, experiment: str, *, parent_id, filter_string: str, out_dir,
         experiment, selection, datasets, fmt.n(len(runs), "run"), ", ".join(f"{v} {k}" for k, v in counts.items() if v),
         fmt.n(n_configs, "configuration"), ", ".join(keys), fmt.seed_text(seeds), metric,
         "higher" if higher else "lower", uri)
+    unlogged = runs[(runs["outcome"] == "finished") & runs[metric].isna()] if metric in runs else runs.iloc[:0]
+    if len(unlogged):  # --metric layer1.dead_fraction: only relu's runs log it
+        meta += Markup(" <b>{} have no final {}</b> ({}; not logged, or not finite): left out of every "
+                       "comparison, listed below.").format(
+            fmt.n(len(unlogged), "finished run"), metric, ", ".join(map(str, dict.fromkeys(unlogged["activation"]))))
     if len(duplicates):
         meta += _duplicates_note(duplicates)
     repeats = duplicate_jobs(runs, parents or None)

@@ -98,11 +98,16 @@ def config_group(ctx) -> tuple[list[int], int]:
     return rows, int(tested.sum())
 
 
-def _only(table: pd.DataFrame, comp: pd.DataFrame) -> str:
-    """Why one activation is compared: the only one selected, or the only one with a finished run."""
+def _only(table: pd.DataFrame, comp: pd.DataFrame, runs: pd.DataFrame | None = None, metric: str = "") -> str:
+    """Why one activation is compared: the only one selected, the only one with a finished run, or the only one
+    whose finished runs have a final ``metric`` (``--metric layer1.dead_fraction``: relu's runs only log it)."""
     others = [a for a in dict.fromkeys(table["activation"]) if a not in set(comp["activation"])]
     if not others:
         return "the only activation in this selection"
+    finished = set() if runs is None else set(runs.loc[runs["outcome"] == "finished", "activation"])
+    if finished & set(others):
+        return (f"the only activation whose finished runs have a final {metric} "
+                f"({', '.join(map(str, others))}: {'none has' if finished >= set(others) else 'none finished or has it'})")
     return f"the only activation with a finished run ({', '.join(map(str, others))}: none finished)"
 
 
@@ -190,8 +195,9 @@ def conclusion(ctx) -> list[dict]:
     n = int(comp.iloc[0]["n"])
     floor = 2 / math.comb(2 * n, n) if n > 0 else math.nan
     if len(comp) < 2:  # no test between activations was made: nothing about their p-values to qualify
-        note = ("Only one activation has finished runs, so no activations are compared; its best configuration is "
-                "chosen on the same runs it is reported on, which flatters it slightly.")
+        note = (f"Only one activation has finished runs with a final {ctx['metric']}, so no activations are "
+                "compared; its best configuration is chosen on the same runs it is reported on, which flatters it "
+                "slightly.")
         return [{"kind": "list", "cls": "conclusion", "items": items}, {"kind": "note", "text": note}]
     note = ("Each activation is compared at its own best configuration, chosen on the same runs; that selection "
             "favours the winner slightly, so treat p-values near 0.05 with care.")
@@ -235,7 +241,7 @@ def best_sentences(ctx) -> list[Markup]:
     else:
         items.append(_m("<b>Best: {}{}{}</b>, final {} {} ± {} (mean ± std over {}); {}.", best["activation"], where,
                         linked, m, fmt.g(best["mean"], 4), fmt.g(best["std"], 2), _over(ctx, n),
-                        _only(ctx["table"], comp) if len(comp) == 1
+                        _only(ctx["table"], comp, ctx.get("runs"), m) if len(comp) == 1
                         else f"every other activation is worse at Holm-adjusted α = {ALPHA}"
                         + (f" (over {len(comp) - 1} comparisons)" if len(comp) > 2 else "")))
     for _, r in comp.iloc[1:].iterrows():
@@ -279,9 +285,11 @@ def disagreement_sentences(ctx) -> list[Markup]:
         r = table.loc[i]
         what = " and ".join(f"the best {_label(o)} ({fmt.g(r[f'{o} mean'], 4)} against {fmt.g(first[f'{o} mean'], 4)})"
                             for o in metrics)
-        out.append(_m("<b>Metrics disagree</b>: {} ranks first by mean final {} ({}), but {} has {}. Which is "
-                      "better depends on what you need: a calibrated probability (loss) or correct labels (accuracy).",
-                      _config_label(first, keys), m, fmt.g(first[f"{m} mean"], 4), _config_label(r, keys), what))
+        kinds = {"loss" if x.endswith("loss") else "accuracy" if x.endswith("accuracy") else "other" for x in [m, *metrics]}
+        why = (" Which is better depends on what you need: a calibrated probability (loss) or correct labels "
+               "(accuracy)." if kinds == {"loss", "accuracy"} else "")
+        out.append(_m("<b>Metrics disagree</b>: {} ranks first by mean final {} ({}), but {} has {}.{}",
+                      _config_label(first, keys), m, fmt.g(first[f"{m} mean"], 4), _config_label(r, keys), what, why))
     return out
 
 
