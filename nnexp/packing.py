@@ -164,9 +164,12 @@ class PackingSweeper(BasicSweeper):
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
         if self.pack:
             packed, varying = pack_jobs(jobs, min_jobs=self._workers())
-            if len(packed) < len(jobs):
+            if len(packed) < len(jobs) and varying:
                 log.info("%d jobs packed into %d (%s %s within a job; hydra.sweeper.pack=false trains each alone)",
                          len(jobs), len(packed), ", ".join(varying), "varies" if len(varying) == 1 else "vary")
+            elif len(packed) < len(jobs):  # seed=0,0 or batch_size=null,null: the same job spelled twice
+                log.info("%d jobs packed into %d (jobs that spell the same configuration and seed; "
+                         "hydra.sweeper.pack=false runs each)", len(jobs), len(packed))
             jobs = packed
         if max_batch_size is None:
             return [jobs]

@@ -162,3 +162,14 @@ def test_joblib_packed_sweep_matches_the_sequential_one(tmp_path, tmp_path_facto
     assert "12 jobs packed into 2" in proc.stderr
     assert run_main(monkeypatch, seq, ["-m", *args, "hydra.sweeper.pack=false"]) == 0
     assert_same_store(par, seq, 12)
+
+
+def test_jobs_spelled_twice_are_packed_with_a_message_that_says_so(tmp_path, tmp_path_factory, monkeypatch, capsys):
+    """``seed=0,0``: nothing varies within the packed job; the line said "( vary within a job", an empty list."""
+    migrated_store(tmp_path_factory, tmp_path)
+    assert run_main(monkeypatch, tmp_path, ["-m", "dataset=xor", "epochs=2", "seed=0,0", "tracking.report=false",
+                                            *QUIET]) == 0
+    out = capsys.readouterr()
+    assert ("2 jobs packed into 1 (jobs that spell the same configuration and seed; hydra.sweeper.pack=false runs "
+            "each)") in out.err and "( vary" not in out.err
+    assert "sweep finished: 1 finished, 0 diverged, 0 failed, 0 reused from earlier sweeps, 1 duplicate(s)" in out.out
