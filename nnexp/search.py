@@ -630,8 +630,9 @@ class OptunaSweeper(Sweeper):
         final = []
         for a, v in searches.items():
             study = v["study"]
-            states = [t.state.name for t in study.trials]
-            counts = {k: states.count(k) for k in ("COMPLETE", "PRUNED", "FAIL")}
+            states = ["INTERRUPTED" if t.state.name == "FAIL" and t.user_attrs.get(KILLED_ATTR) else t.state.name
+                      for t in study.trials]
+            counts = {k: states.count(k) for k in ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED")}
             complete = [t for t in study.trials if t.state.name == "COMPLETE"]
             best = min(complete, key=lambda t: t.value) if complete else None
             tags = {f"nnexp.trials.{k.lower()}": n for k, n in counts.items()}
@@ -646,8 +647,9 @@ class OptunaSweeper(Sweeper):
             tracking.end_run(c, v["run"], "FINISHED")
             best_text = (f"best val_loss {best.value:.4g} at " + ", ".join(f"{k}={_text(x)}" for k, x in best.params.items())
                          if best is not None else "no trial completed: nothing to compare")
-            print(f"search {a}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed; "
-                  f"{best_text} (study {study.study_name})", flush=True)
+            stopped = f", {counts['INTERRUPTED']} interrupted (trained again)" if counts["INTERRUPTED"] else ""
+            print(f"search {a}: {counts['COMPLETE']} complete, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
+                  f"{stopped}; {best_text} (study {study.study_name})", flush=True)
         OmegaConf.save(OmegaConf.create({"storage": _redact(url), "studies": {
             a: {"study": v["study"].study_name, **({"best_params": v["study"].best_params,
                                                     "best_value": float(v["study"].best_value)}
@@ -683,6 +685,11 @@ class OptunaSweeper(Sweeper):
             state, value = optuna.trial.TrialState.COMPLETE, math.inf
         elif outcome == "pruned":
             state = optuna.trial.TrialState.PRUNED
+        if state == optuna.trial.TrialState.FAIL and trial.state.name == "RUNNING" and (
+                run is None or run.info.status in ("KILLED", "RUNNING")):
+            # Ctrl-C, SIGTERM or kill -9 stopped it, not an error of its own: a FAIL to Optuna (trained again), but
+            # counted as interrupted in the search's summary (KILLED_ATTR)
+            optuna.trial.Trial(study, trial._trial_id).set_user_attr(KILLED_ATTR, True)
         study.tell(number, value, state=state, skip_if_finished=True)
         if run is not None:
             if run.info.status == "RUNNING":  # its job died without closing it
@@ -697,6 +704,10 @@ class OptunaSweeper(Sweeper):
         for number in running:
             log.warning("trial %d of %s was left RUNNING: %s", number, study.study_name, self._tell(c, study, number))
         return len(running)
+
+
+#: The user attribute of a trial that an interrupt stopped (Ctrl-C, SIGTERM, kill -9): Optuna knows it as FAIL.
+KILLED_ATTR = "nnexp_interrupted"
 
 
 def _text(value: Any) -> str:

@@ -319,6 +319,11 @@ def test_sigkill_mid_search_then_rerun_resumes_with_one_run_per_trial(tmp_path, 
     assert states.count("COMPLETE") + states.count("PRUNED") == 6
     assert "RUNNING" not in states and states.count("FAIL") <= 1
     assert len(states) == 6 + states.count("FAIL")
+    # the killed trial is an interrupted one in the summary, not a failure (it said "1 failed"; new-user test)
+    killed = sum(bool(t.user_attrs.get("nnexp_interrupted")) for t in study.trials)
+    assert killed == states.count("FAIL")
+    line = next(x for x in rerun.stdout.splitlines() if x.startswith("search tanh: "))
+    assert ", 0 failed" in line and (f", {killed} interrupted (trained again);" in line if killed else "interrupted" not in line)
     # no trial repeated: the first trials kept their results
     for i, s in enumerate(before):
         if s in ("COMPLETE", "PRUNED"):
