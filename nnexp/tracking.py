@@ -445,8 +445,20 @@ def store_template_path() -> Path:
 
 
 def _migrate_empty_store(db: Path) -> None:
-    """Run MLflow's schema migration on the new file ``db``, then drop the ``Default`` experiment it creates."""
-    store = client(f"sqlite:///{db}")._tracking_client.store
+    """Run MLflow's schema migration on the new file ``db``, then drop the ``Default`` experiment it creates.
+
+    MLflow's "Creating initial MLflow database tables..." INFO lines are not shown: the template is nnexp's cache,
+    made once per machine, not a store the user asked for.
+    """
+    import logging
+
+    quiet = logging.getLogger("mlflow.store.db.utils")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        store = client(f"sqlite:///{db}")._tracking_client.store
+    finally:
+        quiet.setLevel(level)
     store.engine.dispose()  # closes MLflow's pooled connections to the file
     con = sqlite3.connect(db)
     try:

@@ -180,3 +180,18 @@ def test_a_store_path_that_is_not_a_database_is_one_line(cache, tmp_path):
     with pytest.raises(ConfigError, match="is not an SQLite database"):
         tracking.check_store(f"sqlite:///{tmp_path / 'notes.db'}")
     tracking.check_store(f"sqlite:///{tmp_path / 'new.db'}")  # a file to be made is fine
+
+
+def test_making_the_store_template_does_not_show_mlflows_migration_lines(cache, capfd):
+    """The first command on a machine printed MLflow's "Creating initial MLflow database tables..." and "Updating
+    database tables" INFO lines: the template is nnexp's cache, not a store the user asked for (new-user test)."""
+    import logging
+
+    from nnexp import tracking
+
+    before = logging.getLogger("mlflow.store.db.utils").level
+    path = tracking.store_template()
+    assert tracking._is_sqlite_file(path)
+    err = capfd.readouterr().err
+    assert "database tables" not in err
+    assert logging.getLogger("mlflow.store.db.utils").level == before
