@@ -381,19 +381,15 @@ def _run_members(members: list[tuple[DictConfig, dict]], t_job: float) -> float:
         if run is None:
             continue
         reused_tag = f"{tracking.TAG}reused_by.{parent_id}"
-        if parent_id and run.data.tags.get("mlflow.parentRunId") != parent_id and (
-                run.info.run_id in reused_here or run.data.tags.get(reused_tag)):
-            # a run of an earlier sweep that another job (or member) of this sweep reused already: a duplicate job
+        mine = run.data.tags.get("mlflow.parentRunId") == parent_id
+        if parent_id and (mine or run.info.run_id in reused_here or run.data.tags.get(reused_tag)):
+            # another job of this sweep spells the same configuration (init=auto and the initialiser it picks), and
+            # trained this run or reused it from an earlier sweep: a duplicate job (report.load.duplicate_jobs)
             tracking.set_tags(c, run.info.run_id,
                               {f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
-            log.info("skip %s: already FINISHED in run %s, which another job of this sweep reuses",
-                     _skip_label(m_paths["override"], seed), run.info.run_id)
-        elif parent_id and run.data.tags.get("mlflow.parentRunId") == parent_id:
-            # another job of this sweep spells the same configuration (init=auto and the initialiser it picks)
-            tracking.set_tags(c, run.info.run_id,
-                              {f"{tracking.TAG}repeat.{parent_id}.{m_paths['job_num']}": m_paths["override"] or "-"})
-            log.info("skip %s: same configuration and seed as run %s of this sweep (%s)",
-                     _skip_label(m_paths["override"], seed), run.info.run_id, run.info.run_name)
+            log.info("skip %s: same configuration and seed as run %s %s", _skip_label(m_paths["override"], seed),
+                     run.info.run_id, f"of this sweep ({run.info.run_name})" if mine
+                     else "of an earlier sweep, which another job of this sweep reuses")
         elif parent_id:
             tracking.set_tags(c, run.info.run_id, {reused_tag: "1"})
             reused_here.add(run.info.run_id)

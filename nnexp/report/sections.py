@@ -86,9 +86,8 @@ def config_group(ctx) -> tuple[list[int], int]:
     best = values[0]
     pvals = np.full(len(values), np.nan)
     for i, v in enumerate(values[1:], start=1):
-        if len(v) > 1 and len(best) > 1 and (np.ptp(v) > 0 or np.ptp(best) > 0):
-            pvals[i] = welch_p(v, best)
-        elif len(v) > 1 and len(best) > 1:
+        pvals[i] = welch_p(v, best)  # NaN for fewer than 2 values, or two constant samples (equal or not)
+        if np.isnan(pvals[i]) and len(v) > 1 and len(best) > 1:
             pvals[i] = 0.0 if v[0] != best[0] else 1.0
     tested = np.isfinite(pvals)
     adj = np.full(len(values), np.nan)
