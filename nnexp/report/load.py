@@ -59,7 +59,8 @@ def _typed(value: str):
 
 
 def _identity_columns(r) -> dict:
-    """``config_id``, ``run_key``, ``legacy``, ``repeats`` and the canonical configuration of a run (lists as tuples).
+    """``config_id``, ``run_key``, ``legacy``, ``repeat_parents`` and the canonical configuration of a run (lists as
+    tuples).
 
     A run without the identity tags (recorded before them) is read from its params
     (:func:`nnexp.identity.canonical_from_params`) and flagged ``legacy``: its
@@ -79,7 +80,7 @@ def _identity_columns(r) -> dict:
     prefix = f"{tracking.TAG}repeat."
     repeat_tags = sorted((k, v) for k, v in tags.items() if k.startswith(prefix))
     out = {k: tuple(v) if isinstance(v, list) else v for k, v in canon.items()}
-    out.update(config_id=cid, run_key=key, legacy=legacy, repeats=len(repeat_tags),
+    out.update(config_id=cid, run_key=key, legacy=legacy,
                repeated_by="; ".join(v for _, v in repeat_tags) or None,
                repeat_parents=tuple(k[len(prefix):].split(".")[0] for k, _ in repeat_tags))
     return out
@@ -98,6 +99,10 @@ def duplicate_jobs(runs: pd.DataFrame, parents: Iterable[str] | None = None) -> 
     wanted = None if parents is None else set(parents)
     return int(sum(sum(wanted is None or p in wanted for p in t) for t in runs["repeat_parents"]
                    if isinstance(t, tuple)))
+
+
+#: Final metrics every runs frame has, NaN where a run did not record them (it diverged or failed).
+ALWAYS_METRICS = ("train_loss", "val_loss")
 
 
 def _runs_frame(runs) -> pd.DataFrame:
@@ -122,7 +127,7 @@ def _runs_frame(runs) -> pd.DataFrame:
                 row[k] = _typed(v)
         ids = _identity_columns(r)
         keys.update((k, None) for k in ids
-                    if k not in ("config_id", "run_key", "repeats", "repeated_by", "repeat_parents"))
+                    if k not in ("config_id", "run_key", "repeated_by", "repeat_parents"))
         row.update(ids)
         for k, v in r.data.metrics.items():
             row[k] = v
@@ -146,9 +151,6 @@ def _runs_frame(runs) -> pd.DataFrame:
     df.attrs["identity_keys"] = list(keys)
     return df
 
-
-#: Final metrics every runs frame has, NaN where a run did not record them (it diverged or failed).
-ALWAYS_METRICS = ("train_loss", "val_loss")
 
 
 def _experiment_id(c, experiment: str) -> str:
@@ -268,8 +270,8 @@ def load_runs(uri: str, experiment: str, *, parent_id: str | None = None, filter
         (:mod:`nnexp.identity`), one column per canonical key (``activation``, ``init`` resolved,
         ``optimizer.lr``, ``model.hidden_sizes`` as a tuple, ``batch_size`` None for full batch, ...;
         their names in ``attrs["identity_keys"]``), ``legacy`` (a run recorded before the identity tags,
-        read from its params), ``repeats`` (jobs of its sweep that spelled the same configuration and seed
-        and were not trained again), every other param with its real type (``seed``, ...) and every final
+        read from its params), ``repeat_parents`` (the sweep of each job that spelled the same configuration
+        and seed and was not trained again: :func:`duplicate_jobs`), every other param with its real type (``seed``, ...) and every final
         metric. One row per run: a run of the sweep that the sweep also reused is listed once.
 
     Raises

@@ -45,7 +45,7 @@ OVERFIT_RISE = 0.05
 NOT_CONFIG = {"run_id", "run_name", "status", "start_time", "end_time", "parent_id", "outcome", "diverged_epoch",
               "config_hash", "config_id", "run_key", "experiment_id", "artifact_uri", "error", "reused", "url",
               "seed", "sweep", "blas_threads", "study", "claims", "n_features", "n_classes", "n_train", "n_val", "n_test",
-              "legacy", "repeats", "repeated_by", "repeat_parents"}
+              "legacy", "repeated_by", "repeat_parents"}
 DATASET_FACTS = ("n_features", "n_classes", "n_train", "n_val", "n_test")
 
 
